@@ -1,0 +1,120 @@
+"""Cases and the reader contract.
+
+A reader turns one publisher layout into a list of ``Case`` records (cheap: file names only) and
+decodes one case on demand. Readers are configured from ``task.yaml`` (``data.reader`` +
+``data.options``) and registered by name with ``@READERS.register("name")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lvmbench.errors import DataError
+from lvmbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: int
+
+
+@dataclass(frozen=True)
+class Case:
+    """One unit of data: an image (2D) or a volume (3D) with its target.
+
+    ``id`` is unique within the dataset and stable across machines (derived from file names);
+    ``group`` is the patient/volume key splits are grouped by; ``label`` is the class index for
+    classification (None otherwise); ``files`` lists every file the case reads (for verify,
+    the decoded cache key and leakage audits); ``meta`` carries publisher split, site, etc.
+    """
+
+    id: str
+    group: str
+    image: str
+    target: Any = None
+    label: int | None = None
+    files: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class Issue:
+    """A problem found by ``verify``: which file, what is wrong, how to fix it."""
+
+    path: str
+    problem: str
+    fix: str
+    fatal: bool = True
+
+    def line(self) -> str:
+        return f"{self.path}: {self.problem}; fix: {self.fix}"
+
+
+class DatasetReader:
+    """Base class. Subclasses set ``kind`` and implement ``cases``, ``load_image``, ``load_target``.
+
+    ``load_image`` returns HxWxC uint8 for 2D data (C in {1, 3}) and a float32 (D, H, W) array for
+    volumes; ``load_target`` returns an int class, an int64 HxW (or DxHxW) label map, or a list of
+    ``Box`` in pixel coordinates of the decoded image.
+    """
+
+    kind: ClassVar[str] = "classification"
+
+    def __init__(self, root: str | Path, **options: Any):
+        self.root = Path(root)
+        self.options = options
+
+    def require_root(self, hint: str) -> None:
+        if not self.root.is_dir():
+            raise DataError("dataset folder not found", path=self.root, fix=hint)
+
+    def cases(self) -> list[Case]:
+        raise NotImplementedError
+
+    def load_image(self, case: Case) -> np.ndarray:
+        raise NotImplementedError
+
+    def load_target(self, case: Case) -> Any:
+        return case.label
+
+    def check(self, case: Case) -> list[Issue]:
+        """Per-case checks for ``lvmbench data verify``: decode everything, report problems."""
+        try:
+            img = self.load_image(case)
+            tgt = self.load_target(case)
+        except DataError as e:
+            return [Issue(e.path or case.image, str(e).split(": ", 1)[-1].split("; fix:")[0], e.fix or "replace the file")]
+        issues: list[Issue] = []
+        if isinstance(tgt, np.ndarray) and tgt.shape != img.shape[: tgt.ndim]:
+            issues.append(
+                Issue(case.image, f"image {img.shape[: tgt.ndim]} and mask {tgt.shape} differ in size", "re-export the mask at the image size")
+            )
+        return issues
+
+    def dataset_checks(self, cases: list[Case]) -> list[Issue]:
+        """Whole-dataset checks (unpaired files, counts); per-layout readers extend this."""
+        return []
+
+
+def _load_readers(reg: Registry[type[DatasetReader]]) -> None:
+    import lvmbench.data.readers as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+READERS: Registry[type[DatasetReader]] = Registry("reader", _load_readers)
+
+
+def make_reader(name: str, root: str | Path, options: dict[str, Any] | None = None) -> DatasetReader:
+    return READERS.get(name)(root, **(options or {}))

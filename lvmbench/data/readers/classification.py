@@ -1,0 +1,130 @@
+"""Classification layouts: class-per-folder trees (Kaggle brain tumour, ImageFolder) and FGADR."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.imageio import read_image
+from lvmbench.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+@READERS.register("class_folders")
+class ClassFolders(DatasetReader):
+    """``<root>/<split>/<class>/<image>`` (or ``<root>/<class>/<image>`` with ``splits: []``).
+
+    Options: ``splits`` (publisher split folders, e.g. [Training, Testing]); ``classes`` (task class
+    order); ``aliases`` (folder name -> class, for the several published spellings, e.g.
+    ``glioma_tumor`` -> ``glioma``). Case ids are ``<split>/<class-folder>/<file>``.
+    """
+
+    kind = "classification"
+
+    def __init__(self, root, splits=("Training", "Testing"), classes=(), aliases=None, **options):
+        super().__init__(root, **options)
+        self.splits = list(splits)
+        self.classes = list(classes)
+        self.aliases = dict(aliases or {})
+
+    def _class_of(self, folder: str) -> int | None:
+        name = self.aliases.get(folder, folder)
+        return self.classes.index(name) if name in self.classes else None
+
+    def cases(self) -> list[Case]:
+        self.require_root("point --data-root at the folder that holds the dataset (see `lvmbench tasks`)")
+        out: list[Case] = []
+        bases = [(s, self.root / s) for s in self.splits] if self.splits else [("", self.root)]
+        found_any = False
+        for split, base in bases:
+            if not base.is_dir():
+                continue
+            found_any = True
+            for cdir in sorted(p for p in base.iterdir() if p.is_dir()):
+                label = self._class_of(cdir.name)
+                if label is None:
+                    known = ", ".join(self.classes)
+                    raise DataError(
+                        f"class folder '{cdir.name}' is not one of the task's classes ({known})",
+                        path=cdir,
+                        fix="rename the folder or add an alias in the task's data.options.aliases",
+                    )
+                for f in sorted(cdir.iterdir()):
+                    if f.suffix.lower() not in IMAGE_SUFFIXES:
+                        continue
+                    rel = f.relative_to(self.root).as_posix()
+                    out.append(Case(id=rel, group=rel, image=rel, label=label, files=(rel,), meta={"split": split}))
+        if not found_any:
+            want = " or ".join(f"'{s}/'" for s in self.splits) or "class folders"
+            raise DataError(f"no {want} found in the dataset folder", path=self.root, fix="check --data-root and the dataset layout")
+        if not out:
+            raise DataError("no images found", path=self.root, fix="check --data-root and the dataset layout")
+        return out
+
+    def load_image(self, case: Case) -> np.ndarray:
+        return read_image(self.root / case.image, "RGB")
+
+
+@READERS.register("fgadr")
+class FGADR(DatasetReader):
+    """FGADR Seg-set: ``Original_Images/NNNN_x.png`` with grades 0-4 from a CSV (``name,grade``).
+
+    Options: ``images`` (folder, default ``Original_Images``), ``labels`` (CSV, default
+    ``DR_Seg_Grading_Label.csv``).
+    """
+
+    kind = "classification"
+
+    def __init__(self, root, images="Original_Images", labels="DR_Seg_Grading_Label.csv", **options):
+        super().__init__(root, **options)
+        self.images = images
+        self.labels = labels
+
+    def _grades(self) -> dict[str, int]:
+        path = self.root / self.labels
+        if not path.is_file():
+            raise DataError("grading CSV not found", path=path, fix="place FGADR's grading CSV next to Original_Images/")
+        grades: dict[str, int] = {}
+        with open(path, newline="") as f:
+            for i, row in enumerate(csv.reader(f)):
+                if not row or not row[0].strip():
+                    continue
+                name, grade = row[0].strip(), row[-1].strip()
+                if not grade.isdigit():
+                    if i == 0:
+                        continue  # header
+                    raise DataError(f"line {i + 1}: grade '{grade}' is not an integer 0-4", path=path, fix="correct the CSV")
+                grades[Path(name).name] = int(grade)
+        return grades
+
+    def cases(self) -> list[Case]:
+        self.require_root("point --data-root at the folder that holds FGADR's Seg-set")
+        grades = self._grades()
+        img_dir = self.root / self.images
+        if not img_dir.is_dir():
+            raise DataError("image folder not found", path=img_dir, fix="check data.options.images in the task")
+        out = []
+        for f in sorted(img_dir.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES or f.name not in grades:
+                continue
+            rel = f.relative_to(self.root).as_posix()
+            out.append(Case(id=f.name, group=f.stem, image=rel, label=grades[f.name], files=(rel,), meta={}))
+        if not out:
+            raise DataError("no graded images found", path=img_dir, fix="check that the CSV names match the image files")
+        return out
+
+    def load_image(self, case: Case) -> np.ndarray:
+        return read_image(self.root / case.image, "RGB")
+
+    def dataset_checks(self, cases: list[Case]) -> list[Issue]:
+        grades = self._grades()
+        have = {Path(c.image).name for c in cases}
+        missing = sorted(set(grades) - have)
+        return [
+            Issue(str(self.root / self.images / m), "listed in the grading CSV but the image is missing", "restore the image", fatal=False)
+            for m in missing
+        ]

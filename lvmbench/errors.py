@@ -1,0 +1,38 @@
+"""User-facing errors: one line that names the file and the fix, printed without a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the user's input (data, checkpoint, arguments), not a bug in lvmbench.
+
+    The CLI prints ``str(err)`` as a single line and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
+        parts = []
+        if path is not None:
+            parts.append(f"{path}:")
+        parts.append(message.rstrip("."))
+        text = " ".join(parts)
+        if fix:
+            text += f"; fix: {fix}"
+        super().__init__(text.replace("\n", " "))
+        self.path = None if path is None else str(path)
+        self.fix = fix
+
+
+class DataError(UserError):
+    """Dataset missing, unreadable, or inconsistent."""
+
+
+class CheckpointError(UserError):
+    """A weights file that cannot be loaded safely or does not match the architecture."""
+
+
+class UnknownNameError(UserError):
+    """A task, encoder, protocol or suite name that is not registered."""

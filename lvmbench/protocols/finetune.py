@@ -1,0 +1,144 @@
+"""Full fine-tuning of encoder + head for classification, validation-selected.
+
+The test transform is deterministic (resize, centre crop when ``crop`` is set). LVM-Med applied its
+random training crop to the FGADR *test* images too (reference §1.4); that is reproduced only with
+``paper_random_test_crop: true`` and the result is flagged.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lvmbench.data.cases import Case
+from lvmbench.data.transforms import normalize_batch
+from lvmbench.heads import HEADS
+from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.protocols.classification_common import counts, per_case_records, score
+from lvmbench.protocols.features import autocast, image_dataset, loader_workers
+
+
+class Classifier(nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.embed(x))
+
+
+def augment(x: torch.Tensor, crop: int | None, hflip: bool, train: bool, gen: torch.Generator) -> torch.Tensor:
+    """Batch augmentation on device. Train: random crop + flip; eval: centre crop only."""
+    if crop and crop < x.shape[-1]:
+        h, w = x.shape[-2:]
+        if train:
+            top = int(torch.randint(0, h - crop + 1, (1,), generator=gen))
+            left = int(torch.randint(0, w - crop + 1, (1,), generator=gen))
+        else:
+            top, left = (h - crop) // 2, (w - crop) // 2
+        x = x[..., top : top + crop, left : left + crop]
+    if train and hflip:
+        flip = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    return x
+
+
+@PROTOCOLS.register("finetune")
+class FineTune(Protocol):
+    name = "finetune"
+    families = ("classification",)
+    uses_head = True
+
+    def run(self, ctx: RunContext) -> ProtocolOutput:
+        hp = dict(ctx.hparams)
+        head_name = ctx.unit.head
+        head_hp = dict(hp.get("head_params", {}).get(head_name, {}))
+        lr = float(hp.get("lr", 1e-4))
+        epochs = int(hp.get("epochs", 30))
+        batch_size = int(hp.get("batch_size", 32))
+        wd = float(hp.get("weight_decay", 0.0))
+        crop = hp.get("crop")
+        hflip = bool(hp.get("hflip", True))
+        random_test_crop = bool(hp.get("paper_random_test_crop", False))
+        amp = bool(ctx.options.get("amp", False))
+        primary = ctx.task.primary_metric
+        n_cls = ctx.task.num_classes
+        gen = seed_everything(ctx.seed)
+        splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
+        t0 = time.perf_counter()
+
+        encoder = ctx.make_encoder()
+        head = HEADS.get(head_name)(encoder.embed_dim, n_cls, **head_hp)
+        model = Classifier(encoder, head).to(ctx.device)
+        if ctx.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+        loss_fn = nn.CrossEntropyLoss()
+        spec = encoder.input_spec
+        intensity = ctx.task.preprocess.intensity
+        train_ds = image_dataset(ctx, splits["train"])
+        dl = DataLoader(
+            train_ds,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=len(train_ds) > batch_size,
+            num_workers=loader_workers(ctx),
+            pin_memory=ctx.device.type == "cuda",
+            generator=torch.Generator().manual_seed(ctx.seed),
+        )
+
+        def predict(cases: list[Case], random_crop: bool = False) -> np.ndarray:
+            model.eval()
+            ds = image_dataset(ctx, cases)
+            out = []
+            with torch.inference_mode():
+                for x, _, _ in DataLoader(ds, batch_size=max(batch_size, 64), num_workers=loader_workers(ctx)):
+                    x = augment(x.to(ctx.device), crop, False, random_crop, gen)
+                    with autocast(ctx.device, amp):
+                        out.append(torch.softmax(model(normalize_batch(x, spec, intensity)).float(), 1).cpu())
+            return torch.cat(out).numpy()
+
+        best_val, best_state, chosen = -float("inf"), None, {}
+        history: list[dict[str, float]] = []
+        data_wait = 0.0
+        for epoch in range(1, epochs + 1):
+            model.train()
+            t_wait = time.perf_counter()
+            for x, y, _ in tqdm(dl, desc=f"finetune e{epoch}", disable=not ctx.progress, leave=False):
+                data_wait += time.perf_counter() - t_wait
+                x = augment(x.to(ctx.device, non_blocking=True), crop, hflip, True, gen)
+                y = y.to(ctx.device)
+                with autocast(ctx.device, amp):
+                    loss = loss_fn(model(normalize_batch(x, spec, intensity)).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if hp.get("grad_clip"):
+                    nn.utils.clip_grad_norm_(model.parameters(), float(hp["grad_clip"]))
+                opt.step()
+                t_wait = time.perf_counter()
+            val = score(splits["val"], predict(splits["val"]), n_cls)[primary]
+            history.append({"epoch": epoch, "val": val, "loss": float(loss)})
+            if val > best_val:
+                best_val, chosen = val, {"epoch": epoch, "val_primary": val}
+                best_state = copy.deepcopy(model.state_dict())
+        model.load_state_dict(best_state)
+        prob = predict(splits["test"], random_crop=random_test_crop)
+        flags = ["paper-random-test-crop"] if random_test_crop else []
+        used: dict[str, Any] = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp}
+        return ProtocolOutput(
+            metrics=score(splits["test"], prob, n_cls),
+            per_case=per_case_records(splits["test"], prob),
+            hparams=used,
+            counts=counts(splits),
+            extra={"val_history": history},
+            flags=flags,
+            timings={"total_s": time.perf_counter() - t0, "data_wait_s": data_wait},
+        )

@@ -1,0 +1,132 @@
+"""Frozen-encoder probe: a head (linear, MLP, Tversky ...) trained on cached features.
+
+All learning rates of the grid are trained side by side over the same minibatches (one pass over
+the cache per epoch, as DINOv2 does); the (learning rate, epoch) with the best validation primary
+metric is selected and only that head scores the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lvmbench.heads import HEADS
+from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score
+from lvmbench.protocols.features import split_features
+
+
+def standardize(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Centre and scale with training statistics (Tversky heads need it; linear heads train faster)."""
+    mu = feats["train"].mean(axis=0, keepdims=True)
+    sd = feats["train"].std(axis=0, keepdims=True) + 1e-6
+    return {k: (v - mu) / sd for k, v in feats.items()}
+
+
+@torch.no_grad()
+def predict(head: nn.Module, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
+    head.eval()
+    out = [torch.softmax(head(x[i : i + batch]).float(), dim=1) for i in range(0, len(x), batch)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 1))
+
+
+def train_heads(
+    make_head,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    evaluate,
+    lrs: list[float],
+    epochs: int,
+    batch_size: int,
+    weight_decay: float,
+    generator: torch.Generator,
+    loss_fn: nn.Module | None = None,
+) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
+    """Train one head per learning rate; return the best head on validation, its settings, history."""
+    heads = [make_head().to(x_train.device) for _ in lrs]
+    opts = [torch.optim.Adam(h.parameters(), lr=lr, weight_decay=weight_decay) for h, lr in zip(heads, lrs)]
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    best_val, best_state, best_info = -float("inf"), None, {}
+    history: list[dict[str, float]] = []
+    n = len(x_train)
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(n, generator=generator).to(x_train.device)
+        for h in heads:
+            h.train()
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            for h, opt in zip(heads, opts):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(h(xb), yb).backward()
+                opt.step()
+        for h, lr in zip(heads, lrs):
+            val = evaluate(h)
+            history.append({"epoch": epoch, "lr": lr, "val": val})
+            if val > best_val:  # strict: earliest epoch / first lr wins ties, deterministically
+                best_val, best_state = val, copy.deepcopy(h.state_dict())
+                best_info = {"lr": lr, "epoch": epoch, "val_primary": val}
+    best = make_head().to(x_train.device)
+    best.load_state_dict(best_state)
+    return best, best_info, history
+
+
+@PROTOCOLS.register("linear")
+class LinearProbe(Protocol):
+    """Frozen encoder; the unit's head (``linear`` | ``mlp`` | ``tversky`` ...) on cached features."""
+
+    name = "linear"
+    families = ("classification",)
+    uses_head = True
+
+    def run(self, ctx: RunContext) -> ProtocolOutput:
+        hp = dict(ctx.hparams)
+        head_name = ctx.unit.head
+        head_hp = dict(hp.get("head_params", {}).get(head_name, {}))
+        lrs = [float(v) for v in hp.get("lrs", [hp.get("lr", 1e-3)])]
+        epochs = int(hp.get("epochs", 20))
+        batch_size = int(hp.get("batch_size", 64))
+        wd = float(hp.get("weight_decay", 0.0))
+        bn_mode = hp.get("bn_mode", "eval")
+        primary = ctx.task.primary_metric
+        t0 = time.perf_counter()
+        feats, splits, timings = split_features(ctx, bn_mode=bn_mode, batch_size=int(hp.get("feature_batch_size", 64)))
+        if hp.get("standardize", True):
+            feats = standardize(feats)
+        gen = seed_everything(ctx.seed)
+        dev = ctx.device
+        x = {k: torch.from_numpy(v).float().to(dev) for k, v in feats.items()}
+        y_train = torch.from_numpy(labels_of(splits["train"])).to(dev)
+        k = ctx.task.num_classes
+        in_dim = x["train"].shape[1]
+        factory = HEADS.get(head_name)
+
+        def make_head() -> nn.Module:
+            return factory(in_dim, k, **head_hp)
+
+        def evaluate(h: nn.Module) -> float:
+            return score(splits["val"], predict(h, x["val"]), k)[primary]
+
+        t1 = time.perf_counter()
+        head, chosen, history = train_heads(make_head, x["train"], y_train, evaluate, lrs, epochs, batch_size, wd, gen)
+        timings["heads_s"] = time.perf_counter() - t1
+        prob = predict(head, x["test"])
+        metrics = score(splits["test"], prob, k)
+        timings["total_s"] = time.perf_counter() - t0
+        used = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "standardize": hp.get("standardize", True)}
+        extra: dict[str, Any] = {"val_history": history}
+        if hasattr(head, "diagnostics"):
+            extra["head_diagnostics"] = head.diagnostics(x["test"])
+        return ProtocolOutput(
+            metrics=metrics,
+            per_case=per_case_records(splits["test"], prob),
+            hparams=used,
+            counts=counts(splits),
+            extra=extra,
+            timings=timings,
+        )

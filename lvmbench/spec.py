@@ -1,0 +1,245 @@
+"""Typed specs that flow through the harness: TaskSpec -> RunUnit -> ResultRecord.
+
+A task is data (``tasks/<id>/task.yaml``); these models validate it and give every other module one
+shape to rely on. Unknown keys are errors so a typo in a YAML file is caught by the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+Family = Literal["classification", "segmentation", "detection"]
+Dims = Literal["2d", "3d-slicewise"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DataSpec(_Strict):
+    """Where the publisher's files are and which reader understands them."""
+
+    reader: str
+    dir: str = Field(description="folder under the data root holding the publisher's layout")
+    options: dict[str, Any] = Field(default_factory=dict)
+    expected: dict[str, int] = Field(
+        default_factory=dict, description="expected counts, e.g. {'cases': 1000}; checked by verify"
+    )
+    source_url: str | None = None
+    licence: str | None = None
+
+
+class SplitSpec(_Strict):
+    """How cases are assigned to train/val/test.
+
+    - ``rule``: grouped (patient/volume) split of all cases, stratified by class where possible,
+      fractions ``val``/``test``, fixed ``seed``.
+    - ``publisher``: the publisher's own partition (``case.meta['split']``) mapped through ``map``;
+      a validation split is carved out of train with ``val`` and ``seed`` when the map has none.
+    - ``file``: case ids listed in a JSON file (``{"train": [...], "val": [...], "test": [...]}``),
+      path relative to the task folder or absolute; written by ``lvmbench data split`` or imported.
+    """
+
+    source: Literal["rule", "publisher", "file"] = "rule"
+    val: float = 0.2
+    test: float = 0.2
+    seed: int = 0
+    stratify: bool = True
+    map: dict[str, str] = Field(default_factory=dict)
+    file: str | None = None
+    group_by: Literal["case", "patient", "volume", "site"] = "patient"
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitSpec":
+        if not 0 <= self.val < 1 or not 0 <= self.test < 1 or self.val + self.test >= 1:
+            raise ValueError("split fractions must satisfy 0 <= val, test and val + test < 1")
+        if self.source == "file" and not self.file:
+            raise ValueError("split source 'file' needs 'file'")
+        if self.source == "publisher" and not self.map:
+            raise ValueError("split source 'publisher' needs 'map' (publisher split -> train/val/test)")
+        return self
+
+
+class PreprocessSpec(_Strict):
+    size: int = Field(224, description="square side the image is resized to")
+    channels: Literal[1, 3] = 3
+    intensity: Literal["imagenet", "raw255", "unit"] = "imagenet"
+    resize: Literal["bilinear", "nearest"] = "bilinear"
+
+
+class OODSet(_Strict):
+    """An extra test set scored with the model trained on the task's own training split."""
+
+    name: str
+    reader: str | None = None
+    dir: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    sites: list[str] = Field(default_factory=list)
+
+
+class ReportedRow(_Strict):
+    """A number from the paper, shown on the leaderboard marked 'reported'."""
+
+    encoder: str
+    protocol: str
+    head: str = "linear"
+    value: float
+    std: float | None = None
+    metric: str | None = None
+    source: str
+
+
+class TaskSpec(_Strict):
+    id: str
+    version: int = 1
+    title: str
+    family: Family
+    dims: Dims = "2d"
+    modality: str
+    classes: list[str]
+    data: DataSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    protocols: dict[str, dict[str, Any]] = Field(
+        description="protocol name -> hyperparameters (paper values); 'heads' lists the heads to run"
+    )
+    default_protocols: list[str] | None = None
+    primary_metric: str
+    metrics: list[str] = Field(default_factory=list)
+    ood: list[OODSet] = Field(default_factory=list)
+    reported: list[ReportedRow] = Field(default_factory=list)
+    suites: list[str] = Field(default_factory=lambda: ["lvmmed"])
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="suite name -> overrides deep-merged into this spec"
+    )
+    notes: list[str] = Field(default_factory=list)
+    folder: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("id")
+    @classmethod
+    def _id_ok(cls, v: str) -> str:
+        if not v.replace("_", "").isalnum() or v != v.lower():
+            raise ValueError(f"task id '{v}' must be lower-case letters, digits and '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "TaskSpec":
+        if not self.protocols:
+            raise ValueError("a task needs at least one protocol")
+        if self.default_protocols is None:
+            self.default_protocols = list(self.protocols)
+        missing = [p for p in self.default_protocols if p not in self.protocols]
+        if missing:
+            raise ValueError(f"default_protocols {missing} not in protocols")
+        if self.primary_metric not in self.metrics:
+            self.metrics = [self.primary_metric, *self.metrics]
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def heads(self, protocol: str) -> list[str]:
+        return list(self.protocols[protocol].get("heads", ["linear"]))
+
+    def hparams(self, protocol: str) -> dict[str, Any]:
+        hp = dict(self.protocols[protocol])
+        hp.pop("heads", None)
+        return hp
+
+    def in_suite(self, suite: str) -> bool:
+        return suite in self.suites or suite in self.profiles
+
+    def for_suite(self, suite: str) -> "TaskSpec":
+        """This spec with the suite's profile overrides applied (a new object)."""
+        override = self.profiles.get(suite)
+        if not override:
+            return self
+        base = self.model_dump(exclude={"folder"})
+        merged = deep_merge(base, override)
+        merged["profiles"] = {}
+        spec = TaskSpec.model_validate(merged)
+        spec.folder = self.folder
+        return spec
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class RunUnit(_Strict):
+    """One independent piece of work; its result is one JSON file."""
+
+    suite: str
+    task_id: str
+    protocol: str
+    head: str = "linear"
+    encoder: str
+    weights_sha256: str
+    seed: int = 0
+    label_fraction: float = 1.0
+
+    @property
+    def protocol_tag(self) -> str:
+        return self.protocol if self.head == "linear" else f"{self.protocol}-{self.head}"
+
+    def relpath(self) -> Path:
+        frac = "" if self.label_fraction == 1.0 else f"-f{self.label_fraction:g}"
+        enc = self.encoder.replace("/", "__")
+        return (
+            Path(self.suite)
+            / enc
+            / self.weights_sha256[:12]
+            / self.task_id
+            / f"{self.protocol_tag}-s{self.seed}{frac}.json"
+        )
+
+    def key(self) -> str:
+        return self.relpath().as_posix()
+
+
+class CaseScore(_Strict):
+    """Per-case result, kept for bootstrap CIs and paired comparisons."""
+
+    model_config = ConfigDict(extra="allow")
+    case: str
+    group: str
+    split: str = "test"
+    score: float | None = None
+
+
+class ResultRecord(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    unit: RunUnit
+    task_version: int
+    family: Family
+    primary_metric: str
+    primary: float
+    metrics: dict[str, float]
+    per_case: list[CaseScore] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict)
+    split_hash: str
+    data_root: str | None = None
+    weights_path: str | None = None
+    flags: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    git_commit: str | None = None
+    device: str
+    started_at: str
+    finished_at: str
