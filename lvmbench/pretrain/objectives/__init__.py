@@ -1,0 +1,54 @@
+"""Pretraining objectives: ``OBJECTIVES.get(name)(encoder, **cfg)`` -> ``PretrainObjective``.
+
+An objective owns every trainable module beyond the encoder (projectors, GCNs, 1x1 convs ...) as
+registered submodules, so ``objective.parameters()`` is exactly what the optimiser must see.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lvmbench.encoders.base import Encoder
+from lvmbench.registry import Registry
+
+
+@dataclass
+class PretrainBatch:
+    """Two augmented views of N images and where each view was cropped from its source image.
+
+    ``boxes*`` are (N, 4) tensors (x1, y1, x2, y2) in the source image's normalised [0, 1]
+    coordinates, after any flip (a flipped view has x1 > x2), so objectives can match locations.
+    """
+
+    view1: torch.Tensor
+    view2: torch.Tensor
+    boxes1: torch.Tensor
+    boxes2: torch.Tensor
+
+
+class PretrainObjective(nn.Module):
+    name: ClassVar[str]
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, batch: PretrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return (scalar loss, logs) for one batch."""
+        raise NotImplementedError
+
+
+def _load(reg: Registry[type[PretrainObjective]]) -> None:
+    import lvmbench.pretrain.objectives as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+OBJECTIVES: Registry[type[PretrainObjective]] = Registry("pretraining objective", _load)
