@@ -155,7 +155,7 @@ def git_commit() -> str | None:
     repo = Path(__file__).resolve().parents[1]
     try:
         res = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
-        sha = res.stdout.strip() if res.returncode == 0 else 
+        sha = res.stdout.strip() if res.returncode == 0 else ""
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -182,7 +182,7 @@ def resolve_data_root(req: EvalRequest) -> Path | None:
 
 
 def build_record(unit: RunUnit, task: TaskSpec, data: TaskData, out: ProtocolOutput, ident, started: str, device: torch.device, elapsed: float, data_root: Path | None) -> ResultRecord:
-    primary = task.primary_metric
+    primary = out.primary_metric or task.primary_metric
     if primary not in out.metrics:
         raise RuntimeError(f"protocol '{unit.protocol}' did not report the primary metric '{primary}'")
     per_case = [CaseScore.model_validate(r) for r in out.per_case]
@@ -226,6 +226,8 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
         log(f"skip  {len(summary.skipped)} unit(s) already have results (use --overwrite to redo)")
     if not todo:
         return summary
+    if req.weights is not None:
+        create_encoder(req.encoder, req.weights)  # a bad checkpoint fails here, once, before any unit
     data_root = resolve_data_root(req)
     device = pick_device(req.device)
     cache_dir = req.cache_dir or cache_root()

@@ -95,6 +95,8 @@ def create_encoder(name: str, weights: str | Path | None = None, *, seed: int = 
 
 
 def weights_identity(weights: str | Path | None) -> str:
+    if weights and not Path(weights).is_file():
+        raise CheckpointError("weights file not found", path=weights, fix="pass an existing file to --weights")
     return sha256_file(weights) if weights else RANDOM_INIT
 
 

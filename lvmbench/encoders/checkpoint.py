@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import pickle
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +38,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError("weights file not found", path=p, fix="pass an existing file to --weights")
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             obj: object = load_file(str(p), device="cpu")
-        except (SafetensorsError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"not a readable safetensors file ({e})", path=p) from None
     else:
         try:
@@ -58,7 +57,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                     fix="re-save it as a plain state_dict (torch.save(model.state_dict(), f)) or as .safetensors",
                 ) from None
             raise CheckpointError(f"not a PyTorch checkpoint ({first[:160]})", path=p) from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        except Exception as e:  # torch raises KeyError/RuntimeError/EOFError... for non-checkpoints
             raise CheckpointError(
                 f"not a PyTorch checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
                 path=p,

@@ -61,6 +61,9 @@ class ProtocolOutput:
     extra: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # a protocol that measures something other than the task's metric (retrieval: recall@1) names
+    # its own primary metric; None = the task's ``primary_metric``
+    primary_metric: str | None = None
 
 
 class Protocol:

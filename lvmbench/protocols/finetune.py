@@ -3,6 +3,12 @@
 The test transform is deterministic (resize, centre crop when ``crop`` is set). LVM-Med applied its
 random training crop to the FGADR *test* images too (reference §1.4); that is reproduced only with
 ``paper_random_test_crop: true`` and the result is flagged.
+
+``objective: ce`` (default) trains head logits with cross-entropy. ``objective: ms`` (multi-similarity
+loss + miner) or ``triplet`` (symmetric triplet loss, SIRL) instead train the head as an
+``embedding_dim`` projection on P×K class-balanced batches (``pk: [P, K]``); predictions (validation
+and test) are then the kNN vote of the embeddings against the training images' (``knn_k``,
+``knn_temperature``), as in the kNN protocol.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from tqdm.auto import tqdm
 
 from lvmbench.data.cases import Case
 from lvmbench.data.transforms import normalize_batch
+from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.heads import HEADS
+from lvmbench.losses import metric_objective
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.classification_common import counts, per_case_records, score
+from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score
 from lvmbench.protocols.features import autocast, image_dataset, loader_workers
+from lvmbench.protocols.knn import knn_predict
 
 
 class Classifier(nn.Module):
@@ -75,27 +84,40 @@ class FineTune(Protocol):
         splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
         t0 = time.perf_counter()
 
+        objective = hp.get("objective", "ce")
+        objective_hp: dict[str, Any] = {}
+        y_train = labels_of(splits["train"])
         encoder = ctx.make_encoder()
-        head = HEADS.get(head_name)(encoder.embed_dim, n_cls, **head_hp)
+        out_dim = n_cls if objective == "ce" else int(hp.get("embedding_dim", 128))
+        head = HEADS.get(head_name)(encoder.embed_dim, out_dim, **head_hp)
         model = Classifier(encoder, head).to(ctx.device)
         if ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
-        loss_fn = nn.CrossEntropyLoss()
+        if objective == "ce":
+            loss_fn: nn.Module = nn.CrossEntropyLoss()
+        else:
+            loss_fn, objective_hp = metric_objective(objective, hp)
         spec = encoder.input_spec
         intensity = ctx.task.preprocess.intensity
         train_ds = image_dataset(ctx, splits["train"])
-        dl = DataLoader(
-            train_ds,
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=len(train_ds) > batch_size,
-            num_workers=loader_workers(ctx),
-            pin_memory=ctx.device.type == "cuda",
-            generator=torch.Generator().manual_seed(ctx.seed),
-        )
+        if objective == "ce":
+            dl = DataLoader(
+                train_ds,
+                batch_size=batch_size,
+                shuffle=True,
+                drop_last=len(train_ds) > batch_size,
+                num_workers=loader_workers(ctx),
+                pin_memory=ctx.device.type == "cuda",
+                generator=torch.Generator().manual_seed(ctx.seed),
+            )
+        else:
+            p, k = (int(v) for v in hp.get("pk", [max(1, batch_size // 4), 4]))
+            sampler = PKBatchSampler(y_train, p, k, seed=ctx.seed)
+            objective_hp.update({"P": sampler.p, "K": k})
+            dl = DataLoader(train_ds, batch_sampler=sampler, num_workers=loader_workers(ctx), pin_memory=ctx.device.type == "cuda")
 
-        def predict(cases: list[Case], random_crop: bool = False) -> np.ndarray:
+        def outputs(cases: list[Case], random_crop: bool = False) -> torch.Tensor:
             model.eval()
             ds = image_dataset(ctx, cases)
             out = []
@@ -103,8 +125,16 @@ class FineTune(Protocol):
                 for x, _, _ in DataLoader(ds, batch_size=max(batch_size, 64), num_workers=loader_workers(ctx)):
                     x = augment(x.to(ctx.device), crop, False, random_crop, gen)
                     with autocast(ctx.device, amp):
-                        out.append(torch.softmax(model(normalize_batch(x, spec, intensity)).float(), 1).cpu())
-            return torch.cat(out).numpy()
+                        out.append(model(normalize_batch(x, spec, intensity)).float().cpu())
+            return torch.cat(out)
+
+        def predict(cases: list[Case], random_crop: bool = False) -> np.ndarray:
+            out = outputs(cases, random_crop)
+            if objective == "ce":
+                return torch.softmax(out, 1).numpy()
+            ref = outputs(splits["train"])
+            k_nn, temp = int(hp.get("knn_k", 10)), float(hp.get("knn_temperature", 0.07))
+            return knn_predict(ref, torch.from_numpy(y_train), out, k_nn, n_cls, temp)
 
         best_val, best_state, chosen = -float("inf"), None, {}
         history: list[dict[str, float]] = []
@@ -132,7 +162,7 @@ class FineTune(Protocol):
         model.load_state_dict(best_state)
         prob = predict(splits["test"], random_crop=random_test_crop)
         flags = ["paper-random-test-crop"] if random_test_crop else []
-        used: dict[str, Any] = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp}
+        used: dict[str, Any] = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp, "objective": objective, **objective_hp}
         return ProtocolOutput(
             metrics=score(splits["test"], prob, n_cls),
             per_case=per_case_records(splits["test"], prob),

@@ -1,0 +1,38 @@
+"""Shared fixtures: a session-wide synthetic data root and an isolated cache per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """Every registered synthetic dataset, written once per test session."""
+    from lvmbench.data.synth import write_all
+
+    root = tmp_path_factory.mktemp("synth")
+    write_all(root)
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("LVMBENCH_CACHE", str(d))
+    return d
+
+
+def shared(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test when this checkout has none."""
+    p = SHARED_DATA / name
+    if not p.is_dir():
+        pytest.skip(f"real sample {p} not present")
+    return p
