@@ -19,6 +19,7 @@ from lvmbench.errors import UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic data, verification, splits.")
 app.add_typer(data_app, name="data")
+app.command("pretrain")(__import__("lvmbench.pretrain.cli", fromlist=["pretrain_cmd"]).pretrain_cmd)  # lvmbench pretrain (issue 6)
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -44,6 +45,7 @@ def eval_cmd(
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = False,
     workers: Annotated[Optional[int], typer.Option(help="data-loader workers")] = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    deterministic: Annotated[bool, typer.Option(help="deterministic torch kernels (slower on GPU; CPU runs are deterministic already)")] = False,
 ) -> None:
     """Evaluate one encoder on a suite (or some tasks); finished units are skipped."""
     from lvmbench.paths import data_root as default_data_root
@@ -57,6 +59,8 @@ def eval_cmd(
     if any(not 0 < f <= 1 for f in fractions):
         raise UserError("--label-fraction values must be in (0, 1]", fix="e.g. --label-fraction 0.01,0.1,1.0")
     options = {"amp": amp}
+    if deterministic:
+        options["deterministic"] = True
     if workers is not None:
         options["workers"] = workers
     req = EvalRequest(
@@ -98,21 +102,22 @@ def tasks_cmd(
     from lvmbench.suites import get_suite
     from lvmbench.tasks import all_tasks
 
+    from lvmbench.data.data_commands import data_status, suite_data_root
+
     specs = all_tasks()
+    member = {t.id: ", ".join(sorted({*t.suites, *t.profiles})) for t in specs}  # before profiles are applied
     if suite:
         get_suite(suite)
         specs = [t.for_suite(suite) for t in specs if t.in_suite(suite)]
-    root = default_data_root(data_root)
+    # the root `eval --suite` would use; synthetic data is not generated just to list tasks
+    root = suite_data_root(suite, data_root, generate=False) if suite else default_data_root(data_root)
     rows = []
     for t in specs:
         protos = []
         for p in t.default_protocols or []:
             protos.append(p if p in PROTOCOLS else f"{p} (not available)")
-        if root is None:
-            status = "no --data-root"
-        else:
-            status = "present" if (root / t.data.dir).is_dir() else f"missing {t.data.dir}/"
-        rows.append([t.id, t.family, t.dims, t.primary_metric, ", ".join(protos), ", ".join(sorted({*t.suites, *t.profiles})), status])
+        status = data_status(t, root, suite or "lvmmed")
+        rows.append([t.id, t.family, t.dims, t.primary_metric, ", ".join(protos), member[t.id], status])
     print(tabulate(rows, headers=["task", "family", "dims", "metric", "protocols", "suites", "data"], tablefmt="simple"))
 
 
@@ -131,13 +136,89 @@ def encoders_cmd() -> None:
 @app.command("leaderboard")
 def leaderboard_cmd(
     results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    out: Annotated[Path, typer.Option(help="output markdown file")] = Path("leaderboard.md"),
+    out: Annotated[Path, typer.Option(help="output markdown file (label-efficiency PNGs are written next to it)")] = Path("leaderboard.md"),
+    reference: Annotated[Optional[str], typer.Option(help="reference encoder of the normalised score (NAME or NAME@SHA12)")] = None,
+    random_anchor: Annotated[Optional[str], typer.Option(help="random-init anchor of the normalised score (default: the reference's architecture, random-init)")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples per CI and paired test")] = 2000,
 ) -> None:
-    """Aggregate every result JSON into a markdown leaderboard."""
+    """Aggregate every result JSON into a markdown leaderboard (exit 1 if a result file was unreadable)."""
     from lvmbench.leaderboard import write
 
-    write(results, out, warn=lambda s: print(s, file=sys.stderr))
-    print(f"wrote {out}", file=sys.stderr)
+    problems: list[str] = []
+
+    def warn(line: str) -> None:
+        if line.startswith("skip"):
+            problems.append(line)
+        print(line, file=sys.stderr)
+
+    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"))
+    print(f"wrote {out}" + (f"; {len(problems)} unreadable file(s) left out (see above)" if problems else ""), file=sys.stderr)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _positive(n: int, name: str) -> int:
+    if n < 100:
+        raise UserError(f"{name} {n} is too small for a 95% interval", fix=f"use {name} 1000 or more")
+    return n
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Annotated[str, typer.Argument(help="encoder A: NAME or NAME@SHA12 (as in the results tree)")],
+    b: Annotated[str, typer.Argument(help="encoder B")],
+    results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    suite: Annotated[Optional[str], typer.Option(help="suite (default: the one suite holding both)")] = None,
+    label_fraction: Annotated[float, typer.Option(help="compare results at this training-label fraction")] = 1.0,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 2000,
+    alpha: Annotated[float, typer.Option(help="family-wise error rate over the tasks (Holm)")] = 0.05,
+) -> None:
+    """Paired bootstrap per task (patients resampled together), Holm-corrected: which differences are real."""
+    from lvmbench.compare import compare, format_report, load_records
+
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha {alpha} is not in (0, 1)", fix="e.g. --alpha 0.05")
+    records, _ = load_records(results, warn=lambda s: print(s, file=sys.stderr))
+    suite_name, ka, kb, rows = compare(records, a, b, suite=suite, fraction=label_fraction, n_boot=_positive(n_boot, "--n-boot"), alpha=alpha)
+    if not rows:
+        raise UserError(f"no task has results for both encoders at label fraction {label_fraction:g}", path=results, fix="run `lvmbench eval` for both on the same tasks")
+    print(format_report(suite_name, ka, kb, rows, alpha, label_fraction), end="")
+
+
+@app.command("audit")
+def audit_cmd(
+    pretrain_manifest: Annotated[Path, typer.Option(help="pretrain.json of `lvmbench pretrain`, a JSON list, a file_list.txt, or LVM-Med's lvm-med-training-data folder")],
+    suite: Annotated[str, typer.Option(help="suite whose tasks' test splits are audited")] = "lvmmed",
+    tasks: Annotated[Optional[str], typer.Option(help="comma-separated task ids (default: the whole suite)")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="folder holding the datasets (default: $LVMBENCH_DATA)")] = None,
+    results: Annotated[Path, typer.Option(help="results folder; the report goes to RESULTS/_audit/SUITE/")] = Path("results"),
+    encoder: Annotated[Optional[str], typer.Option(help="the encoder pretrained on this data (NAME@SHA12): only its leaderboard cells get footnotes")] = None,
+    pretrain_root: Annotated[Optional[Path], typer.Option(help="folder the manifest's paths are relative to: hashes the listed files when the manifest has no sha256")] = None,
+) -> None:
+    """Leakage audit: test cases of each task found in a pretraining file list (by name, content hash, patient id)."""
+    from lvmbench.audit import read_manifest, run_audit
+    from lvmbench.data.task_data import load_task_data
+    from lvmbench.paths import data_root as default_data_root
+    from lvmbench.runner import EvalRequest, resolve_data_root, select_tasks
+
+    manifest = read_manifest(pretrain_manifest)
+    req = EvalRequest(encoder="-", suite=suite, tasks=_csv(tasks), data_root=default_data_root(data_root), results=results)
+    specs = select_tasks(req)
+    root = resolve_data_root(req)
+    path, report = run_audit(
+        manifest,
+        suite,
+        lambda t: load_task_data(t, root, suite=suite),
+        specs,
+        results,
+        encoder=encoder,
+        pretrain_root=pretrain_root,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    leaks = sum(1 for f in report["tasks"] if f["affected_cases"])
+    print(f"audited {len(report['tasks'])} task(s) against {len(manifest.entries)} pretraining files: {leaks} with leaked test cases, {len(report['skipped'])} skipped; report {path}", file=sys.stderr)
+    if report["skipped"] and not report["tasks"]:
+        raise typer.Exit(1)
 
 
 @data_app.command("synth")
@@ -150,6 +231,79 @@ def synth_cmd(
 
     names = write_all(out, _csv(only))
     print(f"wrote {len(names)} synthetic datasets into {out}: {', '.join(names)}", file=sys.stderr)
+
+
+@data_app.command("verify")
+def verify_cmd(
+    tasks: Annotated[Optional[list[str]], typer.Argument(help="task ids (default: every task of the suite)")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="apply this suite's profiles (and its default data root)")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="folder holding the datasets (default: $LVMBENCH_DATA or the suite's)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="decoding threads (default: CPU count, at most 8)")] = None,
+    max_warnings: Annotated[int, typer.Option(help="warnings shown per task")] = 20,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Check each task's data: presence, counts, every file decoded, masks, labels, split. Exit 1 if a task cannot run."""
+    from lvmbench.data.data_commands import report_lines, select, suite_data_root
+    from lvmbench.data.verify import verify_task
+
+    specs = select(tasks, suite)
+    root = suite_data_root(suite, data_root)
+    rows, blocked = [], 0
+    for spec in specs:
+        report = verify_task(spec, root, suite or "lvmmed", workers=workers, progress=progress)
+        print("\n".join(report_lines(report, max_warnings)))
+        blocked += not report.runnable
+        rows.append([spec.id, report.cases, len(report.fatal), len(report.warnings), "ready" if report.runnable else "CANNOT RUN"])
+    print()
+    print(tabulate(rows, headers=["task", "cases", "errors", "warnings", "status"], tablefmt="simple"))
+    if blocked:
+        print(f"{blocked} task(s) cannot run; fix the ERROR lines above", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+@data_app.command("split")
+def split_cmd(
+    task: Annotated[str, typer.Argument(help="task id")],
+    suite: Annotated[str, typer.Option(help="the suite whose profile (data folder, split rule) the split is for")] = "lvmmed",
+    data_root: Annotated[Optional[Path], typer.Option(help="folder holding the datasets (default: $LVMBENCH_DATA or the suite's)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write here instead of the splits folder ($LVMBENCH_SPLITS/<suite>/<task>.json); a task then uses it only via split.file")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing split file")] = False,
+) -> None:
+    """Freeze the task's split: resolve its rule once and write the case lists; runs of this suite then use them."""
+    from lvmbench.data.data_commands import freeze_split, select, suite_data_root
+
+    spec = select([task], suite)[0]
+    path, split = freeze_split(spec, suite, suite_data_root(suite, data_root), out, force)
+    c = split.counts()
+    print(f"wrote {path}: train {c['train']} / val {c['val']} / test {c['test']}, split hash {split.hash()}")
+
+
+@data_app.command("import-splits")
+def import_splits_cmd(
+    path: Annotated[Path, typer.Argument(help="a published split list (LVM-Med files_split JSON)")],
+    task: Annotated[str, typer.Option(help="task id the lists are for")],
+    suite: Annotated[str, typer.Option(help="the suite whose runs use the imported split")] = "lvmmed",
+    data_root: Annotated[Optional[Path], typer.Option(help="folder holding the datasets (default: $LVMBENCH_DATA or the suite's)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="write here instead of the splits folder")] = None,
+    allow_flawed_split: Annotated[bool, typer.Option(help="accept overlapping parts (e.g. val == test); results are flagged")] = False,
+    allow_missing: Annotated[bool, typer.Option(help="keep only the listed cases this copy of the data has; results are flagged")] = False,
+    carve_val: Annotated[Optional[float], typer.Option(help="when val == test: carve this fraction of train as validation instead")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --carve-val")] = 0,
+    force: Annotated[bool, typer.Option(help="replace an existing split file")] = False,
+) -> None:
+    """Import a paper's train/val/test lists onto the task's case ids (overlap-checked)."""
+    from lvmbench.data.data_commands import import_split, select, suite_data_root
+
+    if carve_val is not None and not 0 < carve_val < 1:
+        raise UserError("--carve-val must be in (0, 1)", fix="e.g. --carve-val 0.2")
+    spec = select([task], suite)[0]
+    out_path, result = import_split(
+        spec, suite, suite_data_root(suite, data_root), path, out=out, force=force,
+        allow_flawed=allow_flawed_split, allow_missing=allow_missing, carve_val=carve_val, seed=seed,
+    )
+    c = result.split.counts()
+    flags = f", flags: {', '.join(result.split.flags)}" if result.split.flags else ""
+    print(f"wrote {out_path}: train {c['train']} / val {c['val']} / test {c['test']}, split hash {result.split.hash()}{flags}")
 
 
 def main() -> None:

@@ -5,10 +5,13 @@ Layout: ``<results>/<suite>/<encoder>/<weights_sha12>/<task>/<protocol>[-<head>]
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,26 +25,46 @@ class ResultsDirError(UserError):
     pass
 
 
+# An O_EXCL lock file still empty after this long was left by a process killed while creating it.
+STALE_EMPTY_LOCK_S = 60.0
+
+
 def result_path(results: Path, unit: RunUnit) -> Path:
     return results / unit.relpath()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers never see half a file."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename, fsync the folder: readers never see
+    half a file, and a crash (or a full disk) leaves either the old file or the new one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise ResultsDirError(f"cannot write results ({e.strerror})", path=path.parent, fix="pass a writable --results DIR") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise ResultsDirError(f"cannot write result ({e.strerror})", path=path, fix="free disk space or pass another --results DIR") from None
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable; some filesystems cannot open folders, which is fine."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_result(results: Path, record: ResultRecord) -> Path:
@@ -71,35 +94,102 @@ def is_done(results: Path, unit: RunUnit) -> bool:
 
 
 def iter_results(results: Path, *, strict: bool = False) -> Iterator[tuple[Path, ResultRecord | UserError]]:
+    """Every result file under ``results`` (sorted), parsed; unreadable ones as a ``UserError``.
+
+    Hidden files (temp files of a write in progress) and top-level folders starting with ``_``
+    (``_audit/`` and other reports kept in the tree) are not results. A file that is not at its unit's own path
+    (a copy such as ``knn-s0 (1).json``) is reported, not read: it would count a seed twice.
+    """
     if not results.is_dir():
         return
     for path in sorted(results.rglob("*.json")):
-        if path.name.startswith("."):
+        rel = path.relative_to(results).parts
+        if rel[0].startswith("_") or any(part.startswith(".") for part in rel):
             continue
         try:
-            yield path, read_result(path)
+            rec = read_result(path)
         except UserError as e:
             if strict:
                 raise
             yield path, e
+            continue
+        expected = rec.unit.relpath().as_posix()
+        if not path.as_posix().endswith("/" + expected) and path.relative_to(results).as_posix() != expected:
+            err = UserError(
+                f"result file is not at its unit's path (its unit belongs at .../{expected}); a copy would count twice",
+                path=path,
+                fix="delete the copy, or move the file to that path",
+            )
+            if strict:
+                raise err
+            yield path, err
+            continue
+        yield path, rec
 
 
 class Claim:
-    """An exclusive claim on a unit (``<result>.lock``, created with O_EXCL).
+    """An exclusive claim on a unit: ``<result>.lock`` held with ``flock``.
 
-    A lock left by a killed process (its pid no longer alive on this host) is taken over, so a
-    SIGKILLed run never blocks its rerun; a live owner makes ``acquire`` return False.
+    The kernel drops the lock when its process dies (SIGKILL included), so a killed run never
+    blocks its rerun and no pid bookkeeping can race. After locking, the lock file must still be
+    the one at the path (a releasing owner unlinks it), otherwise the claim is retried. Where the
+    filesystem has no ``flock`` (some network mounts), an ``O_EXCL`` lock file with the owner's
+    host and pid is used instead; a lock of a dead process on this host is taken over.
     """
 
     def __init__(self, path: Path):
         self.lock = path.with_suffix(path.suffix + ".lock")
         self.held = False
+        self._fd: int | None = None
 
     def acquire(self) -> bool:
         try:
             self.lock.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ResultsDirError(f"cannot create results folder ({e.strerror})", path=self.lock.parent, fix="pass a writable --results DIR") from None
+        for _ in range(5):
+            created = False
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+                created = True
+            except FileExistsError:
+                try:
+                    fd = os.open(self.lock, os.O_RDWR)
+                except FileNotFoundError:
+                    continue  # its owner released it just now
+            except OSError as e:
+                raise ResultsDirError(f"cannot write in results folder ({e.strerror})", path=self.lock.parent, fix="pass a writable --results DIR") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    os.close(fd)
+                    raise ResultsDirError(f"cannot lock in results folder ({e.strerror})", path=self.lock, fix="pass a writable --results DIR") from None
+                if created:  # no flock here; creating the file exclusively is the claim
+                    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+                    os.close(fd)
+                    self.held = True
+                    return True
+                os.close(fd)
+                return self._acquire_excl()
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous owner unlinked it between our open and our lock
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            self._fd = fd
+            self.held = True
+            return True
+        return False
+
+    def _acquire_excl(self) -> bool:
         for _ in range(2):
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -118,9 +208,15 @@ class Claim:
 
     def _stale(self) -> bool:
         try:
-            info = json.loads(self.lock.read_text() or "{}")
+            info = json.loads(self.lock.read_text() or "null")
         except (OSError, ValueError):
-            return True
+            info = None
+        if not isinstance(info, dict):
+            # empty or partial: an owner may be between creating and writing it; only old ones are stale
+            try:
+                return time.time() - self.lock.stat().st_mtime > STALE_EMPTY_LOCK_S
+            except OSError:
+                return True
         if info.get("host") != socket.gethostname():
             return False  # another machine's claim: leave it alone
         pid = int(info.get("pid", -1))
@@ -135,9 +231,14 @@ class Claim:
         return False
 
     def release(self) -> None:
-        if self.held:
-            self.lock.unlink(missing_ok=True)
-            self.held = False
+        if not self.held:
+            return
+        # unlink while still holding the lock, so a waiter can tell the file went away (inode check)
+        self.lock.unlink(missing_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.held = False
 
     def __enter__(self) -> "Claim":
         return self

@@ -23,12 +23,14 @@ from tqdm.auto import tqdm
 
 from lvmbench import __version__
 from lvmbench.data.task_data import TaskData, load_task_data
+from lvmbench.data.verify import preflight
 from lvmbench.encoders import create_encoder, is_known, weights_identity
 from lvmbench.encoders import _unknown as unknown_encoder
-from lvmbench.errors import UserError
+from lvmbench.errors import DataError, UserError
 from lvmbench.paths import cache_root
 from lvmbench.protocols.base import PROTOCOLS, ProtocolOutput, RunContext, pick_device
 from lvmbench.results import Claim, is_done, result_path, write_result
+from lvmbench.runtime import data_fingerprint, runtime_info, set_deterministic
 from lvmbench.spec import CaseScore, ResultRecord, RunUnit, TaskSpec
 from lvmbench.suites import get_suite, synthetic_root
 from lvmbench.tasks import get_task, tasks_in_suite
@@ -133,17 +135,32 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                         )
                         planned.append(Planned(unit, task))
     planned.sort(key=lambda p: p.unit.key())
+    check_unique(planned)
     if req.shard:
         i, n = req.shard
         planned = planned[i::n]
     return planned, unavailable
 
 
+def check_unique(planned: list[Planned]) -> None:
+    """Two planned units with one result path would run twice and count as two seeds."""
+    seen: set[str] = set()
+    for p in planned:
+        key = p.unit.key()
+        if key in seen:
+            raise UserError(
+                f"the request names unit {key} twice",
+                fix="list each seed, label fraction, protocol and head once (e.g. --seeds 0,1 not 0,0; --label-fraction 0.1 not 0.1,0.10)",
+            )
+        seen.add(key)
+
+
 def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "lvmbench": __version__}
-    for pkg in ("torch", "torchvision", "timm", "segmentation-models-pytorch", "monai", "numpy", "scikit-learn", "pycocotools", "mmdet", "mmcv"):
+    # everything that decodes, resizes or scores data can move a metric, not only the model code
+    for pkg in ("torch", "torchvision", "timm", "segmentation-models-pytorch", "monai", "numpy", "scipy", "scikit-learn", "pillow", "nibabel", "SimpleITK", "pydicom", "tifffile", "pycocotools", "mmdet", "mmcv"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -173,7 +190,7 @@ def resolve_data_root(req: EvalRequest) -> Path | None:
     if suite.synthetic:
         from lvmbench.data.synth import ensure_synthetic
 
-        return ensure_synthetic(req.data_root or synthetic_root())
+        return ensure_synthetic(req.data_root or synthetic_root(req.cache_dir))
     if req.data_root:
         return req.data_root
     if suite.default_data_root and Path(suite.default_data_root).is_dir():
@@ -181,7 +198,18 @@ def resolve_data_root(req: EvalRequest) -> Path | None:
     return None
 
 
-def build_record(unit: RunUnit, task: TaskSpec, data: TaskData, out: ProtocolOutput, ident, started: str, device: torch.device, elapsed: float, data_root: Path | None) -> ResultRecord:
+def build_record(
+    unit: RunUnit,
+    task: TaskSpec,
+    data: TaskData,
+    out: ProtocolOutput,
+    ident,
+    started: str,
+    device: torch.device,
+    elapsed: float,
+    data_root: Path | None,
+    runtime: dict | None = None,
+) -> ResultRecord:
     primary = out.primary_metric or task.primary_metric
     if primary not in out.metrics:
         raise RuntimeError(f"protocol '{unit.protocol}' did not report the primary metric '{primary}'")
@@ -200,11 +228,12 @@ def build_record(unit: RunUnit, task: TaskSpec, data: TaskData, out: ProtocolOut
         split_hash=data.split.hash(),
         data_root=str(data_root) if data_root else None,
         weights_path=ident.weights_path,
-        flags=sorted(set(out.flags)),
+        flags=sorted(set(out.flags) | set(getattr(data.split, "flags", []))),
         timings={**out.timings, "wall_s": elapsed},
         versions=package_versions(),
         git_commit=git_commit(),
         device=device_name(device),
+        runtime=runtime or {},
         started_at=started,
         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -220,8 +249,12 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
     for p in planned:
         if not req.overwrite and is_done(req.results, p.unit):
             summary.skipped.append(p.unit.key())
+            tidy_claim(result_path(req.results, p.unit))
         else:
             todo.append(p)
+            path = result_path(req.results, p.unit)
+            if not req.overwrite and path.is_file():
+                log(f"redo  {p.unit.key()}: its result file is unreadable and is recomputed")
     if summary.skipped:
         log(f"skip  {len(summary.skipped)} unit(s) already have results (use --overwrite to redo)")
     if not todo:
@@ -231,12 +264,19 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
     data_root = resolve_data_root(req)
     device = pick_device(req.device)
     cache_dir = req.cache_dir or cache_root()
+    set_deterministic(bool(req.options.get("deterministic", False)))
+    synthetic = get_suite(req.suite).synthetic
     task_data: dict[str, TaskData | UserError] = {}
+    fingerprints: dict[str, str] = {}
     for p in tqdm(todo, desc="units", disable=not req.progress, file=sys.stderr):
         key = p.unit.key()
         if p.task.id not in task_data:
             try:
-                task_data[p.task.id] = load_task_data(p.task, data_root)
+                loaded = load_task_data(p.task, data_root, suite=req.suite)
+                check_labels(p.task, loaded)
+                preflight(loaded, cache_dir, log, progress=req.progress)  # the checks of `lvmbench data verify`
+                task_data[p.task.id] = loaded
+                fingerprints[p.task.id] = data_fingerprint(loaded)
             except UserError as e:
                 task_data[p.task.id] = e
         data = task_data[p.task.id]
@@ -253,13 +293,14 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
             if not req.overwrite and is_done(req.results, p.unit):  # finished by another process meanwhile
                 summary.skipped.append(key)
                 continue
-            record = run_unit(p, data, req, device, cache_dir, data_root)
+            runtime = runtime_info(device, req.options, p.task, data, fingerprints[p.task.id], synthetic, p.unit)
+            record = run_unit(p, data, req, device, cache_dir, data_root, runtime)
             write_result(req.results, record)
             summary.done.append(key)
             log(f"done  {key}  {record.primary_metric}={record.primary:.4f}  ({record.timings['wall_s']:.1f}s)")
         except UserError as e:
             summary.failed.append(key)
-            log(f"FAIL  {key}: {e}")
+            log(f"FAIL  {key}: {user_message(e)}")
         except Exception as e:  # a bug, not bad input: keep the traceback, go on with other units
             summary.failed.append(key)
             log(f"ERROR {key}: {e.__class__.__name__}: {e}\n{traceback.format_exc()}")
@@ -268,7 +309,52 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
     return summary
 
 
-def run_unit(p: Planned, data: TaskData, req: EvalRequest, device: torch.device, cache_dir: Path, data_root: Path | None) -> ResultRecord:
+def tidy_claim(path: Path) -> None:
+    """Remove the lock file a killed process left next to a finished result (nobody holds it)."""
+    claim = Claim(path)
+    if claim.lock.exists():
+        try:
+            if claim.acquire():
+                claim.release()
+        except UserError:
+            pass  # a read-only results tree: the leftover lock is harmless
+
+
+def user_message(e: UserError) -> str:
+    """The one-line message of a user error, also when a DataLoader worker raised it: torch then
+    re-raises the same type with the worker's whole traceback as its message, and the original
+    message is what follows the traceback's last line's ``module.Class: ``."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    marker = f"{type(e).__module__}.{type(e).__qualname__}: "
+    at = text.rfind(marker)
+    return text[at + len(marker):].strip() if at >= 0 else text.rsplit(": ", 1)[-1].strip()
+
+
+def check_labels(task: TaskSpec, data: TaskData) -> None:
+    """Class labels outside the task's classes would crash a loss or silently skew a metric."""
+    if task.family != "classification":
+        return
+    k = task.num_classes
+    for c in data.cases:
+        if c.label is not None and not 0 <= int(c.label) < k:
+            raise DataError(
+                f"case '{c.id}' has label {c.label}, outside the task's {k} classes (0..{k - 1})",
+                path=data.root / c.image,
+                fix="correct the label in the dataset's label file, or the task's classes",
+            )
+
+
+def run_unit(
+    p: Planned,
+    data: TaskData,
+    req: EvalRequest,
+    device: torch.device,
+    cache_dir: Path,
+    data_root: Path | None,
+    runtime: dict | None = None,
+) -> ResultRecord:
     unit, task = p.unit, p.task
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -288,4 +374,4 @@ def run_unit(p: Planned, data: TaskData, req: EvalRequest, device: torch.device,
         options=req.options,
     )
     out = PROTOCOLS.get(unit.protocol)().run(ctx)
-    return build_record(unit, task, data, out, ident, started, device, time.perf_counter() - t0, data_root)
+    return build_record(unit, task, data, out, ident, started, device, time.perf_counter() - t0, data_root, runtime)

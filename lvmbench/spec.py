@@ -241,5 +241,7 @@ class ResultRecord(_Strict):
     versions: dict[str, str] = Field(default_factory=dict)
     git_commit: str | None = None
     device: str
+    # what else can move a metric on one machine: threads, determinism flags, data/cache versions
+    runtime: dict[str, Any] = Field(default_factory=dict)
     started_at: str
     finished_at: str

@@ -40,7 +40,8 @@ def get_suite(name: str) -> Suite:
     raise UnknownNameError(f"no suite '{name}'" + (f"; did you mean '{hint}'?" if hint else f"; known: {', '.join(SUITES)}"))
 
 
-def synthetic_root() -> Path:
+def synthetic_root(cache_dir: Path | None = None) -> Path:
+    """Where the smoke suite's synthetic data is generated: under ``--cache-dir`` when one is given."""
     from lvmbench.data.synth import SYNTH_VERSION
 
-    return cache_root() / f"synth-v{SYNTH_VERSION}"
+    return (cache_dir or cache_root()) / f"synth-v{SYNTH_VERSION}"

@@ -42,7 +42,7 @@ def load_task_file(path: Path) -> TaskSpec:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
-        raise UserError(f"invalid task spec at '{where}': {first['msg']}", path=path) from None
+        raise UserError(f"invalid task spec at '{where}': {first['msg']}", path=path, fix="correct that key in task.yaml (the fields are TaskSpec's, lvmbench/spec.py)") from None
     if spec.id != path.parent.name:
         raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path)
     spec.folder = path.parent

@@ -26,9 +26,10 @@ def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
                     im = im.convert("L")
                 arr = np.asarray(im)
             else:
-                if im.mode in ("I;16", "I;16B", "I") and mode == "L":
-                    a = np.asarray(im).astype(np.float32)
-                    return _to_uint8(a)
+                if im.mode.startswith(("I", "F")):
+                    # 16-bit/float greyscale: PIL's convert() would clip to 255, so window min..max
+                    gray = _to_uint8(np.asarray(im).astype(np.float32))
+                    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2) if mode == "RGB" else gray)
                 arr = np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__

@@ -2,15 +2,29 @@
 
 Every split is a deterministic function of (sorted case ids and groups, labels, the task's split
 spec); its hash goes into every result so two results are comparable only if they share it.
+
+Split files. A rule split can be frozen (``lvmbench data split``) and a paper's lists imported
+(``lvmbench data import-splits``) into a JSON file of case ids. Those lists name the files of
+licensed datasets, so they live with the user, not in the repository: in the *splits folder*
+(``$LVMBENCH_SPLITS``, default ``$XDG_DATA_HOME/lvmbench/splits`` = ``~/.local/share/lvmbench/splits``),
+one file per suite and task, ``<splits folder>/<suite>/<task>.json``. When that file exists it
+replaces the task's own split spec for that suite (the run logs where its split came from, and the
+split hash in every result changes with it); delete the file to go back to the task's rule. A task
+may also name a file itself (``split.source: file``): relative paths are looked up in the task folder
+(lists the project may ship) and then in the splits folder.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
+import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +33,20 @@ from lvmbench.errors import DataError
 from lvmbench.spec import SplitSpec
 
 SPLITS = ("train", "val", "test")
+SPLIT_FORMAT = "lvmbench-split/1"
+
+
+def splits_dir() -> Path:
+    """Where frozen and imported split files live (outside the repository: they list licensed files)."""
+    env = os.environ.get("LVMBENCH_SPLITS")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lvmbench" / "splits"
+
+
+def frozen_split_path(task_id: str, suite: str) -> Path:
+    return splits_dir() / suite / f"{task_id}.json"
 
 
 @dataclass
@@ -26,6 +54,10 @@ class Split:
     train: list[Case]
     val: list[Case]
     test: list[Case]
+    # where the lists came from (task rule, a split file) and the flaws a result must carry
+    origin: str = "task split spec"
+    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> list[Case]:
         return getattr(self, name)
@@ -86,19 +118,35 @@ def grouped_split(cases: list[Case], fractions: dict[str, float], seed: int, str
     return out
 
 
-def make_split(cases: list[Case], spec: SplitSpec, task_folder: Path | None = None) -> Split:
+def make_split(cases: list[Case], spec: SplitSpec, task_folder: Path | None = None, override: Path | None = None) -> Split:
+    """The task's split; ``override`` (a frozen or imported split file) replaces the spec."""
+    if override is not None:
+        split = read_split_file(override, cases)
+        _require_train_test(split, len(cases), override)
+        return split
     if spec.source == "rule":
         parts = grouped_split(cases, {"train": 1 - spec.val - spec.test, "val": spec.val, "test": spec.test}, spec.seed, spec.stratify)
         split = Split(parts["train"], parts["val"], parts["test"])
     elif spec.source == "publisher":
         split = _publisher_split(cases, spec)
     else:
-        split = _file_split(cases, spec, task_folder)
-    check_disjoint(split)
+        split = read_split_file(find_split_file(spec.file or "", task_folder), cases)
+    if spec.source != "file":
+        check_disjoint(split)
+    _require_train_test(split, len(cases), task_folder or Path("."))
+    return split
+
+
+def resolve_split(cases: list[Case], spec: SplitSpec, task_id: str, suite: str | None, task_folder: Path | None = None) -> Split:
+    """The split a run uses: the user's split file for (suite, task) when there is one, else the spec."""
+    override = frozen_split_path(task_id, suite) if suite else None
+    return make_split(cases, spec, task_folder, override if override is not None and override.is_file() else None)
+
+
+def _require_train_test(split: Split, n: int, where: Path) -> None:
     for s in ("train", "test"):
         if not split[s]:
-            raise DataError(f"the {s} split is empty ({len(cases)} cases in all)", path=task_folder or ".", fix="check the dataset and the task's split spec")
-    return split
+            raise DataError(f"the {s} split is empty ({n} cases in all)", path=where, fix="check the dataset and the task's split spec")
 
 
 def _publisher_split(cases: list[Case], spec: SplitSpec) -> Split:
@@ -114,16 +162,36 @@ def _publisher_split(cases: list[Case], spec: SplitSpec) -> Split:
     return Split(parts["train"], parts["val"], parts["test"])
 
 
-def _file_split(cases: list[Case], spec: SplitSpec, task_folder: Path | None) -> Split:
-    path = Path(spec.file or "")
-    if not path.is_absolute() and task_folder is not None:
-        path = task_folder / path
-    if not path.is_file():
-        raise DataError("split file not found", path=path, fix="run `lvmbench data split TASK` or `lvmbench data import-splits`")
+def find_split_file(name: str, task_folder: Path | None) -> Path:
+    path = Path(name)
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = ([task_folder / path] if task_folder is not None else []) + [splits_dir() / path]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DataError(
+        f"split file '{name}' not found (looked in {', '.join(str(c.parent) for c in candidates)})",
+        path=candidates[0],
+        fix="run `lvmbench data split TASK` or `lvmbench data import-splits`, or fix split.file in the task",
+    )
+
+
+def read_split_file(path: Path, cases: list[Case]) -> Split:
+    """A ``{"train": [ids], "val": [ids], "test": [ids]}`` file (plus lvmbench's metadata) -> Split.
+
+    Overlap between parts is refused unless the file declares it in ``allow_overlap`` (a flawed
+    paper split imported on purpose); its ``flags`` then go into every result.
+    """
     try:
         lists = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"split file is not valid JSON ({e.msg} at line {e.lineno})", path=path, fix="regenerate it") from None
+    except OSError as e:
+        raise DataError(f"cannot read the split file ({e.strerror})", path=path, fix="check the file's permissions") from None
+    if not isinstance(lists, dict) or not any(isinstance(lists.get(s), list) for s in SPLITS):
+        raise DataError("split file has no 'train'/'val'/'test' lists", path=path, fix="regenerate it with `lvmbench data split` or `lvmbench data import-splits`")
     by_id = {c.id: c for c in cases}
     parts: dict[str, list[Case]] = {}
     for s in SPLITS:
@@ -136,25 +204,89 @@ def _file_split(cases: list[Case], spec: SplitSpec, task_folder: Path | None) ->
                 fix="check --data-root, or regenerate the split for this copy of the data",
             )
         parts[s] = [by_id[i] for i in ids]
-    return Split(parts["train"], parts["val"], parts["test"])
+    allow = {frozenset(p) for p in lists.get("allow_overlap", []) if len(p) == 2}
+    origin = str(lists.get("origin") or "split file")
+    split = Split(parts["train"], parts["val"], parts["test"], origin=f"{path} ({origin})", flags=[str(f) for f in lists.get("flags", [])])
+    check_disjoint(split, allow, where=path)
+    used = {c.id for s in SPLITS for c in parts[s]}
+    if len(used) < len(by_id):
+        split.notes.append(f"{len(by_id) - len(used)} of the dataset's {len(by_id)} cases are in no list of {path.name}")
+    return split
 
 
-def check_disjoint(split: Split) -> None:
-    """No case and no patient/volume may sit in two splits."""
-    seen_case: dict[str, str] = {}
-    seen_group: dict[str, str] = {}
-    for s in SPLITS:
-        for c in split[s]:
-            if c.id in seen_case and seen_case[c.id] != s:
-                raise DataError(f"case '{c.id}' is in both {seen_case[c.id]} and {s}", path=c.image, fix="fix the split file")
-            if c.group in seen_group and seen_group[c.group] != s:
-                raise DataError(
-                    f"patient/volume '{c.group}' is in both {seen_group[c.group]} and {s}",
-                    path=c.image,
-                    fix="split by patient: regenerate the split",
-                )
-            seen_case[c.id] = s
-            seen_group[c.group] = s
+def dataset_fingerprint(cases: list[Case]) -> dict[str, Any]:
+    ids = sorted(c.id for c in cases)
+    return {"cases": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]}
+
+
+def write_split_file(
+    path: Path,
+    split: Split,
+    *,
+    task: str,
+    suite: str,
+    origin: str,
+    cases: list[Case],
+    allow_overlap: list[tuple[str, str]] = (),
+) -> None:
+    """Write the split atomically (a concurrent reader sees the old file or the new one)."""
+    doc: dict[str, Any] = {
+        "format": SPLIT_FORMAT,
+        "task": task,
+        "suite": suite,
+        "origin": origin,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": dataset_fingerprint(cases),
+        "flags": sorted(split.flags),
+        "allow_overlap": [list(p) for p in allow_overlap],
+        "split_hash": split.hash(),
+        "counts": split.counts(),
+    }
+    # Lists keep the split's own order (imported lists stay as published; rules are sorted already).
+    doc.update({s: [c.id for c in split[s]] for s in SPLITS})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def overlaps(parts: dict[str, list[Case]]) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """For every pair of parts that share anything: the shared case ids and patient/volume groups."""
+    out: dict[tuple[str, str], dict[str, list[str]]] = {}
+    names = [s for s in SPLITS if s in parts]
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ids = sorted({c.id for c in parts[a]} & {c.id for c in parts[b]})
+            groups = sorted({c.group for c in parts[a]} & {c.group for c in parts[b]})
+            if ids or groups:
+                out[(a, b)] = {"cases": ids, "groups": groups}
+    return out
+
+
+def check_disjoint(split: Split, allow: set[frozenset[str]] = frozenset(), where: Path | str | None = None) -> None:
+    """No case and no patient/volume may sit in two splits (except pairs in ``allow``)."""
+    for (a, b), shared in overlaps({s: split[s] for s in SPLITS}).items():
+        if frozenset((a, b)) in allow:
+            continue
+        if shared["cases"]:
+            cid = shared["cases"][0]
+            raise DataError(
+                f"case '{cid}' is in both {a} and {b}" + (f" ({len(shared['cases'])} cases overlap)" if len(shared["cases"]) > 1 else ""),
+                path=where or next(c.image for c in split[a] if c.id == cid),
+                fix="fix the split file",
+            )
+        g = shared["groups"][0]
+        raise DataError(
+            f"patient/volume '{g}' is in both {a} and {b}" + (f" ({len(shared['groups'])} groups overlap)" if len(shared["groups"]) > 1 else ""),
+            path=where or next(c.image for c in split[a] if c.group == g),
+            fix="split by patient: regenerate the split",
+        )
 
 
 def label_subset(cases: list[Case], fraction: float, seed: int) -> list[Case]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvmbench.data.cases import Case, DatasetReader, make_reader
-from lvmbench.data.splits import Split, make_split
+from lvmbench.data.splits import Split, resolve_split
 from lvmbench.errors import DataError
 from lvmbench.spec import TaskSpec
 
@@ -29,7 +29,8 @@ def dataset_root(spec: TaskSpec, data_root: Path | None) -> Path:
     return Path(data_root) / spec.data.dir
 
 
-def load_task_data(spec: TaskSpec, data_root: Path | None) -> TaskData:
+def load_task_data(spec: TaskSpec, data_root: Path | None, suite: str | None = None) -> TaskData:
+    """``suite`` selects the user's frozen/imported split file for (suite, task) when one exists."""
     root = dataset_root(spec, data_root)
     if not root.is_dir():
         raise DataError(
@@ -37,10 +38,19 @@ def load_task_data(spec: TaskSpec, data_root: Path | None) -> TaskData:
             path=root,
             fix=f"download the dataset into {root} (layout: see tasks/{spec.id}/task.yaml) or fix --data-root",
         )
+    reader = task_reader(spec, root)
+    cases = reader.cases()
+    split = resolve_split(cases, spec.split, spec.id, suite, spec.folder)
+    return TaskData(spec=spec, root=root, reader=reader, cases=cases, split=split)
+
+
+def task_reader(spec: TaskSpec, root: Path) -> DatasetReader:
+    """The task's reader on ``root`` with the task's classes filled in (shared with ``data verify``)."""
     options = dict(spec.data.options)
     if spec.family == "classification" and "classes" not in options and spec.data.reader == "class_folders":
         options["classes"] = spec.classes
-    reader = make_reader(spec.data.reader, root, options)
-    cases = reader.cases()
-    split = make_split(cases, spec.split, spec.folder)
-    return TaskData(spec=spec, root=root, reader=reader, cases=cases, split=split)
+    if spec.family == "detection" and "classes" not in options:
+        options["classes"] = spec.classes  # box readers map publisher names onto the task's classes
+    if spec.family == "segmentation" and "classes" not in options:
+        options["classes"] = spec.classes  # mask readers check label ranges against the task's classes
+    return make_reader(spec.data.reader, root, options)

@@ -44,19 +44,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj: object = load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"not a readable safetensors file ({e})", path=p) from None
+            raise CheckpointError(f"not a readable safetensors file ({e})", path=p, fix="re-export the weights with safetensors.torch.save_file") from None
     else:
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).split("\n")[0]
-            if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            # torch names the offending opcode on a line of its own: GLOBAL = an importable object
+            # (code could run); anything else (e.g. "Unsupported operand 95") = not a pickle of tensors
+            detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), first)
+            if "Unsupported global" in str(e) or "GLOBAL" in str(e):
                 raise CheckpointError(
-                    f"refusing to unpickle: the file holds objects beyond tensors, which could execute code ({first[:120]})",
+                    f"refusing to unpickle: the file holds objects beyond tensors, which could execute code ({detail[:120]})",
                     path=p,
                     fix="re-save it as a plain state_dict (torch.save(model.state_dict(), f)) or as .safetensors",
                 ) from None
-            raise CheckpointError(f"not a PyTorch checkpoint ({first[:160]})", path=p) from None
+            raise CheckpointError(f"not a PyTorch checkpoint ({detail[:160]})", path=p, fix="pass a .pth/.pt/.torch state_dict or a .safetensors file") from None
         except Exception as e:  # torch raises KeyError/RuntimeError/EOFError... for non-checkpoints
             raise CheckpointError(
                 f"not a PyTorch checkpoint ({e.__class__.__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
@@ -81,6 +84,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         "no state_dict found (expected a mapping of parameter names to tensors, possibly under "
         f"one of {', '.join(WRAPPER_KEYS)})",
         path=path,
+        fix="pass the file holding the encoder's weights (torch.save(model.state_dict(), f))",
     )
 
 

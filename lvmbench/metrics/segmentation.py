@@ -15,6 +15,7 @@ Everything works on integer label maps; counts come from one ``bincount`` of ``t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,7 +88,9 @@ def hd95(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, cla
         y_pred = torch.stack([~pc, pc])[None].float()
         y = torch.stack([~tc, tc])[None].float()
         sp = None if spacing is None else [float(s) for s in spacing]
-        v = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=sp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # MONAI 1.5+ deprecation notice inside its own call
+            v = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=sp)
         out[i] = float(v.reshape(-1)[0])
     return out
 

@@ -75,7 +75,7 @@ def train_ms_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         val = val_r1()
         history.append({"epoch": epoch, "val_recall@1": val, "loss": float(np.mean(losses)) if losses else float("nan")})
         if val > best_val:  # strict: the earliest epoch wins ties

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +24,19 @@ class ClassFolders(DatasetReader):
 
     Options: ``splits`` (publisher split folders, e.g. [Training, Testing]); ``classes`` (task class
     order); ``aliases`` (folder name -> class, for the several published spellings, e.g.
-    ``glioma_tumor`` -> ``glioma``). Case ids are ``<split>/<class-folder>/<file>``.
+    ``glioma_tumor`` -> ``glioma``); ``group_identical`` (``bytes``/true or ``pixels``: identical
+    files share one group, so a grouped split cannot put copies of one image on both sides; the
+    Kaggle brain-tumour folders hold such copies). Case ids are ``<split>/<class-folder>/<file>``.
     """
 
     kind = "classification"
 
-    def __init__(self, root, splits=("Training", "Testing"), classes=(), aliases=None, **options):
+    def __init__(self, root, splits=("Training", "Testing"), classes=(), aliases=None, group_identical=False, **options):
         super().__init__(root, **options)
         self.splits = list(splits)
         self.classes = list(classes)
         self.aliases = dict(aliases or {})
+        self.group_identical = "bytes" if group_identical is True else (group_identical or None)
 
     def _class_of(self, folder: str) -> int | None:
         name = self.aliases.get(folder, folder)
@@ -63,10 +70,33 @@ class ClassFolders(DatasetReader):
             raise DataError(f"no {want} found in the dataset folder", path=self.root, fix="check --data-root and the dataset layout")
         if not out:
             raise DataError("no images found", path=self.root, fix="check --data-root and the dataset layout")
-        return out
+        return _group_identical(self.root, out, self.group_identical) if self.group_identical else out
 
     def load_image(self, case: Case) -> np.ndarray:
         return read_image(self.root / case.image, "RGB")
+
+
+def _group_identical(root: Path, cases: list[Case], how: str) -> list[Case]:
+    """Cases whose files have the same bytes (``bytes``) or decode to the same pixels (``pixels``:
+    catches re-encoded copies, costs one decode per file) get the group of the first (by id)."""
+    if how not in ("bytes", "pixels"):
+        raise DataError(f"group_identical must be bytes or pixels, not {how!r}", path=root, fix="fix data.options.group_identical in the task")
+
+    def digest(c: Case) -> str:
+        if how == "pixels":
+            arr = read_image(root / c.image, None)
+            return hashlib.sha1(arr.tobytes() + str(arr.shape).encode()).hexdigest()
+        return hashlib.sha1((root / c.image).read_bytes()).hexdigest()
+
+    ordered = sorted(cases, key=lambda c: c.id)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoders release the GIL
+        digests = list(pool.map(digest, ordered))
+    first: dict[str, str] = {}
+    out = []
+    for c, d in zip(ordered, digests):
+        group = first.setdefault(d, c.group)
+        out.append(c if group == c.group else replace(c, group=group))
+    return out
 
 
 @READERS.register("fgadr")

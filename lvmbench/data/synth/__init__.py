@@ -21,7 +21,7 @@ import numpy as np
 from lvmbench.registry import Registry
 
 # Bump when any writer changes: the smoke suite regenerates into a new folder.
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 
 Writer = Callable[[Path, np.random.Generator], None]
 

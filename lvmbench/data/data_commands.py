@@ -1,0 +1,131 @@
+"""What ``lvmbench data verify | split | import-splits`` and the ``tasks`` data column do.
+
+Kept out of ``cli.py`` so the command line stays a thin layer and these can be called from tests.
+Every function resolves the data root the way ``lvmbench eval`` does for the same suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lvmbench.data.split_import import ImportResult, import_lists, load_paper_lists
+from lvmbench.data.splits import Split, frozen_split_path, make_split, write_split_file
+from lvmbench.data.task_data import dataset_root, task_reader
+from lvmbench.data.verify import TaskReport, issue_from
+from lvmbench.errors import DataError, UserError
+from lvmbench.spec import TaskSpec
+
+
+def suite_data_root(suite: str | None, data_root: Path | None, *, generate: bool = True) -> Path | None:
+    """The data root ``lvmbench eval --suite S`` would use (``--data-root`` > LVMBENCH_DATA > suite default)."""
+    from lvmbench.paths import data_root as explicit_root
+    from lvmbench.suites import get_suite, synthetic_root
+
+    explicit = explicit_root(data_root)
+    if not suite:
+        return explicit
+    s = get_suite(suite)
+    if s.synthetic:
+        root = explicit or synthetic_root()
+        if generate:
+            from lvmbench.data.synth import ensure_synthetic
+
+            ensure_synthetic(root)
+        return root
+    if explicit:
+        return explicit
+    if s.default_data_root and Path(s.default_data_root).is_dir():
+        return Path(s.default_data_root)
+    return None
+
+
+def select(task_ids: list[str] | None, suite: str | None) -> list[TaskSpec]:
+    """Tasks by id (or all of the suite), with the suite's profile applied."""
+    from lvmbench.suites import get_suite
+    from lvmbench.tasks import all_tasks, get_task
+
+    if suite:
+        get_suite(suite)
+    if task_ids:
+        specs = [get_task(t) for t in task_ids]
+    else:
+        specs = [t for t in all_tasks() if t.in_suite(suite or "lvmmed")]
+    return [s.for_suite(suite) if suite else s for s in specs]
+
+
+def data_status(spec: TaskSpec, root: Path | None, suite: str | None) -> str:
+    """Cheap: folder present and the reader lists its cases (no decoding; that is `data verify`)."""
+    if root is None:
+        return "no --data-root"
+    folder = dataset_root(spec, root)
+    if not folder.is_dir():
+        return f"missing {spec.data.dir}/"
+    try:
+        n = len(task_reader(spec, folder).cases())
+    except UserError as e:
+        problem = issue_from(e, folder).problem
+        return f"error: {problem[:60]}{'...' if len(problem) > 60 else ''} (see `lvmbench data verify {spec.id}`)"
+    status = f"ready ({n} cases)"
+    if suite and frozen_split_path(spec.id, suite).is_file():
+        status += ", split file"
+    return status
+
+
+def report_lines(report: TaskReport, max_warnings: int = 20) -> list[str]:
+    head = f"{report.task}: {report.root or '-'}"
+    if report.cases:
+        head += f", {report.cases} cases"
+    if report.split_counts:
+        head += ", split " + " / ".join(f"{k} {v}" for k, v in report.split_counts.items()) + f" ({report.split_origin})"
+    lines = [head]
+    lines += [f"  ERROR    {i.line()}" for i in report.fatal]
+    warnings = report.warnings
+    lines += [f"  warning  {i.line()}" for i in warnings[:max_warnings]]
+    if len(warnings) > max_warnings:
+        lines.append(f"  ... {len(warnings) - max_warnings} more warning(s) (use --max-warnings)")
+    return lines
+
+
+def _task_cases(spec: TaskSpec, data_root: Path | None):
+    folder = dataset_root(spec, data_root)
+    if not folder.is_dir():
+        raise DataError(f"dataset folder for task '{spec.id}' not found", path=folder, fix="fix --data-root (or pass --suite) so that it holds the dataset")
+    reader = task_reader(spec, folder)
+    return folder, reader.cases()
+
+
+def freeze_split(spec: TaskSpec, suite: str, data_root: Path | None, out: Path | None = None, force: bool = False) -> tuple[Path, Split]:
+    """Resolve the task's own split spec once and write it as a split file (``lvmbench data split``)."""
+    path = out or frozen_split_path(spec.id, suite)
+    if path.exists() and not force:
+        raise UserError(f"a split file for '{spec.id}' already exists", path=path, fix="pass --force to overwrite it, or delete it to go back to the task's rule")
+    folder, cases = _task_cases(spec, data_root)
+    split = make_split(cases, spec.split, spec.folder)  # never the existing file: re-freezing starts from the rule
+    origin = f"frozen from the task's {spec.split.source} split (seed {spec.split.seed}) of {folder}"
+    write_split_file(path, split, task=spec.id, suite=suite, origin=origin, cases=cases)
+    return path, split
+
+
+def import_split(
+    spec: TaskSpec,
+    suite: str,
+    data_root: Path | None,
+    lists_path: Path,
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    allow_flawed: bool = False,
+    allow_missing: bool = False,
+    carve_val: float | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, ImportResult]:
+    path = out or frozen_split_path(spec.id, suite)
+    if path.exists() and not force:
+        raise UserError(f"a split file for '{spec.id}' already exists", path=path, fix="pass --force to replace it")
+    lists = load_paper_lists(lists_path)
+    _, cases = _task_cases(spec, data_root)
+    result = import_lists(lists, cases, allow_flawed=allow_flawed, allow_missing=allow_missing, carve_val=carve_val, seed=seed, log=log)
+    write_split_file(path, result.split, task=spec.id, suite=suite, origin=result.origin, cases=cases, allow_overlap=result.allow_overlap)
+    return path, result

@@ -1,0 +1,277 @@
+"""2D segmentation layouts: an image file paired with one or more mask files.
+
+One configurable reader, ``paired_images``, and one preset per publisher layout (ISIC-2018 Task 1,
+Kvasir-SEG, DRIVE, CHASE_DB1, BUSI, JSRT + SCR masks) whose defaults any ``data.options`` key in the
+task overrides. Options (templates: see ``seg_layout``):
+
+- ``images``: glob(s) of image files; ``pattern``: regex with named groups; ``exclude``: regexes of
+  paths to leave out (images and masks; BUSI's ``normal`` folder for the paper's BUID task).
+- ``id`` / ``group`` / ``split``: templates for the case id (default ``{name}``), the patient group
+  (default: the id) and the publisher's split (DRIVE training/test).
+- ``masks``: a template, or a list of ``{path, label, threshold, required}``: each mask file is
+  binarised with ``value > threshold`` and painted with ``label`` in list order (later masks win
+  where they overlap; several files matching one template are united).
+- ``threshold``: default threshold (Kvasir's JPEG masks: 128).
+- ``fov``: template of a field-of-view mask (DRIVE), kept in ``case.meta['fov']``.
+- ``image_mode``: ``RGB`` or ``L``; ``match_size: mask`` resizes the image to its mask (SCR masks
+  are 1024² for 2048² JSRT films); ``resize_masks: true`` resizes (nearest) masks whose size differs
+  from their image's instead of refusing them (``check`` still reports each one); ``raw``: ``{shape, dtype, bits, invert}`` decodes headerless
+  ``.IMG`` files (JSRT: 2048² 12-bit big-endian).
+- ``classes``: the task's class names (label range check), filled in from the task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.imageio import read_image
+from lvmbench.data.readers.seg_layout import Layout, fill, require_cases, unpaired_issues
+from lvmbench.errors import DataError, UserError
+
+OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "masks", "threshold", "fov", "image_mode", "match_size", "resize_masks", "raw", "classes"}
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    path: str | tuple[str, ...]
+    label: int = 1
+    threshold: int = 127
+    required: bool = True
+
+    @classmethod
+    def parse(cls, value: Any, threshold: int | None) -> "MaskSpec":
+        thr = 127 if threshold is None else int(threshold)
+        if isinstance(value, str):
+            return cls(value, 1, thr)
+        if isinstance(value, dict) and "path" in value:
+            path = value["path"] if isinstance(value["path"], str) else tuple(value["path"])
+            return cls(path, int(value.get("label", 1)), int(value.get("threshold", thr)), bool(value.get("required", True)))
+        raise UserError(f"data option 'masks' entry {value!r} is neither a template nor a {{path, label}} mapping", fix="see lvmbench/data/readers/segmentation2d.py")
+
+
+def read_raw(path: Path, shape: list[int], dtype: str = ">u2", bits: int = 12, invert: bool = False) -> np.ndarray:
+    """A headerless raw image (JSRT ``.IMG``) -> HxW uint8, scaled by the bit depth (not min-max)."""
+    dt = np.dtype(dtype)
+    want = int(np.prod(shape)) * dt.itemsize
+    have = path.stat().st_size if path.is_file() else -1
+    if have < 0:
+        raise DataError("file not found", path=path, fix="restore the file or remove the case from the dataset")
+    if have != want:
+        raise DataError(
+            f"raw image has {have} bytes, expected {want} for {shape[0]}x{shape[1]} {dt.str}",
+            path=path,
+            fix="re-download the file, or set data.options.raw.shape/dtype to the file's format",
+        )
+    top = float(2**bits - 1)
+    a = np.clip(np.fromfile(path, dtype=dt).reshape(shape).astype(np.float32), 0, top)
+    if invert:
+        a = top - a
+    return np.round(a * (255.0 / top)).astype(np.uint8)
+
+
+@READERS.register("paired_images")
+class PairedImages(DatasetReader):
+    kind = "segmentation"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, root: str | Path, **options: Any):
+        opts = {**self.defaults, **options}
+        unknown = sorted(set(opts) - OPTIONS)
+        if unknown:
+            raise UserError(f"unknown data option(s) {unknown} for a 2D segmentation reader", fix=f"use only {sorted(OPTIONS)}")
+        if "masks" not in opts:
+            raise UserError("segmentation reader needs 'masks'", fix="set data.options.masks in the task")
+        super().__init__(root, **opts)
+        self.layout = Layout(self.root, opts.get("images") or [], opts.get("pattern"), opts.get("exclude") or ())
+        masks = opts["masks"] if isinstance(opts["masks"], list) else [opts["masks"]]
+        self.masks = [MaskSpec.parse(m, opts.get("threshold")) for m in masks]
+        self.classes = list(opts.get("classes") or [])
+        self.image_mode = opts.get("image_mode", "RGB")
+        self.match_size = opts.get("match_size")
+        self.resize_masks = bool(opts.get("resize_masks", False))
+        self.raw = dict(opts["raw"]) if opts.get("raw") else None
+        self._issues: list[Issue] | None = None
+
+    # -- listing -------------------------------------------------------------------------------
+    def cases(self) -> list[Case]:
+        self.require_root("point --data-root at the folder that holds the dataset (see `lvmbench tasks`)")
+        o = self.options
+        matched, unmatched = self.layout.scan()
+        cases: list[Case] = []
+        issues = unpaired_issues(self.root, unmatched, "fits the images glob but not the layout pattern; ignored", "rename it or adjust data.options.pattern")
+        referenced: set[str] = set()
+        for rel, f in matched:
+            found = [self.layout.resolve(m.path, f, "masks") for m in self.masks]
+            missing = [m for m, hits in zip(self.masks, found) if m.required and not hits]
+            if missing:
+                want = fill(missing[0].path if isinstance(missing[0].path, str) else missing[0].path[0], f, "masks")
+                issues.append(Issue(str(self.root / rel), f"image without its mask (expected {want}); left out", "restore the mask or remove the image", fatal=False))
+                continue
+            cid = fill(o.get("id", "{name}"), f, "id")
+            meta: dict[str, Any] = {"mask_files": [list(h) for h in found]}
+            if o.get("split"):
+                meta["split"] = fill(o["split"], f, "split")
+            if o.get("fov"):
+                fov = self.layout.resolve(o["fov"], f, "fov")
+                meta["fov"] = fov[0] if fov else None
+                if not fov:
+                    issues.append(Issue(str(self.root / rel), "no field-of-view mask", "restore the FOV mask (only needed for FOV-restricted scoring)", fatal=False))
+            flat = [p for hits in found for p in hits]
+            referenced.update(flat)
+            group = fill(o["group"], f, "group") if o.get("group") else cid
+            cases.append(Case(id=cid, group=group, image=rel, target=flat[0] if flat else None, files=(rel, *flat), meta=meta))
+        ids = [c.id for c in cases]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise DataError(f"two images give the same case id '{dup}'", path=self.root, fix="make data.options.id unique (e.g. include {parent})")
+        for m in self.masks:
+            orphans = self.layout.candidates(m.path, near=referenced) - referenced
+            issues += unpaired_issues(self.root, orphans, "mask without an image; ignored", "restore the image or remove the mask")
+        self._issues = issues
+        require_cases(cases, self.root, "image/mask pairs")
+        return cases
+
+    def dataset_checks(self, cases: list[Case]) -> list[Issue]:
+        if self._issues is None:
+            self.cases()
+        return list(self._issues or [])
+
+    # -- decoding ------------------------------------------------------------------------------
+    def load_image(self, case: Case) -> np.ndarray:
+        path = self.root / case.image
+        if self.raw and path.suffix.lower() == ".img":
+            arr = read_raw(path, **self.raw)
+        else:
+            arr = read_image(path, self.image_mode)
+        if self.match_size == "mask" and case.meta.get("mask_files") and case.meta["mask_files"][0]:
+            mpath = self.root / case.meta["mask_files"][0][0]
+            try:
+                with Image.open(mpath) as im:
+                    w, h = im.size
+            except OSError:
+                raise DataError("unreadable mask", path=mpath, fix="re-download or re-export this file") from None
+            if arr.shape[:2] != (h, w):
+                arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+        return arr[..., None] if arr.ndim == 2 else arr
+
+    def _image_hw(self, case: Case) -> tuple[int, int]:
+        try:
+            with Image.open(self.root / case.image) as im:
+                return im.size[1], im.size[0]
+        except OSError:
+            raise DataError("unreadable image", path=self.root / case.image, fix="re-download or re-export this file") from None
+
+    def load_target(self, case: Case) -> np.ndarray:
+        out: np.ndarray | None = None
+        first = None
+        hw = self._image_hw(case) if self.resize_masks else None
+        for spec, files in zip(self.masks, case.meta["mask_files"]):
+            for f in files:
+                m = read_image(self.root / f, None)
+                if m.ndim == 3:
+                    m = m.max(axis=2)
+                if hw is not None and m.shape != hw:
+                    m = np.asarray(Image.fromarray(m).resize((hw[1], hw[0]), Image.NEAREST))
+                if out is None:
+                    out, first = np.zeros(m.shape, np.int64), f
+                elif m.shape != out.shape:
+                    raise DataError(f"mask is {m.shape[1]}x{m.shape[0]} but {first} is {out.shape[1]}x{out.shape[0]}", path=self.root / f, fix="re-export the masks at one size")
+                out[m > spec.threshold] = spec.label
+        if out is None:  # only optional masks, none present: all background
+            with Image.open(self.root / case.image) as im:
+                out = np.zeros(im.size[::-1], np.int64)
+        return out
+
+    def check(self, case: Case) -> list[Issue]:
+        """Decode image and mask once; report unreadable files, size mismatches, labels out of range."""
+        try:
+            img = self.load_image(case)
+            tgt = self.load_target(case)
+        except DataError as e:
+            return [Issue(e.path or case.image, str(e).split(": ", 1)[-1].split("; fix:")[0], e.fix or "replace the file")]
+        issues = []
+        if self.resize_masks:
+            hw = self._image_hw(case)
+            for f in (p for files in case.meta["mask_files"] for p in files):
+                with Image.open(self.root / f) as im:
+                    if (im.size[1], im.size[0]) != hw:
+                        issues.append(Issue(str(self.root / f), f"mask is {im.size[0]}x{im.size[1]}, image {hw[1]}x{hw[0]}; resized (nearest) to the image", "re-export the mask at the image size", fatal=False))
+        if tgt.shape != img.shape[:2]:
+            issues.append(Issue(str(self.root / case.image), f"image {img.shape[:2]} and mask {tgt.shape} differ in size", "re-export the mask at the image size"))
+        if self.classes and tgt.size and int(tgt.max()) >= len(self.classes):
+            issues.append(Issue(str(self.root / case.image), f"mask label {int(tgt.max())} is outside the task's {len(self.classes)} classes", "fix data.options.masks labels or the task's classes"))
+        return issues
+
+
+def preset(name: str, doc: str, **defaults: Any) -> type[PairedImages]:
+    """Register a publisher layout: ``paired_images`` with these defaults."""
+    cls = type(f"{name.title().replace('_', '')}Reader", (PairedImages,), {"defaults": defaults, "__doc__": doc, "__module__": __name__})
+    globals()[cls.__name__] = cls  # importable by name, so readers pickle into spawned loader workers
+    READERS.add(name, cls)
+    return cls
+
+
+preset(
+    "isic2018",
+    "ISIC-2018 Task 1: ``ISIC2018_Task1-2_Training_Input/ISIC_NNNNNNN.jpg`` + ``ISIC2018_Task1_Training_GroundTruth/ISIC_NNNNNNN_segmentation.png`` (0/255).",
+    images="ISIC2018_Task1-2_Training_Input/ISIC_*.jpg",
+    id="{stem}",
+    masks="ISIC2018_Task1_Training_GroundTruth/{stem}_segmentation.png",
+)
+preset(
+    "kvasir_seg",
+    "Kvasir-SEG: ``images/<id>.jpg`` + ``masks/<id>.jpg`` (JPEG masks, threshold 128); ids are file names, as in LVM-Med's Kvasir.json.",
+    images="images/*.jpg",
+    masks="masks/{name}",
+    threshold=128,
+)
+preset(
+    "drive",
+    "DRIVE: ``{training,test}/images/NN_{training,test}.tif``, ``1st_manual/NN_manual1.gif``, FOV ``mask/NN_*_mask.gif``.",
+    images=["training/images/*.tif", "test/images/*.tif", "testing/images/*.tif"],
+    pattern=r"(?P<folder>training|test|testing)/images/(?P<num>\d+)_(?P<kind>training|test)\.tif",
+    id="{num}_{kind}",
+    split="{folder}",
+    masks="{folder}/1st_manual/{num}_manual1.gif",
+    fov="{folder}/mask/{num}_{kind}_mask.gif",
+)
+preset(
+    "chase_db1",
+    "CHASE_DB1: ``Image_NN{L,R}.jpg`` + ``Image_NN{L,R}_1stHO.png``; both eyes of one child form one group.",
+    images="Image_*.jpg",
+    pattern=r"Image_(?P<child>\d+)(?P<eye>[LR])\.jpg",
+    id="{stem}",
+    group="child{child}",
+    masks="Image_{child}{eye}_1stHO.png",
+)
+preset(
+    "busi",
+    "BUSI: ``<class>/<class> (<n>).png`` + one or more ``<class> (<n>)_mask*.png`` (united); LVM-Med's BUID drops ``normal``.",
+    images="*/* (*).png",
+    pattern=r"(?P<cls>benign|malignant|normal)/(?P=cls) \((?P<n>\d+)\)\.png",
+    exclude=["^normal/"],
+    masks="{cls}/{cls} ({n})_mask*.png",
+)
+preset(
+    "jsrt_scr",
+    "JSRT films ``All247images/JPCxNNNN.IMG`` (2048² 12-bit big-endian raw) + SCR masks "
+    "``SCR/fold*/masks/<organ>/<id>.gif`` (1024²): lungs=1, heart=2, clavicles=3.",
+    images="All247images/*.IMG",
+    id="{stem}",
+    image_mode="L",
+    match_size="mask",
+    raw={"shape": [2048, 2048], "dtype": ">u2", "bits": 12, "invert": True},
+    masks=[
+        {"path": "SCR/fold*/masks/left lung/{stem}.gif", "label": 1},
+        {"path": "SCR/fold*/masks/right lung/{stem}.gif", "label": 1},
+        {"path": "SCR/fold*/masks/heart/{stem}.gif", "label": 2},
+        {"path": "SCR/fold*/masks/left clavicle/{stem}.gif", "label": 3},
+        {"path": "SCR/fold*/masks/right clavicle/{stem}.gif", "label": 3},
+    ],
+)

@@ -1,0 +1,234 @@
+"""3D segmentation layouts: a NIfTI image volume paired with a NIfTI label volume.
+
+One configurable reader, ``nifti_pairs``, and presets for BraTS-2018, MMWHS (CT and MR), the
+multi-site prostate collection in MS-Net's layout and Medical-Decathlon-style ``images/`` +
+``labels/`` folders. Volumes are read with nibabel in their stored orientation (the paper sliced the
+stored array) and returned with the slicing axis first, ``(D, H, W)``; ``case.meta`` keeps the voxel
+spacing (same axis order), the stored shape, the orientation codes and the affine's axis codes.
+
+Options (templates: see ``seg_layout``): ``images``, ``pattern``, ``exclude``, ``id`` (default: the
+image stem), ``group`` (default: the id), ``split``; ``label``: template or list of alternatives;
+``site``: template naming the acquisition site, ``sites``: the sites to keep (prostate: BMC);
+``label_map``: ``{stored value: class}`` (MMWHS 205/420/... -> 1..7; unlisted non-zero values are
+reported by ``check`` and read as background); ``binarize``: every non-zero label -> 1 (BraTS whole
+tumour); ``slice_axis``: stored axis the 2D network slices along (MMWHS: 2); ``classes``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.readers.seg_layout import Layout, as_list, fill, require_cases, unpaired_issues
+from lvmbench.errors import DataError, UserError
+
+OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "label", "site", "sites", "label_map", "binarize", "slice_axis", "classes"}
+
+
+def _nib_error(path: Path, e: Exception) -> DataError:
+    msg = str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__
+    return DataError(f"unreadable NIfTI volume ({msg})", path=path, fix="re-download or re-export this file")
+
+
+def load_nifti(path: Path):
+    """nibabel image with its header read (data is decoded on demand), one clear error per bad file."""
+    import nibabel as nib
+
+    if not path.is_file():
+        raise DataError("file not found", path=path, fix="restore the file or remove the case from the dataset")
+    try:
+        return nib.load(str(path))
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as e:
+        raise _nib_error(path, e) from None
+
+
+@READERS.register("nifti_pairs")
+class NiftiPairs(DatasetReader):
+    kind = "segmentation"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, root: str | Path, **options: Any):
+        opts = {**self.defaults, **options}
+        unknown = sorted(set(opts) - OPTIONS)
+        if unknown:
+            raise UserError(f"unknown data option(s) {unknown} for a volume reader", fix=f"use only {sorted(OPTIONS)}")
+        if "label" not in opts:
+            raise UserError("volume reader needs 'label'", fix="set data.options.label (template of the label file) in the task")
+        super().__init__(root, **opts)
+        self.layout = Layout(self.root, opts.get("images") or [], opts.get("pattern"), opts.get("exclude") or ())
+        self.label_t = as_list(opts["label"])
+        self.sites = [str(s) for s in opts.get("sites") or []]
+        self.label_map = {int(k): int(v) for k, v in (opts.get("label_map") or {}).items()}
+        self.binarize = bool(opts.get("binarize", False))
+        self.axis = int(opts.get("slice_axis", 2))
+        self.classes = list(opts.get("classes") or [])
+        self._issues: list[Issue] | None = None
+
+    def cases(self) -> list[Case]:
+        self.require_root("point --data-root at the folder that holds the volumes (see `lvmbench tasks`)")
+        o = self.options
+        matched, unmatched = self.layout.scan()
+        label_like = self.layout.candidates(self.label_t)
+        # Label files often fit the images glob too (prostate: Case*.nii*); they are not strays.
+        issues = unpaired_issues(self.root, [u for u in unmatched if u not in label_like], "fits the images glob but not the layout pattern; ignored", "rename it or adjust data.options.pattern")
+        cases: list[Case] = []
+        referenced: set[str] = set()
+        for rel, f in matched:
+            lab = self.layout.resolve(self.label_t, f, "label")
+            referenced.update(lab[:1])
+            site = fill(o["site"], f, "site") if o.get("site") else None
+            if self.sites and site not in self.sites:
+                continue
+            if not lab:
+                issues.append(Issue(str(self.root / rel), f"image volume without its label (expected {fill(self.label_t[0], f, 'label')}); left out", "restore the label or remove the image", fatal=False))
+                continue
+            cid = fill(o["id"], f, "id") if o.get("id") else f["stem"]
+            meta: dict[str, Any] = {"slice_axis": self.axis}
+            if o.get("split"):
+                meta["split"] = fill(o["split"], f, "split")
+            if site is not None:
+                meta["site"] = site
+            meta.update(self._geometry(load_nifti(self.root / rel)))
+            group = fill(o["group"], f, "group") if o.get("group") else cid
+            cases.append(Case(id=cid, group=group, image=rel, target=lab[0], files=(rel, lab[0]), meta=meta))
+        ids = [c.id for c in cases]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise DataError(f"two volumes give the same case id '{dup}'", path=self.root, fix="make data.options.id unique")
+        orphans = self.layout.candidates(self.label_t, near=referenced) - referenced - {rel for rel, _ in matched}
+        issues += unpaired_issues(self.root, orphans, "label volume without an image; ignored", "restore the image or remove the label")
+        self._issues = issues
+        require_cases(cases, self.root, "image/label volume pairs")
+        return cases
+
+    def _geometry(self, img) -> dict[str, Any]:
+        import nibabel as nib
+
+        shape = tuple(int(s) for s in img.shape[:3])
+        if len(img.shape) != 3:
+            raise DataError(f"expected a 3D volume, got shape {tuple(img.shape)}", path=img.get_filename(), fix="pass one 3D volume per file (choose the sequence in data.options)")
+        zooms = [float(z) for z in img.header.get_zooms()[:3]]
+        order = [self.axis] + [a for a in range(3) if a != self.axis]
+        return {
+            "stored_shape": list(shape),
+            "shape": [shape[a] for a in order],
+            "spacing": [zooms[a] for a in order],
+            "axcodes": "".join(nib.aff2axcodes(img.affine)),
+        }
+
+    def dataset_checks(self, cases: list[Case]) -> list[Issue]:
+        if self._issues is None:
+            self.cases()
+        return list(self._issues or [])
+
+    def _array(self, rel: str) -> np.ndarray:
+        path = self.root / rel
+        img = load_nifti(path)
+        try:
+            arr = np.asarray(img.dataobj)
+        except (OSError, EOFError, ValueError, zlib.error) as e:
+            raise _nib_error(path, e) from None
+        if arr.ndim != 3:
+            raise DataError(f"expected a 3D volume, got shape {arr.shape}", path=path, fix="pass one 3D volume per file")
+        return np.moveaxis(arr, self.axis, 0)
+
+    def load_image(self, case: Case) -> np.ndarray:
+        return np.ascontiguousarray(self._array(case.image), dtype=np.float32)
+
+    def raw_labels(self, case: Case) -> np.ndarray:
+        return np.rint(self._array(case.target)).astype(np.int64)
+
+    def map_labels(self, raw: np.ndarray) -> np.ndarray:
+        if self.binarize:
+            return (raw != 0).astype(np.int64)
+        if self.label_map:
+            lut_keys = np.array(sorted(self.label_map), dtype=np.int64)
+            out = np.zeros(raw.shape, np.int64)
+            pos = np.searchsorted(lut_keys, raw)
+            pos = np.clip(pos, 0, len(lut_keys) - 1)
+            hit = lut_keys[pos] == raw
+            out[hit] = np.array([self.label_map[k] for k in lut_keys])[pos[hit]]
+            return out
+        return raw
+
+    def load_target(self, case: Case) -> np.ndarray:
+        return np.ascontiguousarray(self.map_labels(self.raw_labels(case)))
+
+    def check(self, case: Case) -> list[Issue]:
+        """Decode both volumes once; report unreadable files, shape mismatches, unknown labels."""
+        try:
+            img = self.load_image(case)
+            raw = self.raw_labels(case)
+        except DataError as e:
+            return [Issue(e.path or case.image, str(e).split(": ", 1)[-1].split("; fix:")[0], e.fix or "replace the file")]
+        issues = []
+        where = str(self.root / case.target)
+        if raw.shape != img.shape:
+            issues.append(Issue(where, f"label volume {raw.shape} and image {img.shape} differ in shape", "re-export the label on the image grid"))
+        values = set(np.unique(raw).tolist())
+        if self.label_map and not self.binarize:
+            unknown = sorted(v for v in values - set(self.label_map) if v != 0)
+            if unknown:
+                issues.append(Issue(where, f"label values {unknown[:5]} are not in data.options.label_map; read as background", "fix the label volume or extend label_map", fatal=False))
+        elif not self.binarize and self.classes:
+            bad = sorted(v for v in values if v < 0 or v >= len(self.classes))
+            if bad:
+                issues.append(Issue(where, f"label values {bad[:5]} are outside the task's {len(self.classes)} classes", "fix the label volume or the task's classes"))
+        return issues
+
+
+def preset(name: str, doc: str, **defaults: Any) -> type[NiftiPairs]:
+    cls = type(f"{name.title().replace('_', '')}Reader", (NiftiPairs,), {"defaults": defaults, "__doc__": doc, "__module__": __name__})
+    globals()[cls.__name__] = cls  # importable by name, so readers pickle into spawned loader workers
+    READERS.add(name, cls)
+    return cls
+
+
+preset(
+    "brats2018",
+    "BraTS-2018 training data: ``{HGG,LGG}/<subject>/<subject>_<seq>.nii.gz`` + ``<subject>_seg.nii.gz`` "
+    "(labels 0/1/2/4); one sequence per case (pattern), whole tumour = seg > 0.",
+    images="*/*/*_flair.nii.gz",
+    pattern=r"(?P<grade>HGG|LGG)/(?P<subject>[^/]+)/(?P=subject)_flair\.nii\.gz",
+    id="{subject}",
+    label="{grade}/{subject}/{subject}_seg.nii.gz",
+    binarize=True,
+    slice_axis=2,
+)
+preset(
+    "mmwhs",
+    "MMWHS 2017 training volumes: ``<mod>_train/<mod>_train_NNNN_image.nii.gz`` + ``_label.nii.gz``; "
+    "labels 205/420/500/550/600/820/850 -> 1..7 (420 = left atrium = class 2).",
+    images="*_train/*_train_*_image.nii.gz",
+    pattern=r"(?P<folder>(?:ct|mr)_train)/(?P<vol>(?:ct|mr)_train_\d+)_image\.nii\.gz",
+    id="{vol}",
+    label="{folder}/{vol}_label.nii.gz",
+    label_map={205: 1, 420: 2, 500: 3, 550: 4, 600: 5, 820: 6, 850: 7},
+    slice_axis=2,
+)
+preset(
+    "prostate_msnet",
+    "Multi-site prostate MRI (MS-Net/SAML layout): ``<SITE>/CaseNN.nii.gz`` + ``CaseNN_segmentation.nii.gz`` "
+    "(some sites spell it ``_Segmentation``); case id ``<SITE>/CaseNN``.",
+    images="*/Case*.nii*",
+    pattern=r"(?P<site>[A-Za-z0-9]+)/(?P<case>Case\d+)\.nii(?:\.gz)?",
+    id="{site}/{case}",
+    site="{site}",
+    label=["{site}/{case}_segmentation.nii.gz", "{site}/{case}_Segmentation.nii.gz", "{site}/{case}_segmentation.nii", "{site}/{case}_Segmentation.nii"],
+    binarize=True,
+    slice_axis=2,
+)
+preset(
+    "decathlon",
+    "Medical Segmentation Decathlon style: ``imagesTr/<name>.nii.gz`` + ``labelsTr/<name>.nii.gz`` "
+    "(folder names are options: the shared hippocampus copy uses images/ and labels/).",
+    images="imagesTr/*.nii.gz",
+    pattern=r"(?P<folder>[^/]+)/(?P<vol>[^/.][^/]*)\.nii\.gz",
+    id="{vol}",
+    label="labelsTr/{vol}.nii.gz",
+    slice_axis=2,
+)

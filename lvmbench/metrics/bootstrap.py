@@ -1,0 +1,280 @@
+"""Cluster bootstrap over per-case records: whole patients/volumes are resampled, metrics recomputed.
+
+A resample draws the test set's groups (patients, volumes) with replacement. It is held as one
+weight per case — how many times the case's group was drawn — so every metric here takes a
+``(B, n)`` weight matrix and returns ``B`` values in one vectorised pass; an all-ones row gives the
+plain metric on the full test set.
+
+Metrics that are not a mean of per-case scores are recomputed on each resample from the fields the
+protocols keep per case:
+
+- classification (``label``, ``pred``, ``prob``): accuracy, balanced accuracy, macro F1 and
+  quadratic kappa from a weighted confusion matrix; AUC as a weighted Mann-Whitney statistic;
+- detection (``n_gt``, ``dets`` = [label, score, matched] at IoU 0.5): AP50, accumulated as
+  ``COCOeval`` does (101-point interpolated precision) with each image's detections counted
+  ``weight`` times.
+
+- averages over the test set and out-of-distribution sets (``*_avg``): the mean per-case score of
+  each set, averaged over the sets (resampled within each set).
+
+Any other metric (Dice, IoU, recall@k ...) is bootstrapped as the weighted mean of the per-case
+``score``; :func:`weighted_metric` says which of the two it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+REC_THRS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
+
+WeightedMetric = Callable[[Sequence[dict[str, Any]], np.ndarray], np.ndarray | None]
+
+
+def resample_weights(groups: Sequence[str], n_boot: int, seed: int, strata: Sequence[str] | None = None) -> np.ndarray:
+    """``(n_boot, n)`` case weights of a cluster bootstrap: groups drawn with replacement.
+
+    Groups are sorted first, so the draw depends on the set of groups and the seed only, not on
+    the order the cases come in. With ``strata`` (e.g. the test set and each out-of-distribution
+    set), groups are drawn within each stratum, so every resample keeps each set's size.
+    """
+    keys = np.asarray(groups, dtype=object).astype(str)
+    if strata is not None:
+        keys = np.char.add(np.char.add(np.asarray(strata, dtype=object).astype(str), "\x1f"), keys)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    g = len(uniq)
+    if g == 0:
+        return np.zeros((n_boot, 0))
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot)
+    else:
+        stratum_of = np.array([u.split("\x1f", 1)[0] for u in uniq])
+        counts = np.zeros((n_boot, g), dtype=np.int64)
+        for st in sorted(set(stratum_of)):
+            idx = np.flatnonzero(stratum_of == st)
+            counts[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot)
+    return counts[:, inv].astype(np.float64)
+
+
+def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Equal-tailed percentile interval of bootstrap values (undefined resamples are dropped)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------- per-case mean
+
+
+def weighted_mean_score(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray:
+    """Mean of the per-case ``score`` under each weight row; cases without a score are left out."""
+    s = np.array([np.nan if r.get("score") is None else float(r["score"]) for r in records], dtype=np.float64)
+    ok = np.isfinite(s)
+    ww = w[:, ok]
+    tot = ww.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tot > 0, ww @ s[ok] / np.where(tot > 0, tot, 1), np.nan)
+
+
+def split_average(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray | None:
+    """Mean per-case score of each split (test, each OOD set), averaged over the splits: the
+    paper's 'Avg' over in-distribution and out-of-distribution test sets (``dice_avg``)."""
+    splits = sorted({str(r.get("split", "test")) for r in records})
+    if len(splits) < 2:
+        return None
+    per = []
+    for sp in splits:
+        idx = [i for i, r in enumerate(records) if str(r.get("split", "test")) == sp]
+        per.append(weighted_mean_score([records[i] for i in idx], w[:, idx]))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack(per, axis=1), axis=1)
+
+
+# ---------------------------------------------------------------- classification
+
+
+def _cls_arrays(records: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    if not records or not all("label" in r and "prob" in r for r in records):
+        return None
+    prob = np.asarray([r["prob"] for r in records], dtype=np.float64)
+    labels = np.asarray([int(r["label"]) for r in records], dtype=np.int64)
+    pred = np.asarray([int(r["pred"]) if "pred" in r else int(np.argmax(r["prob"])) for r in records], dtype=np.int64)
+    return labels, pred, prob
+
+
+def weighted_confusion(labels: np.ndarray, pred: np.ndarray, k: int, w: np.ndarray) -> np.ndarray:
+    """``(B, k, k)`` confusion matrices (rows: truth, columns: prediction) under weight rows ``w``."""
+    onehot = np.zeros((len(labels), k * k))
+    onehot[np.arange(len(labels)), labels * k + pred] = 1.0
+    return (w @ onehot).reshape(-1, k, k)
+
+
+def cm_accuracy(cm: np.ndarray) -> np.ndarray:
+    n = cm.sum(axis=(1, 2))
+    return np.trace(cm, axis1=1, axis2=2) / np.maximum(n, 1e-300)
+
+
+def cm_balanced_accuracy(cm: np.ndarray) -> np.ndarray:
+    support = cm.sum(axis=2)
+    diag = np.diagonal(cm, axis1=1, axis2=2)
+    present = support > 0
+    recall = np.divide(diag, support, out=np.zeros_like(diag), where=present)
+    return np.where(present.any(axis=1), recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1), 0.0)
+
+
+def cm_macro_f1(cm: np.ndarray) -> np.ndarray:
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    fp = cm.sum(axis=1) - tp
+    fn = cm.sum(axis=2) - tp
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    # like sklearn: average over labels present in the truth or the predictions
+    present = (cm.sum(axis=1) + cm.sum(axis=2)) > 0
+    return np.where(present.any(axis=1), (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1), 0.0)
+
+
+def cm_quadratic_kappa(cm: np.ndarray) -> np.ndarray:
+    k = cm.shape[1]
+    n = cm.sum(axis=(1, 2))
+    i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    wq = (i - j) ** 2 / max((k - 1) ** 2, 1)
+    expected = np.einsum("bi,bj->bij", cm.sum(axis=2), cm.sum(axis=1)) / np.maximum(n, 1e-300)[:, None, None]
+    denom = (wq * expected).sum(axis=(1, 2))
+    num = (wq * cm).sum(axis=(1, 2))
+    return np.where((denom > 0) & (n > 0), 1.0 - num / np.where(denom > 0, denom, 1), 0.0)
+
+
+def weighted_binary_auc(score: np.ndarray, positive: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUC = P(score_pos > score_neg) + 0.5 P(tie) with case weights; NaN without both classes."""
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # one bin per distinct score
+    wp = np.add.reduceat(w[:, order] * positive[order], starts, axis=1)
+    wn = np.add.reduceat(w[:, order] * ~positive[order], starts, axis=1)
+    below = np.cumsum(wn, axis=1) - wn
+    num = (wp * (below + 0.5 * wn)).sum(axis=1)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def weighted_auc(labels: np.ndarray, prob: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Binary: AUC of the positive-class probability. Multi-class: macro one-vs-rest over the
+    classes present in each resample (as :func:`lvmbench.metrics.classification.auc`)."""
+    k = prob.shape[1]
+    if k == 2:
+        return weighted_binary_auc(prob[:, 1], labels == 1, w)
+    per = []
+    support = []
+    for c in range(k):
+        pos = labels == c
+        per.append(weighted_binary_auc(prob[:, c], pos, w))
+        support.append(w[:, pos].sum(axis=1) > 0)
+    per_a, present = np.stack(per, axis=1), np.stack(support, axis=1)
+    n_present = present.sum(axis=1)
+    vals = np.where(present, np.nan_to_num(per_a), 0.0).sum(axis=1)
+    return np.where(n_present >= 2, vals / np.maximum(n_present, 1), np.nan)
+
+
+def _cm_metric(fn: Callable[[np.ndarray], np.ndarray]) -> WeightedMetric:
+    def metric(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray | None:
+        arrays = _cls_arrays(records)
+        if arrays is None:
+            return None
+        labels, pred, prob = arrays
+        return fn(weighted_confusion(labels, pred, prob.shape[1], w))
+
+    return metric
+
+
+def _auc_metric(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray | None:
+    arrays = _cls_arrays(records)
+    if arrays is None:
+        return None
+    labels, _, prob = arrays
+    return weighted_auc(labels, prob, w)
+
+
+# ---------------------------------------------------------------- detection
+
+
+def weighted_ap(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray | None:
+    """AP over classes with ground truth, from per-image match records, under each weight row.
+
+    Equal to :func:`lvmbench.metrics.detection.ap_from_records` on the records repeated by weight
+    (the detections of a repeated image tie in score and sit together after the stable sort, and a
+    weighted step reaches the same interpolated precision as the repeated steps).
+    """
+    if not records or not all("n_gt" in r and "dets" in r for r in records):
+        return None
+    n = len(records)
+    classes = sorted({int(c) for r in records for c in r["n_gt"]})
+    out = np.full((len(w), len(classes)), np.nan)
+    for ci, c in enumerate(classes):
+        n_gt = np.array([float(r["n_gt"].get(str(c), r["n_gt"].get(c, 0))) for r in records])  # type: ignore[call-overload]
+        img, score, matched = [], [], []
+        for i, r in enumerate(records):
+            for lab, s, m in r["dets"]:
+                if int(lab) == c:
+                    img.append(i)
+                    score.append(float(s))
+                    matched.append(bool(m))
+        order = np.argsort(-np.asarray(score, np.float64), kind="mergesort")
+        img_o = np.asarray(img, np.int64)[order] if img else np.zeros(0, np.int64)
+        m_o = np.asarray(matched, bool)[order] if matched else np.zeros(0, bool)
+        gt_w = w @ n_gt if n else np.zeros(len(w))
+        for b in range(len(w)):
+            if gt_w[b] <= 0:
+                continue
+            dw = w[b, img_o]
+            keep = dw > 0
+            dw, mk = dw[keep], m_o[keep]
+            if dw.size == 0:
+                out[b, ci] = 0.0
+                continue
+            tp = np.cumsum(dw * mk)
+            fp = np.cumsum(dw * ~mk)
+            rc = tp / gt_w[b]
+            pr = tp / (tp + fp + np.spacing(1))
+            pr = np.maximum.accumulate(pr[::-1])[::-1]
+            idx = np.searchsorted(rc, REC_THRS, side="left")
+            ok = idx < len(pr)
+            q = np.zeros(len(REC_THRS))
+            q[ok] = pr[idx[ok]]
+            out[b, ci] = q.mean()
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(out)
+        return np.where(valid.any(axis=1), np.where(valid, out, 0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1), np.nan)
+
+
+# ---------------------------------------------------------------- dispatch
+
+RECOMPUTED: dict[str, WeightedMetric] = {
+    "accuracy": _cm_metric(cm_accuracy),
+    "balanced_accuracy": _cm_metric(cm_balanced_accuracy),
+    "macro_f1": _cm_metric(cm_macro_f1),
+    "qwk": _cm_metric(cm_quadratic_kappa),
+    "kappa": _cm_metric(cm_quadratic_kappa),
+    "auc": _auc_metric,
+    "ap50": weighted_ap,
+}
+
+METHOD_RECOMPUTED = "recomputed"
+METHOD_MEAN = "per-case mean"
+
+
+def weighted_metric(name: str, records: Sequence[dict[str, Any]], w: np.ndarray) -> tuple[np.ndarray, str]:
+    """The metric ``name`` under each weight row, and how it was obtained (recomputed or the mean
+    of per-case scores, when the records do not carry what the metric needs)."""
+    fn = RECOMPUTED.get(name) or (split_average if name.endswith("_avg") else None)
+    if fn is not None:
+        vals = fn(records, w)
+        if vals is not None:
+            return vals, METHOD_RECOMPUTED
+    return weighted_mean_score(records, w), METHOD_MEAN

@@ -1,0 +1,99 @@
+"""``lvmbench pretrain``: self-supervised pretraining of any registered encoder.
+
+Runs the same alone or under torchrun (``torchrun --nproc_per_node 8 -m lvmbench.cli pretrain ...``);
+``--batch-size`` is the global batch over all processes. Nothing heavy is imported at module level:
+``lvmbench --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lvmbench.errors import UserError
+
+OPTION_HELP = (
+    "objective option KEY=VALUE (repeatable; VALUE parsed as JSON when it can be). graph-matching: "
+    "graph_size=16 knn=5 alpha=0.8 gamma=20 lam=80 noise_scale=1 margin=0.2 solver=batched|loop, "
+    "ablations (paper Table 6): second_order=false message_passing=false gumbel=false local=false"
+)
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"-o '{pair}' is not KEY=VALUE", fix="e.g. -o second_order=false -o lam=80")
+        text = value.strip()
+        lowered = {"true": "true", "false": "false", "none": "null"}.get(text.lower(), text)
+        try:
+            out[key.strip()] = json.loads(lowered)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
+
+
+def pretrain_cmd(
+    data: Annotated[list[str], typer.Option(help="image folder (recursive: PNG/JPEG/TIFF/DICOM/NIfTI slices) or WebDataset .tar shards (path, glob or {000..009} pattern); repeatable")],
+    objective: Annotated[str, typer.Option(help="pretraining objective (graph-matching = LVM-Med, mlvicx)")] = "graph-matching",
+    encoder: Annotated[str, typer.Option(help="encoder name as for `lvmbench eval` (resnet50, resnet18, a timm ViT ...)")] = "resnet50",
+    weights: Annotated[Optional[Path], typer.Option(help="initial weights (the paper starts R50 from ImageNet); none = random init")] = None,
+    image_size: Annotated[int, typer.Option(help="view size in pixels")] = 224,
+    batch_size: Annotated[int, typer.Option(help="images per step over all processes (paper: 3200); a multiple of the graph size")] = 256,
+    steps: Annotated[Optional[int], typer.Option(help="optimiser steps (or give --epochs)")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="passes over the data (the paper: 100)")] = None,
+    out: Annotated[Path, typer.Option(help="output folder: encoder.safetensors, pretrain.json, checkpoint.pt, log.jsonl")] = Path("pretrain-out"),
+    resume: Annotated[bool, typer.Option(help="continue the run in --out exactly where its checkpoint left it")] = False,
+    lr: Annotated[float, typer.Option(help="Adam learning rate, halved four times over the run")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="seed for initialisation, data order, views and noise")] = 0,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="glob of files to skip, e.g. '*_mask*' (repeatable)")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help=OPTION_HELP)] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="save a resumable checkpoint every N steps")] = 500,
+    stop_at: Annotated[Optional[int], typer.Option(help="stop after this step (e.g. a job's time slice); --resume continues")] = None,
+    workers: Annotated[int, typer.Option(help="data-loader worker processes per training process")] = 4,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: this process's GPU if any)")] = None,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
+    cache_mb: Annotated[int, typer.Option(help="decoded-image cache per loader worker (MiB)")] = 512,
+    progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+) -> None:
+    """Pretrain an encoder without labels; writes OUT/encoder.safetensors for `lvmbench eval --weights`."""
+    from lvmbench.pretrain.trainer import PretrainConfig, train
+
+    if (steps is None) == (epochs is None):
+        raise UserError("give exactly one of --steps and --epochs", fix="e.g. --epochs 100 or --steps 5000")
+    if (steps is not None and steps <= 0) or (epochs is not None and epochs <= 0):
+        raise UserError("--steps/--epochs must be positive")
+    if image_size < 16 or batch_size < 1 or checkpoint_every < 1:
+        raise UserError("--image-size must be ≥ 16, --batch-size and --checkpoint-every ≥ 1")
+    cfg = PretrainConfig(
+        data=[str(d) for d in data],
+        objective=objective,
+        encoder=encoder,
+        weights=str(weights) if weights else None,
+        image_size=image_size,
+        batch_size=batch_size,
+        steps=steps,
+        epochs=epochs,
+        lr=lr,
+        out=str(out),
+        resume=resume,
+        seed=seed,
+        exclude=list(exclude or []),
+        objective_options=parse_options(option),
+        checkpoint_every=checkpoint_every,
+        stop_at=stop_at,
+        workers=workers,
+        device=device,
+        amp=amp,
+        cache_mb=cache_mb,
+        progress=progress,
+    )
+    path = train(cfg)
+    import os
+
+    if int(os.environ.get("RANK", 0)) == 0:
+        typer.echo(f"wrote {path}; evaluate with: lvmbench eval --encoder {encoder} --weights {path}", err=True)

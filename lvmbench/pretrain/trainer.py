@@ -1,0 +1,413 @@
+"""Objective-agnostic pretraining loop: data -> two views -> ``objective(batch)`` -> Adam.
+
+Works alone or under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU). Writes to
+``out``: ``checkpoint.pt`` (everything needed to resume exactly: objective weights, optimiser,
+step, every process's RNG states), ``encoder.safetensors`` (backbone only, in the layout
+``lvmbench eval --weights`` reads, e.g. torchvision's for ResNets), ``pretrain.json`` (config, data
+manifest with sha256 per file, summary) and ``log.jsonl`` (per-step losses and timings).
+
+Schedule (paper §3.1 step 9): Adam, lr 2e-3 halved four times. Where the halvings fall is not
+stated; here at 1/5, 2/5, 3/5 and 4/5 of the run. The lr is a function of the step, so resuming
+needs no scheduler state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from tqdm.auto import tqdm
+
+from lvmbench.errors import UserError
+from lvmbench.pretrain.data import PretrainDataset, StepSampler, collate, scan
+from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
+from lvmbench.pretrain.views import ViewConfig
+
+
+@dataclass
+class PretrainConfig:
+    data: list[str]
+    objective: str = "graph-matching"
+    encoder: str = "resnet50"
+    weights: str | None = None
+    image_size: int = 224
+    batch_size: int = 256  # global, over all processes (the paper: 3200 for R50 on 16 GPUs)
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float = 2e-3
+    lr_halvings: int = 4
+    out: str = "pretrain-out"
+    resume: bool = False
+    seed: int = 0
+    exclude: list[str] = field(default_factory=list)
+    objective_options: dict = field(default_factory=dict)
+    checkpoint_every: int = 500
+    stop_at: int | None = None  # leave after this step (a job's time slice); --resume continues
+    workers: int = 4
+    device: str | None = None
+    amp: bool = True  # bf16 autocast, CUDA only
+    cache_mb: int = 512
+    progress: bool = True
+    log_every: int = 1
+
+    # Fields that may change between a run and its --resume without breaking exactness.
+    RUNTIME = ("resume", "checkpoint_every", "stop_at", "workers", "device", "progress", "cache_mb", "log_every", "out")
+
+    def identity(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+
+
+def lr_at(step: int, total: int, base: float, halvings: int) -> float:
+    passed = sum(step * (halvings + 1) >= total * k for k in range(1, halvings + 1))
+    return base * 0.5**passed
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _device(cfg: PretrainConfig, local_rank: int) -> torch.device:
+    if cfg.device:
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _check_view_size(encoder: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> None:
+    """Fail early, in one line, when the encoder cannot take views of this size (a timm ViT is
+    built for one input size)."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            encoder.feature_maps(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=device))
+    except (AssertionError, RuntimeError, ValueError) as e:
+        native = getattr(getattr(encoder, "input_spec", None), "size", None)
+        raise UserError(
+            f"encoder '{cfg.encoder}' cannot take {cfg.image_size}-px views ({str(e).splitlines()[0][:120]})",
+            fix=f"use --image-size {native}" if native else "choose another --image-size",
+        ) from None
+    finally:
+        encoder.train(was_training)
+
+
+def _unused_encoder_params(encoder: torch.nn.Module, size: int, device: torch.device) -> bool:
+    """Whether some encoder parameters get no gradient from its last feature map (a ViT's pyramid
+    upsamplers, say): DistributedDataParallel must then be told to look for unused parameters."""
+    import copy
+
+    probe = copy.deepcopy(encoder).to(device).train()
+    probe.feature_maps(torch.zeros(2, 3, size, size, device=device))[-1].float().sum().backward()
+    return any(p.requires_grad and p.grad is None for p in probe.parameters())
+
+
+def _build_objective(cfg: PretrainConfig, encoder: torch.nn.Module) -> torch.nn.Module:
+    import inspect
+
+    from lvmbench.registry import suggest
+
+    cls = OBJECTIVES.get(cfg.objective)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        known = [k for k in params if k not in ("self", "encoder")]
+        for key in cfg.objective_options:
+            if key not in known:
+                hint = suggest(key, known)
+                raise UserError(f"objective '{cfg.objective}' has no option '{key}'" + (f"; did you mean '{hint}'?" if hint else ""), fix=f"options: {', '.join(known)}")
+    try:
+        return cls(encoder, **cfg.objective_options)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"objective '{cfg.objective}': {e}", fix="check the -o KEY=VALUE options") from None
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig):
+        from lvmbench.encoders import create_encoder
+
+        self.cfg = cfg
+        self.rank, self.world, local_rank = _dist_env()
+        self.device = _device(cfg, local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.batch_size % self.world:
+            raise UserError(f"--batch-size {cfg.batch_size} does not split over {self.world} processes", fix=f"use a multiple of {self.world}")
+        self.out = Path(cfg.out)
+        self.main = self.rank == 0
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        state = load_resume(self.out, cfg) if cfg.resume else None
+        self.items, manifest = scan(cfg.data, cfg.exclude, with_hashes=self.main and state is None)
+        self.manifest = state["manifest"] if state else manifest
+        if state and state["num_items"] != len(self.items):
+            raise UserError(f"the data changed since the checkpoint ({len(self.items)} images now, {state['num_items']} then)", path=self.out, fix="resume with the same --data/--exclude or start a new --out")
+        steps_per_epoch = len(self.items) // cfg.batch_size
+        if cfg.steps is None and cfg.epochs is None:
+            raise UserError("give --steps or --epochs")
+        self.total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
+        self.encoder, self.ident = create_encoder(cfg.encoder, cfg.weights, seed=cfg.seed)
+        self.encoder.to(self.device)
+        _check_view_size(self.encoder, cfg, self.device)
+        self.objective = _build_objective(cfg, self.encoder).to(self.device)
+        # Objectives that group images (graph matching: graphs of 16) say so with ``batch_multiple``.
+        multiple = int(getattr(self.objective, "batch_multiple", 1))
+        if (cfg.batch_size // self.world) % multiple:
+            raise UserError(
+                f"{cfg.batch_size // self.world} images per process is not a multiple of {multiple} ({cfg.objective})",
+                fix=f"use a --batch-size that is a multiple of {multiple * self.world}",
+            )
+        self.optimizer = torch.optim.Adam(self.objective.parameters(), lr=cfg.lr)
+        self.step = 0
+        # Noise and anything else stochastic in the objective: one stream per process.
+        torch.manual_seed(cfg.seed * 1000 + self.rank)
+        random.seed(cfg.seed * 1000 + self.rank)
+        np.random.seed(cfg.seed * 1000 + self.rank)
+        if state:
+            self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            if len(state["rng"]) == self.world:
+                set_rng(state["rng"][self.rank], self.device)
+            else:  # another process count: the data order still resumes exactly, the noise cannot
+                torch.manual_seed(cfg.seed * 1000 + self.rank + 7919 * self.step)
+                if self.main:
+                    print(f"warning: checkpoint written by {len(state['rng'])} processes, resuming with {self.world}: not bit-exact", flush=True)
+        self.model: torch.nn.Module = self.objective
+        if self.world > 1:
+            find_unused = _unused_encoder_params(self.encoder, cfg.image_size, self.device)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids, find_unused_parameters=find_unused)
+        spec = self.encoder.input_spec
+        self.views = ViewConfig(size=cfg.image_size)
+        self.mean = torch.tensor(spec.mean[:3], device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(spec.std[:3], device=self.device).view(1, 3, 1, 1) * 255
+
+    def _loader(self, stop: int) -> torch.utils.data.DataLoader:
+        cfg = self.cfg
+        ds = PretrainDataset(self.items, self.views, seed=cfg.seed, cache_mb=cfg.cache_mb)
+        sampler = StepSampler(len(ds), cfg.batch_size, self.step, stop, seed=cfg.seed, rank=self.rank, world=self.world)
+        # A private generator: the loader must not draw from the global RNG, whose state is part
+        # of the checkpoint (otherwise a resumed run's noise would shift by one draw).
+        return torch.utils.data.DataLoader(
+            ds, batch_sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+
+    def _normalize(self, v: torch.Tensor) -> torch.Tensor:
+        return (v.to(self.device, non_blocking=True).float() - self.mean) / self.std
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self) -> Path:
+        cfg = self.cfg
+        stop = self.total if cfg.stop_at is None else min(self.total, cfg.stop_at)
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        if self.main:
+            trim_log(self.out / "log.jsonl", self.step)
+        timer = getattr(self.objective, "timer", None)
+        bar = tqdm(total=self.total, initial=self.step, disable=not (self.main and cfg.progress), desc="pretrain", dynamic_ncols=True)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and self.device.type == "cuda" else nullcontext()
+        recent: list[dict] = []
+        totals: dict[str, float] = {}
+        self.objective.train()
+        for v1, v2, b1, b2, _idx in self._loader(stop):
+            self._sync()
+            t0 = time.perf_counter()
+            lr = lr_at(self.step, self.total, cfg.lr, cfg.lr_halvings)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            batch = PretrainBatch(self._normalize(v1), self._normalize(v2), b1.to(self.device), b2.to(self.device))
+            with amp:
+                loss, logs = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            solver_fwd = timer.totals.get("solver", 0.0) if timer else 0.0
+            self._sync()
+            tb = time.perf_counter()
+            loss.backward()
+            self._sync()
+            t_back = time.perf_counter() - tb
+            self.optimizer.step()
+            self._sync()
+            step_s = time.perf_counter() - t0
+            sections = timer.pop() if timer else {}
+            solver_bwd = sections.get("solver", 0.0) - solver_fwd
+            rec = {"step": self.step, "lr": lr, **logs, "step_s": step_s, **{f"{k}_s": v for k, v in sections.items()}}
+            rec["backward_s"] = t_back - solver_bwd
+            self.step += 1
+            for k, v in rec.items():
+                if k.endswith("_s"):
+                    totals[k] = totals.get(k, 0.0) + v
+            recent = (recent + [rec])[-20:]
+            if self.main:
+                if self.step % cfg.log_every == 0 or self.step == stop:
+                    with open(self.out / "log.jsonl", "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                mean_step = sum(r["step_s"] for r in recent) / len(recent)
+                solver = sum(r.get("solver_s", 0.0) for r in recent) / max(1e-9, sum(r["step_s"] for r in recent))
+                bar.set_postfix(loss=f"{sum(r['loss'] for r in recent) / len(recent):.3f}", img_s=f"{cfg.batch_size / mean_step:.1f}", solver=f"{100 * solver:.0f}%", refresh=False)
+                bar.update(1)
+            if self.step % cfg.checkpoint_every == 0 or self.step == stop:
+                self.save(started, totals)
+        bar.close()
+        return self.out / "encoder.safetensors"
+
+    def save(self, started: str, totals: dict[str, float]) -> None:
+        rng = get_rng(self.device)
+        if self.world > 1:
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, rng)
+            rng_all = gathered
+        else:
+            rng_all = [rng]
+        in_sync = ranks_in_sync(self.objective, self.world, self.device)
+        if self.main:
+            save_all(self, rng_all, started, totals, in_sync)
+        if self.world > 1:
+            dist.barrier()
+
+
+def train(cfg: PretrainConfig) -> Path:
+    """Run (or resume) a pretraining run; returns the path of ``encoder.safetensors``."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def get_rng(device: torch.device) -> dict:
+    """This process's RNG states as tensors and plain Python values (``torch.load(weights_only=True)``
+    can read them back)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_resume(out: Path, cfg: PretrainConfig) -> dict | None:
+    """The saved state, after checking that this run is the one that wrote it."""
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        raise UserError("--resume: no checkpoint.pt here", path=out, fix="drop --resume to start a new run, or point --out at the run to continue")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved, now = state["config"], cfg.identity()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise UserError(f"--resume with different settings ({', '.join(diff)}) than the checkpoint", path=path, fix="repeat the original arguments (only runtime flags such as --workers may change) or use a new --out")
+    meta = json.loads((out / "pretrain.json").read_text())
+    state["manifest"] = meta["data"]["manifest"]
+    return state
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint a run resumes from (they are about to be redone)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def ranks_in_sync(module: torch.nn.Module, world: int, device: torch.device) -> bool:
+    """Whether every process holds the same parameters (per-tensor sums compared exactly). Buffers
+    are left out: BatchNorm running statistics are per process until DDP broadcasts rank 0's at
+    the next forward, and rank 0's are the ones saved."""
+    if world == 1:
+        return True
+    sums = torch.stack([p.detach().double().sum() for p in module.parameters()])
+    gathered = [torch.empty_like(sums) for _ in range(world)]
+    dist.all_gather(gathered, sums.to(device))
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.chmod(tmp, 0o644)  # safetensors creates its files owner-only
+    os.replace(tmp, path)
+
+
+def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, float], in_sync: bool) -> None:
+    from safetensors.torch import save_file
+
+    from lvmbench.encoders.checkpoint import sha256_file
+    from lvmbench.runner import package_versions
+
+    cfg = tr.cfg
+    state = {
+        "step": tr.step,
+        "total": tr.total,
+        "objective": tr.objective.state_dict(),
+        "optimizer": tr.optimizer.state_dict(),
+        "rng": rng_all,
+        "config": cfg.identity(),
+        "num_items": len(tr.items),
+        "world_size": tr.world,
+    }
+    _atomic_write(tr.out / "checkpoint.pt", lambda p: torch.save(state, p))
+    backbone = {k: v.detach().cpu().contiguous().clone() for k, v in tr.encoder.backbone_state_dict().items()}
+    meta = {"lvmbench": "pretrain", "objective": cfg.objective, "encoder": cfg.encoder, "step": str(tr.step)}
+    enc_path = tr.out / "encoder.safetensors"
+    _atomic_write(enc_path, lambda p: save_file(backbone, str(p), metadata=meta))
+    steps_done = max(1, tr.step)
+    summary = {
+        "schema": 1,
+        "config": asdict(cfg),
+        "objective": {"name": cfg.objective, "options": cfg.objective_options},
+        "encoder": {"name": cfg.encoder, "init_weights": tr.ident.weights_path, "init_sha256": tr.ident.weights_sha256},
+        "world_size": tr.world,
+        "ranks_in_sync": in_sync,
+        "steps_total": tr.total,
+        "steps_done": tr.step,
+        "epochs_done": tr.step * cfg.batch_size / len(tr.items),
+        "finished": tr.step >= tr.total,
+        "mean_times_s": {k: v / steps_done for k, v in totals.items()},
+        "output": {
+            "encoder": enc_path.name,
+            "encoder_sha256": sha256_file(enc_path),
+            "eval": f"lvmbench eval --encoder {cfg.encoder} --weights {enc_path}",
+        },
+        "data": {
+            "sources": cfg.data,
+            "exclude": cfg.exclude,
+            "num_images": len(tr.items),
+            "num_files": len(tr.manifest),
+            "manifest": tr.manifest,
+        },
+        "versions": package_versions(),
+        "device": str(tr.device),
+        "started_at": started,
+        "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _atomic_write(tr.out / "pretrain.json", lambda p: p.write_text(json.dumps(summary, indent=1)))

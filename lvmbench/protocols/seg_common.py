@@ -1,0 +1,258 @@
+"""Pieces shared by the 2D and slice-wise 3D segmentation protocols.
+
+Training follows LVM-Med's R50 U-Net code (reference §1.3-1.4): Adam (betas 0.9/0.999, no weight
+decay), loss = cross-entropy + (1 - soft Dice averaged over all classes, pooled over the batch,
+eps 1e-6) — MONAI's ``DiceCELoss(batch=True)`` computes exactly that — gradient-norm clipping at 1,
+validation after every epoch, the best validation score selects the checkpoint, the test split is
+scored once with it. Out-of-distribution sets (``task.ood``) are scored with the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from lvmbench.data.cases import Case, DatasetReader, make_reader
+from lvmbench.data.transforms import normalize_batch
+from lvmbench.errors import UserError
+from lvmbench.heads.unet import UNet
+from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
+from lvmbench.protocols.base import RunContext
+from lvmbench.protocols.features import autocast, loader_workers
+from lvmbench.protocols.seg_data import Prep, Prepared, prepare
+from lvmbench.spec import OODSet
+
+
+@dataclass
+class SegHParams:
+    lr: float
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    weight_decay: float
+    betas: tuple[float, float]
+    grad_clip: float | None
+    minmax: bool
+    hd95: bool
+    score_classes: list[int]
+    volume_norm: str
+    balanced: bool
+
+    @classmethod
+    def from_ctx(cls, ctx: RunContext) -> "SegHParams":
+        hp = ctx.hparams
+        k = ctx.task.num_classes
+        score = [int(c) for c in hp.get("score_classes", range(1, k))]
+        if not score or any(not 0 < c < k for c in score):
+            raise UserError(f"score_classes {score} must name foreground classes 1..{k - 1}", path=ctx.task.folder or ctx.task.id, fix="fix protocols.<seg2d|seg3d>.score_classes in task.yaml")
+        clip = hp.get("grad_clip", 1.0)
+        return cls(
+            lr=float(hp.get("lr", 1e-3)),
+            epochs=int(hp.get("epochs", 30)),
+            batch_size=int(hp.get("batch_size", 16)),
+            eval_batch_size=int(hp.get("eval_batch_size", max(16, int(hp.get("batch_size", 16))))),
+            weight_decay=float(hp.get("weight_decay", 0.0)),
+            betas=tuple(float(b) for b in hp.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
+            grad_clip=None if clip in (None, 0) else float(clip),
+            minmax=bool(hp.get("minmax", True)),
+            hd95=bool(hp.get("hd95", True)),
+            score_classes=score,
+            volume_norm=str(hp.get("volume_norm", "med3d")),
+            balanced=bool(hp.get("balanced", True)),
+        )
+
+
+def build_model(ctx: RunContext) -> UNet:
+    pre = ctx.task.preprocess
+    model = UNet(ctx.make_encoder(), ctx.task.num_classes, in_channels=pre.channels, decoder_channels=ctx.hparams.get("decoder_channels"))
+    model = model.to(ctx.device)
+    if ctx.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_prep(ctx: RunContext, hp: SegHParams) -> Prep:
+    pre = ctx.task.preprocess
+    return Prep(pre.size, pre.channels, pre.resize, hp.minmax, hp.volume_norm)
+
+
+def prepare_cases(ctx: RunContext, reader: DatasetReader, cases: list[Case], hp: SegHParams, *, native: bool, volumes: bool, desc: str) -> Prepared:
+    return prepare(
+        reader, cases, make_prep(ctx, hp), ctx.decoded_cache, native=native, volumes=volumes,
+        workers=loader_workers(ctx), desc=desc, progress=ctx.progress,
+    )
+
+
+def model_input(ctx: RunContext, model: UNet, x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, S, S) -> the float input the encoder expects (paper: raw 0-255)."""
+    x = x.to(ctx.device, non_blocking=True)
+    if x.shape[1] != model.in_channels:
+        x = x.expand(-1, model.in_channels, -1, -1)
+    x = normalize_batch(x, model.encoder.input_spec, ctx.task.preprocess.intensity)
+    return x.contiguous(memory_format=torch.channels_last) if ctx.device.type == "cuda" else x
+
+
+def dice_ce_loss() -> nn.Module:
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)
+
+
+def train_model(
+    ctx: RunContext,
+    model: UNet,
+    hp: SegHParams,
+    batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    n_batches: int,
+    validate: Callable[[], float] | None,
+) -> tuple[dict[str, Any], list[dict[str, float]], float]:
+    """Train for ``hp.epochs``; keep the state with the best ``validate()``; load it back.
+
+    Without a validation split (``validate`` None) the last epoch is kept.
+
+    Returns the selection record, the per-epoch history and the seconds spent waiting for data.
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
+    loss_fn = dice_ce_loss()
+    amp = bool(ctx.options.get("amp", False))
+    best, best_state, chosen = -float("inf"), None, {}
+    history: list[dict[str, float]] = []
+    wait = 0.0
+    for epoch in range(1, hp.epochs + 1):
+        model.train()
+        total, steps = 0.0, 0
+        t_wait = time.perf_counter()
+        for x, y in tqdm(batches(epoch), desc=f"{ctx.unit.protocol} e{epoch}", total=n_batches, disable=not ctx.progress, leave=False):
+            wait += time.perf_counter() - t_wait
+            inp = model_input(ctx, model, x)
+            target = y.to(ctx.device, non_blocking=True).long().unsqueeze(1)
+            with autocast(ctx.device, amp):
+                logits = model(inp)
+            loss = loss_fn(logits.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if hp.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
+            opt.step()
+            total += float(loss.detach())
+            steps += 1
+            t_wait = time.perf_counter()
+        val = float(validate()) if validate is not None else float(epoch)
+        history.append({"epoch": epoch, "loss": total / max(1, steps), "val": val})
+        if val > best:  # strict: the earliest epoch wins ties
+            best, chosen = val, {"epoch": epoch, "val_primary": val}
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return chosen, history, wait
+
+
+@torch.inference_mode()
+def predict_logits(ctx: RunContext, model: UNet, images: torch.Tensor, batch_size: int) -> Iterable[tuple[int, torch.Tensor]]:
+    """Yield (start index, float logits (B, K, S, S) on the device) over uint8 images (N, C, S, S)."""
+    model.eval()
+    amp = bool(ctx.options.get("amp", False))
+    for i in range(0, len(images), batch_size):
+        with autocast(ctx.device, amp):
+            out = model(model_input(ctx, model, images[i : i + batch_size]))
+        yield i, out.float()
+
+
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> np.ndarray:
+    """(N, K, S, S) logits -> (N, H, W) uint8 labels at the native size (bilinear on the logits)."""
+    out = []
+    for i in range(0, len(logits), chunk):
+        part = logits[i : i + chunk]
+        if tuple(part.shape[-2:]) != tuple(size):
+            part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+        out.append(part.argmax(1).to(torch.uint8).cpu())
+    return torch.cat(out).numpy()
+
+
+def clean_scores(pred: np.ndarray, target: np.ndarray, num_classes: int, spacing: list[float] | None, with_hd95: bool) -> dict[str, np.ndarray]:
+    """Per-class Dice/IoU (all voxels of the case pooled) and HD95 at native resolution."""
+    dice, iou = volume_overlap(torch.from_numpy(pred), torch.from_numpy(target), num_classes)
+    out = {"dice": dice, "iou": iou}
+    if with_hd95:
+        out["hd95"] = np.concatenate([[np.nan], hd95(pred, target, list(range(1, num_classes)), spacing)])
+    return out
+
+
+def summarize_clean(records: list[dict[str, np.ndarray]], class_names: list[str], prefix: str = "") -> tuple[dict[str, float], dict[str, int]]:
+    """Mean over cases of the per-case mean over foreground classes, plus per-class means."""
+    metrics: dict[str, float] = {}
+    undefined: dict[str, int] = {}
+    fg = range(1, len(class_names))
+    for name in ("dice", "iou", "hd95"):
+        if not records or name not in records[0]:
+            continue
+        per_case = np.array([r[name] for r in records], dtype=np.float64)  # (cases, K)
+        case_means = np.array([nanmean(row[1:]) for row in per_case])
+        value = nanmean(case_means)
+        if not np.isnan(value):
+            metrics[f"{name}_clean{prefix}"] = value
+        if name == "hd95":
+            undefined[f"hd95_clean{prefix}"] = int(np.isnan(per_case[:, 1:]).sum())
+        if len(class_names) > 2:
+            for c in fg:
+                v = nanmean(per_case[:, c])
+                if not np.isnan(v):
+                    metrics[f"{name}_clean_{slug(class_names[c])}{prefix}"] = v
+    return metrics, undefined
+
+
+def case_record(case: Case, split: str, score: float, values: dict[str, Any]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"case": case.id, "group": case.group, "split": split, "score": round(float(score), 6)}
+    for k, v in values.items():
+        if isinstance(v, (list, tuple, np.ndarray)):
+            rec[k] = [None if np.isnan(x) else round(float(x), 6) for x in np.asarray(v, dtype=np.float64)]
+        else:
+            rec[k] = None if v is None or np.isnan(v) else round(float(v), 6)
+    return rec
+
+
+def data_root_of(ctx: RunContext) -> Path:
+    """The data root the task's own folder was resolved against."""
+    root = ctx.data.root
+    for _ in Path(ctx.task.data.dir).parts:
+        root = root.parent
+    return root
+
+
+def ood_readers(ctx: RunContext) -> list[tuple[OODSet, DatasetReader, list[Case]]]:
+    """Reader and cases of every out-of-distribution set: all of its cases are test cases."""
+    out = []
+    base = data_root_of(ctx)
+    for o in ctx.task.ood:
+        same = o.reader is None or o.reader == ctx.task.data.reader
+        options = {**(ctx.task.data.options if same else {}), **o.options}
+        if o.sites:
+            options["sites"] = list(o.sites)
+        options.setdefault("classes", list(ctx.task.classes))
+        reader = make_reader(o.reader or ctx.task.data.reader, base / (o.dir or ctx.task.data.dir), options)
+        out.append((o, reader, reader.cases()))
+    return out
+
+
+def ood_summary(metrics: dict[str, float], names: list[str], keys: tuple[str, ...] = ("dice",)) -> dict[str, float]:
+    """Mean over in-distribution + OOD sets (the paper's Table 4 'Avg'), OOD mean and in-out gap."""
+    extra: dict[str, float] = {}
+    for key in keys:
+        if key not in metrics:
+            continue
+        ood = [metrics[f"{key}_{slug(n)}"] for n in names if f"{key}_{slug(n)}" in metrics]
+        if not ood:
+            continue
+        extra[f"{key}_avg"] = float(np.mean([metrics[key], *ood]))
+        extra[f"{key}_ood"] = float(np.mean(ood))
+        extra[f"{key}_gap"] = float(metrics[key] - np.mean(ood))
+    return extra
