@@ -43,6 +43,7 @@ def eval_cmd(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="decoded-image and feature cache (default: $LVMBENCH_CACHE or ~/.cache/lvmbench)")] = None,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = False,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile fine-tuned and segmentation models")] = False,
     workers: Annotated[Optional[int], typer.Option(help="data-loader workers")] = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
     deterministic: Annotated[bool, typer.Option(help="deterministic torch kernels (slower on GPU; CPU runs are deterministic already)")] = False,
@@ -58,7 +59,7 @@ def eval_cmd(
         raise UserError("--seeds must be integers and --label-fraction numbers", fix="e.g. --seeds 0,1,2 --label-fraction 0.1,1.0") from None
     if any(not 0 < f <= 1 for f in fractions):
         raise UserError("--label-fraction values must be in (0, 1]", fix="e.g. --label-fraction 0.01,0.1,1.0")
-    options = {"amp": amp}
+    options = {"amp": amp, "compile": compile}
     if deterministic:
         options["deterministic"] = True
     if workers is not None:

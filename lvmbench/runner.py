@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import platform
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from lvmbench import __version__
 from lvmbench.data.task_data import TaskData, load_task_data
 from lvmbench.data.verify import preflight
 from lvmbench.encoders import create_encoder, is_known, weights_identity
+from lvmbench.encoders.base import Encoder, EncoderIdentity
 from lvmbench.encoders import _unknown as unknown_encoder
 from lvmbench.errors import DataError, UserError
 from lvmbench.paths import cache_root
@@ -155,7 +157,9 @@ def check_unique(planned: list[Planned]) -> None:
         seen.add(key)
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
+    """Once per process: installed versions do not change during a run (and cost ~20 ms a unit)."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "lvmbench": __version__}
@@ -169,7 +173,16 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    repo = Path(__file__).resolve().parents[1]
+    """The checkout's commit (``-dirty`` with local edits), asked of git once per run: two git
+    subprocesses per unit cost more than a warm-cache frozen unit."""
+    return _git_commit(Path(__file__).resolve().parents[1], _run_id)
+
+
+_run_id = 0  # bumped by ``run``: a new request asks git again (a long-lived process may see commits)
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit(repo: Path, run_id: int) -> str | None:
     try:
         res = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5)
         sha = res.stdout.strip() if res.returncode == 0 else ""
@@ -239,7 +252,27 @@ def build_record(
     )
 
 
+class EncoderPool:
+    """One loaded encoder per seed for the whole run; every unit gets a deep copy.
+
+    Building an encoder and reading, hashing and loading its checkpoint cost seconds for a ResNet-50
+    or ViT-B file, once per unit before; the copy a protocol trains is fresh either way. The seed
+    matters only where the checkpoint leaves parameters at their (seeded) initialisation.
+    """
+
+    def __init__(self, name: str, weights: Path | None):
+        self.name, self.weights = name, weights
+        self._loaded: dict[int, tuple[Encoder, EncoderIdentity]] = {}
+
+    def get(self, seed: int) -> tuple[Encoder, EncoderIdentity]:
+        if seed not in self._loaded:
+            self._loaded[seed] = create_encoder(self.name, self.weights, seed=seed)
+        return self._loaded[seed]
+
+
 def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
+    global _run_id
+    _run_id += 1
     log = log or (lambda s: tqdm.write(s, file=sys.stderr))
     summary = Summary()
     planned, summary.unavailable = plan(req)
@@ -259,8 +292,9 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
         log(f"skip  {len(summary.skipped)} unit(s) already have results (use --overwrite to redo)")
     if not todo:
         return summary
+    encoders = EncoderPool(req.encoder, req.weights)
     if req.weights is not None:
-        create_encoder(req.encoder, req.weights)  # a bad checkpoint fails here, once, before any unit
+        encoders.get(todo[0].unit.seed)  # a bad checkpoint fails here, once, before any unit
     data_root = resolve_data_root(req)
     device = pick_device(req.device)
     cache_dir = req.cache_dir or cache_root()
@@ -294,7 +328,7 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
                 summary.skipped.append(key)
                 continue
             runtime = runtime_info(device, req.options, p.task, data, fingerprints[p.task.id], synthetic, p.unit)
-            record = run_unit(p, data, req, device, cache_dir, data_root, runtime)
+            record = run_unit(p, data, req, device, cache_dir, data_root, runtime, encoders)
             write_result(req.results, record)
             summary.done.append(key)
             log(f"done  {key}  {record.primary_metric}={record.primary:.4f}  ({record.timings['wall_s']:.1f}s)")
@@ -354,12 +388,13 @@ def run_unit(
     cache_dir: Path,
     data_root: Path | None,
     runtime: dict | None = None,
+    encoders: EncoderPool | None = None,
 ) -> ResultRecord:
     unit, task = p.unit, p.task
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    # Load once (validates the checkpoint before any work); protocols get fresh copies.
-    encoder, ident = create_encoder(req.encoder, req.weights, seed=unit.seed)
+    # Loaded once per run and seed (validates the checkpoint before any work); protocols get copies.
+    encoder, ident = (encoders or EncoderPool(req.encoder, req.weights)).get(unit.seed)
 
     ctx = RunContext(
         unit=unit,

@@ -93,7 +93,8 @@ def runtime_info(
         "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "amp": bool(options.get("amp", False)),
-        "loader_workers": loader_workers(SimpleNamespace(options=options)),  # type: ignore[arg-type]
+        "compile": bool(options.get("compile", False)),
+        "loader_workers": loader_workers(SimpleNamespace(options=options, device=device)),  # type: ignore[arg-type]
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
         "preprocess_version": PREPROCESS_VERSION,
         "data_fingerprint": fingerprint,

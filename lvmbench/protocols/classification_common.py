@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from lvmbench.data.cases import Case
+from lvmbench.metrics import classification as cls_metrics
 from lvmbench.metrics.classification import classification_metrics
 
 
@@ -16,6 +17,19 @@ def labels_of(cases: list[Case]) -> np.ndarray:
 
 def score(cases: list[Case], prob: np.ndarray, num_classes: int) -> dict[str, float]:
     return classification_metrics(labels_of(cases), prob, num_classes)
+
+
+def score_one(cases: list[Case], prob: np.ndarray, num_classes: int, metric: str) -> float:
+    """One metric of ``score`` (validation selection needs only the primary one): the confusion-
+    matrix metrics skip the per-class ROC curves of the AUC, the costliest part of ``score``."""
+    y = labels_of(cases)
+    if metric == "auc":
+        return cls_metrics.auc(y, prob)
+    cm = cls_metrics.confusion(y, prob.argmax(axis=1), num_classes)
+    fns = {"accuracy": cls_metrics.accuracy, "balanced_accuracy": cls_metrics.balanced_accuracy, "macro_f1": cls_metrics.macro_f1, "qwk": cls_metrics.quadratic_kappa}
+    if metric not in fns:
+        return score(cases, prob, num_classes)[metric]
+    return fns[metric](cm)
 
 
 def per_case_records(cases: list[Case], prob: np.ndarray, split: str = "test") -> list[dict[str, Any]]:

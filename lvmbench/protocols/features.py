@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lvmbench.data.cache import ArrayCache, cache_key, file_stamp
+from lvmbench.data.cache import ArrayCache, cache_key
 from lvmbench.data.cases import Case
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.transforms import normalize_batch
@@ -29,9 +29,27 @@ from lvmbench.protocols.base import RunContext
 
 
 def loader_workers(ctx: RunContext) -> int:
+    """Data-loader worker processes: ``options["workers"]``, else what the device leaves free.
+
+    On CUDA the main process mostly waits for the GPU, so up to 4 workers decode beside it. On CPU
+    the model's intra-op threads already use the cores; a worker only takes cycles from them
+    (measured on 2 cores: fine-tuning 17% slower with one worker reading the decoded cache), so
+    workers get only the cores beyond ``torch.get_num_threads()``.
+    """
     if "workers" in ctx.options:
         return int(ctx.options["workers"])
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
+    cores = os.cpu_count() or 1
+    device = getattr(ctx, "device", None)
+    if device is not None and torch.device(device).type == "cpu":
+        return min(4, max(0, cores - torch.get_num_threads()))
+    return min(4, max(0, cores - 1))
+
+
+def model_layout(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D image batch in channels-last memory order: oneDNN (CPU) and cuDNN (GPU, with
+    channels-last weights) run convolutions faster on it; a batch collated from CxHxW tensors is
+    NCHW-contiguous. Measured on CPU: ResNet-18 ``embed`` 1.4x faster, training steps ~7% faster."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def image_dataset(ctx: RunContext, cases: list[Case]) -> ImageDataset:
@@ -45,10 +63,17 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
+def _size_mtime(path) -> list[int]:
+    """``file_stamp(path)[1:]`` (the key holds sizes and mtimes, not paths) without resolving the
+    path: one ``stat`` instead of a ``realpath`` walk, for every file of every split of every unit."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
 def feature_key(ctx: RunContext, cases: list[Case], bn_mode: str) -> str:
     ident = ctx.identity
     pre = ctx.task.preprocess
-    stamps = [[c.id, *(file_stamp(ctx.data.root / f)[1:] for f in (c.files or (c.image,)))] for c in cases]
+    stamps = [[c.id, *(_size_mtime(ctx.data.root / f) for f in (c.files or (c.image,)))] for c in cases]
     seed_part = ctx.seed if ident.weights_sha256 == RANDOM_INIT else None
     return cache_key(
         "features",
@@ -89,7 +114,7 @@ def adapt_batchnorm(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_
         m.momentum = None
     encoder.train()
     for x, _, _ in _batches(ctx, cases, batch_size, "bn-adapt"):
-        encoder.embed(normalize_batch(x.to(ctx.device), encoder.input_spec, ctx.task.preprocess.intensity))
+        encoder.embed(model_layout(normalize_batch(x.to(ctx.device), encoder.input_spec, ctx.task.preprocess.intensity)))
     encoder.eval()
 
 
@@ -99,7 +124,7 @@ def embed_cases(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_size
     out = []
     amp = bool(ctx.options.get("amp", False))
     for x, _, _ in _batches(ctx, cases, batch_size, desc):
-        x = normalize_batch(x.to(ctx.device, non_blocking=True), encoder.input_spec, ctx.task.preprocess.intensity)
+        x = model_layout(normalize_batch(x.to(ctx.device, non_blocking=True), encoder.input_spec, ctx.task.preprocess.intensity))
         with autocast(ctx.device, amp):
             f = encoder.embed(x)
         out.append(f.float().cpu().numpy())

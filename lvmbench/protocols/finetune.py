@@ -30,7 +30,7 @@ from lvmbench.heads import HEADS
 from lvmbench.losses import metric_objective
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score
-from lvmbench.protocols.features import autocast, image_dataset, loader_workers
+from lvmbench.protocols.features import autocast, image_dataset, loader_workers, model_layout
 from lvmbench.protocols.knn import knn_predict
 
 
@@ -93,6 +93,9 @@ class FineTune(Protocol):
         model = Classifier(encoder, head).to(ctx.device)
         if ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        compiled = bool(ctx.options.get("compile", False))
+        if compiled:
+            model.compile()  # in place: state_dict keys stay those of the plain model
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
         if objective == "ce":
             loss_fn: nn.Module = nn.CrossEntropyLoss()
@@ -109,23 +112,31 @@ class FineTune(Protocol):
                 drop_last=len(train_ds) > batch_size,
                 num_workers=loader_workers(ctx),
                 pin_memory=ctx.device.type == "cuda",
+                persistent_workers=loader_workers(ctx) > 0,
                 generator=torch.Generator().manual_seed(ctx.seed),
             )
         else:
             p, k = (int(v) for v in hp.get("pk", [max(1, batch_size // 4), 4]))
             sampler = PKBatchSampler(y_train, p, k, seed=ctx.seed)
             objective_hp.update({"P": sampler.p, "K": k})
-            dl = DataLoader(train_ds, batch_sampler=sampler, num_workers=loader_workers(ctx), pin_memory=ctx.device.type == "cuda")
+            dl = DataLoader(train_ds, batch_sampler=sampler, num_workers=loader_workers(ctx), pin_memory=ctx.device.type == "cuda", persistent_workers=loader_workers(ctx) > 0)
+
+        eval_loaders: dict[int, DataLoader] = {}  # one per case list: workers start once, not every epoch
 
         def outputs(cases: list[Case], random_crop: bool = False) -> torch.Tensor:
             model.eval()
-            ds = image_dataset(ctx, cases)
+            if id(cases) not in eval_loaders:
+                workers = loader_workers(ctx)
+                eval_loaders[id(cases)] = DataLoader(
+                    image_dataset(ctx, cases), batch_size=max(batch_size, 64), num_workers=workers,
+                    pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+                )
             out = []
             with torch.inference_mode():
-                for x, _, _ in DataLoader(ds, batch_size=max(batch_size, 64), num_workers=loader_workers(ctx)):
-                    x = augment(x.to(ctx.device), crop, False, random_crop, gen)
+                for x, _, _ in eval_loaders[id(cases)]:
+                    x = augment(x.to(ctx.device, non_blocking=True), crop, False, random_crop, gen)
                     with autocast(ctx.device, amp):
-                        out.append(model(normalize_batch(x, spec, intensity)).float().cpu())
+                        out.append(model(model_layout(normalize_batch(x, spec, intensity))).float().cpu())
             return torch.cat(out)
 
         def predict(cases: list[Case], random_crop: bool = False) -> np.ndarray:
@@ -138,31 +149,39 @@ class FineTune(Protocol):
 
         best_val, best_state, chosen = -float("inf"), None, {}
         history: list[dict[str, float]] = []
-        data_wait = 0.0
+        data_wait = loop_s = val_s = 0.0
+        steps = images = 0
         for epoch in range(1, epochs + 1):
             model.train()
-            t_wait = time.perf_counter()
+            t_loop = t_wait = time.perf_counter()
             for x, y, _ in tqdm(dl, desc=f"finetune e{epoch}", disable=not ctx.progress, leave=False):
                 data_wait += time.perf_counter() - t_wait
+                steps += 1
+                images += len(x)
                 x = augment(x.to(ctx.device, non_blocking=True), crop, hflip, True, gen)
-                y = y.to(ctx.device)
+                y = y.to(ctx.device, non_blocking=True)
                 with autocast(ctx.device, amp):
-                    loss = loss_fn(model(normalize_batch(x, spec, intensity)).float(), y)
+                    loss = loss_fn(model(model_layout(normalize_batch(x, spec, intensity))).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if hp.get("grad_clip"):
                     nn.utils.clip_grad_norm_(model.parameters(), float(hp["grad_clip"]))
                 opt.step()
                 t_wait = time.perf_counter()
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize(ctx.device)  # the loop's time includes its queued GPU work
+            t_val = time.perf_counter()
+            loop_s += t_val - t_loop
             val = score(splits["val"], predict(splits["val"]), n_cls)[primary]
-            history.append({"epoch": epoch, "val": val, "loss": float(loss)})
+            val_s += time.perf_counter() - t_val
+            history.append({"epoch": epoch, "val": val, "loss": float(loss.detach())})
             if val > best_val:
                 best_val, chosen = val, {"epoch": epoch, "val_primary": val}
                 best_state = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_state)
         prob = predict(splits["test"], random_crop=random_test_crop)
         flags = ["paper-random-test-crop"] if random_test_crop else []
-        used: dict[str, Any] = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp, "objective": objective, **objective_hp}
+        used: dict[str, Any] = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp, "compile": compiled, "objective": objective, **objective_hp}
         return ProtocolOutput(
             metrics=score(splits["test"], prob, n_cls),
             per_case=per_case_records(splits["test"], prob),
@@ -170,5 +189,12 @@ class FineTune(Protocol):
             counts=counts(splits),
             extra={"val_history": history},
             flags=flags,
-            timings={"total_s": time.perf_counter() - t0, "data_wait_s": data_wait},
+            timings={
+                "total_s": time.perf_counter() - t0,
+                "data_wait_s": data_wait,
+                "train_loop_s": loop_s,  # training steps, data waits included, validation excluded
+                "val_s": val_s,
+                "train_steps": float(steps),
+                "train_images": float(images),
+            },
         )

@@ -17,7 +17,7 @@ from torch import nn
 
 from lvmbench.heads import HEADS
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score
+from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score, score_one
 from lvmbench.protocols.features import split_features
 
 
@@ -47,9 +47,14 @@ def train_heads(
     generator: torch.Generator,
     loss_fn: nn.Module | None = None,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
-    """Train one head per learning rate; return the best head on validation, its settings, history."""
+    """Train one head per learning rate; return the best head on validation, its settings, history.
+
+    The heads share each minibatch and one backward pass over the sum of their losses (a head's
+    gradient is that of its own loss, bit for bit: the sum adds nothing to it), and one Adam with a
+    parameter group per learning rate (per-parameter updates, as separate optimisers make).
+    """
     heads = [make_head().to(x_train.device) for _ in lrs]
-    opts = [torch.optim.Adam(h.parameters(), lr=lr, weight_decay=weight_decay) for h, lr in zip(heads, lrs)]
+    opt = torch.optim.Adam([{"params": h.parameters(), "lr": lr} for h, lr in zip(heads, lrs)], weight_decay=weight_decay)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     best_val, best_state, best_info = -float("inf"), None, {}
     history: list[dict[str, float]] = []
@@ -61,10 +66,9 @@ def train_heads(
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
             xb, yb = x_train[idx], y_train[idx]
-            for h, opt in zip(heads, opts):
-                opt.zero_grad(set_to_none=True)
-                loss_fn(h(xb), yb).backward()
-                opt.step()
+            opt.zero_grad(set_to_none=True)
+            sum(loss_fn(h(xb), yb) for h in heads).backward()
+            opt.step()
         for h, lr in zip(heads, lrs):
             val = evaluate(h)
             history.append({"epoch": epoch, "lr": lr, "val": val})
@@ -110,7 +114,7 @@ class LinearProbe(Protocol):
             return factory(in_dim, k, **head_hp)
 
         def evaluate(h: nn.Module) -> float:
-            return score(splits["val"], predict(h, x["val"]), k)[primary]
+            return score_one(splits["val"], predict(h, x["val"]), k, primary)
 
         t1 = time.perf_counter()
         head, chosen, history = train_heads(make_head, x["train"], y_train, evaluate, lrs, epochs, batch_size, wd, gen)

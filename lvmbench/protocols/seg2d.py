@@ -25,7 +25,9 @@ from lvmbench.protocols.seg_common import (
     ood_readers,
     ood_summary,
     predict_logits,
+    on_device,
     prepare_cases,
+    runtime_hparams,
     summarize_clean,
     train_model,
     upsample_argmax,
@@ -91,7 +93,7 @@ class Seg2D(Protocol):
         oods = [(o, prepare_cases(ctx, r, cs, hp, native=True, volumes=False, desc=f"decode:{o.name}")) for o, r, cs in ood_readers(ctx)]
         t_data = time.perf_counter() - t0
 
-        x_tr, y_tr = data["train"].stacked()
+        x_tr, y_tr = on_device(ctx, *data["train"].stacked())
         n = len(x_tr)
         bs = min(hp.batch_size, n)
         stop = (n // bs) * bs if n > bs else n  # drop the last partial batch (BatchNorm on 1 image)
@@ -106,7 +108,7 @@ class Seg2D(Protocol):
             return evaluate_2d(ctx, model, data["val"], dataclasses.replace(hp, hd95=False), "val")[0]["dice"]
 
         t1 = time.perf_counter()
-        chosen, history, wait = train_model(ctx, model, hp, batches, max(1, stop // bs), validate if "val" in data else None)
+        chosen, history, train_timings = train_model(ctx, model, hp, batches, max(1, stop // bs), validate if "val" in data else None)
         t_train = time.perf_counter() - t1
 
         metrics, per_case, undefined = evaluate_2d(ctx, model, data["test"], hp, "test")
@@ -118,12 +120,12 @@ class Seg2D(Protocol):
             undefined.update(und)
             counts[f"ood:{o.name}"] = len(prep.cases)
         metrics.update(ood_summary(metrics, [o.name for o, _ in oods]))
-        used = {**ctx.hparams, **dataclasses.asdict(hp), "selected": chosen, "preprocess": ctx.task.preprocess.model_dump()}
+        used = {**ctx.hparams, **dataclasses.asdict(hp), "selected": chosen, "preprocess": ctx.task.preprocess.model_dump(), **runtime_hparams(ctx)}
         return ProtocolOutput(
             metrics=metrics,
             per_case=per_case,
             hparams=used,
             counts=counts,
             extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods]},
-            timings={"data_s": t_data, "train_s": t_train, "data_wait_s": wait, "total_s": time.perf_counter() - t0},
+            timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
         )

@@ -31,7 +31,9 @@ from lvmbench.protocols.seg_common import (
     ood_readers,
     ood_summary,
     predict_logits,
+    on_device,
     prepare_cases,
+    runtime_hparams,
     summarize_clean,
     train_model,
     upsample_argmax,
@@ -129,6 +131,7 @@ class Seg3D(Protocol):
         chosen_slices, slice_counts = balanced_slices(train.masks, hp.score_classes, hp.balanced, rng)
         x_tr = torch.stack([train.images[v][d] for v, d in chosen_slices])[:, None]
         y_tr = torch.stack([train.masks[v][d] for v, d in chosen_slices])
+        x_tr, y_tr = on_device(ctx, x_tr, y_tr)
         n = len(x_tr)
         bs = min(hp.batch_size, n)
         stop = (n // bs) * bs if n > bs else n
@@ -145,7 +148,7 @@ class Seg3D(Protocol):
             return evaluate_3d(ctx, model, data["val"], no_hd, "val", clean=False)[0][select]
 
         t1 = time.perf_counter()
-        chosen, history, wait = train_model(ctx, model, hp, batches, max(1, stop // bs), validate if "val" in data else None)
+        chosen, history, train_timings = train_model(ctx, model, hp, batches, max(1, stop // bs), validate if "val" in data else None)
         t_train = time.perf_counter() - t1
 
         metrics, per_case, undefined = evaluate_3d(ctx, model, data["test"], hp, "test")
@@ -158,12 +161,12 @@ class Seg3D(Protocol):
             undefined.update(und)
             counts[f"ood:{o.name}"] = len(prep.cases)
         metrics.update(ood_summary(metrics, [o.name for o, _ in oods], ("dice", "iou3d")))
-        used = {**ctx.hparams, **dataclasses.asdict(hp), "select_metric": select, "selected": chosen, "preprocess": ctx.task.preprocess.model_dump()}
+        used = {**ctx.hparams, **dataclasses.asdict(hp), "select_metric": select, "selected": chosen, "preprocess": ctx.task.preprocess.model_dump(), **runtime_hparams(ctx)}
         return ProtocolOutput(
             metrics=metrics,
             per_case=per_case,
             hparams=used,
             counts=counts,
             extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods]},
-            timings={"data_s": t_data, "train_s": t_train, "data_wait_s": wait, "total_s": time.perf_counter() - t0},
+            timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
         )

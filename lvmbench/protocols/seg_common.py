@@ -27,7 +27,7 @@ from lvmbench.errors import UserError
 from lvmbench.heads.unet import UNet
 from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
 from lvmbench.protocols.base import RunContext
-from lvmbench.protocols.features import autocast, loader_workers
+from lvmbench.protocols.features import autocast, loader_workers, model_layout
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
 from lvmbench.spec import OODSet
 
@@ -77,7 +77,22 @@ def build_model(ctx: RunContext) -> UNet:
     model = model.to(ctx.device)
     if ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if ctx.options.get("compile", False):
+        model.compile()  # in place: state_dict keys stay those of the plain model
     return model
+
+
+def runtime_hparams(ctx: RunContext) -> dict[str, bool]:
+    """The speed options a result records beside the task's hyperparameters."""
+    return {"amp": bool(ctx.options.get("amp", False)), "compile": bool(ctx.options.get("compile", False))}
+
+
+def on_device(ctx: RunContext, *tensors: torch.Tensor, limit_bytes: int = 2 << 30) -> tuple[torch.Tensor, ...]:
+    """The in-memory uint8 training arrays moved to the GPU once when they fit in ``limit_bytes``:
+    a batch is then an index on the device, not a synchronous copy from pageable host memory."""
+    if ctx.device.type != "cuda" or sum(t.numel() * t.element_size() for t in tensors) > limit_bytes:
+        return tensors
+    return tuple(t.to(ctx.device) for t in tensors)
 
 
 def make_prep(ctx: RunContext, hp: SegHParams) -> Prep:
@@ -97,8 +112,7 @@ def model_input(ctx: RunContext, model: UNet, x: torch.Tensor) -> torch.Tensor:
     x = x.to(ctx.device, non_blocking=True)
     if x.shape[1] != model.in_channels:
         x = x.expand(-1, model.in_channels, -1, -1)
-    x = normalize_batch(x, model.encoder.input_spec, ctx.task.preprocess.intensity)
-    return x.contiguous(memory_format=torch.channels_last) if ctx.device.type == "cuda" else x
+    return model_layout(normalize_batch(x, model.encoder.input_spec, ctx.task.preprocess.intensity))
 
 
 def dice_ce_loss() -> nn.Module:
@@ -114,23 +128,28 @@ def train_model(
     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
     n_batches: int,
     validate: Callable[[], float] | None,
-) -> tuple[dict[str, Any], list[dict[str, float]], float]:
+) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]:
     """Train for ``hp.epochs``; keep the state with the best ``validate()``; load it back.
 
     Without a validation split (``validate`` None) the last epoch is kept.
 
-    Returns the selection record, the per-epoch history and the seconds spent waiting for data.
+    Returns the selection record, the per-epoch history and timings: ``data_wait_s`` (waiting for
+    batches), ``train_loop_s`` (the training steps, data waits included, validation excluded),
+    ``val_s``, ``train_steps`` and ``train_images`` (what ``benchmarks/train_throughput.py`` reads).
     """
     opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
     loss_fn = dice_ce_loss()
     amp = bool(ctx.options.get("amp", False))
     best, best_state, chosen = -float("inf"), None, {}
     history: list[dict[str, float]] = []
-    wait = 0.0
+    wait = loop = val_time = 0.0
+    images = all_steps = 0
     for epoch in range(1, hp.epochs + 1):
         model.train()
-        total, steps = 0.0, 0
-        t_wait = time.perf_counter()
+        # the epoch's loss is summed on the device (float64, as Python floats would) so that no
+        # step waits for the GPU to report its loss
+        total, steps = torch.zeros((), dtype=torch.float64, device=ctx.device), 0
+        t_loop = t_wait = time.perf_counter()
         for x, y in tqdm(batches(epoch), desc=f"{ctx.unit.protocol} e{epoch}", total=n_batches, disable=not ctx.progress, leave=False):
             wait += time.perf_counter() - t_wait
             inp = model_input(ctx, model, x)
@@ -143,17 +162,25 @@ def train_model(
             if hp.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
             opt.step()
-            total += float(loss.detach())
+            total += loss.detach()
             steps += 1
+            images += len(x)
             t_wait = time.perf_counter()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)  # the loop's time includes its queued GPU work
+        t_val = time.perf_counter()
+        loop += t_val - t_loop
+        all_steps += steps
         val = float(validate()) if validate is not None else float(epoch)
-        history.append({"epoch": epoch, "loss": total / max(1, steps), "val": val})
+        val_time += time.perf_counter() - t_val
+        history.append({"epoch": epoch, "loss": float(total) / max(1, steps), "val": val})
         if val > best:  # strict: the earliest epoch wins ties
             best, chosen = val, {"epoch": epoch, "val_primary": val}
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
-    return chosen, history, wait
+    timings = {"data_wait_s": wait, "train_loop_s": loop, "val_s": val_time, "train_steps": float(all_steps), "train_images": float(images)}
+    return chosen, history, timings
 
 
 @torch.inference_mode()
