@@ -12,8 +12,9 @@ For each task (fine-tuning, 2D and slice-wise 3D segmentation), in one run:
   crop/flip, autocast) trained for the same number of steps by a plain loop over uint8 tensors
   already in memory: no loader, no bookkeeping — the floor any harness pays.
 
-Ratio = harness images/s / bare images/s (goal >= 0.9). Bare and harness alternate ``--repeats``
-times; medians are reported.
+The bare loop runs twice: with NCHW batches and with channels-last ones (what the harness feeds
+the model; "bare CL"). Ratio = harness images/s / bare images/s, and against the faster bare loop
+(goal >= 0.9). Bare and harness alternate ``--repeats`` times; medians are reported.
 
     .venv/bin/python benchmarks/train_throughput.py --encoder resnet18
     .venv/bin/python benchmarks/train_throughput.py --encoder resnet50 --device cuda --amp [--compile]
@@ -99,7 +100,11 @@ def train_cases_needed(spec: TaskSpec, proto: str, data: TaskData, steps: int, c
 # -- the hand-written loops ---------------------------------------------------------------------
 
 
-def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: torch.device, amp: bool, compile_: bool, steps: int, cache: ArrayCache) -> tuple[float, int]:
+def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: torch.device, amp: bool, compile_: bool, steps: int, cache: ArrayCache, channels_last: bool) -> tuple[float, int]:
     hp = spec.hparams("finetune")
     pre = spec.preprocess
     bs, crop, hflip = int(hp.get("batch_size", 32)), hp.get("crop"), bool(hp.get("hflip", True))
@@ -127,7 +132,7 @@ def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: tor
             x = x[..., top : top + crop, left : left + crop]
         if hflip:
             x = torch.where((torch.rand(bs, device=device) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
-        x = (x.float() / 255.0 - mean) / std
+        x = layout((x.float() / 255.0 - mean) / std, channels_last)
         with autocast(device, amp):
             loss = loss_fn(forward(x).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -137,7 +142,7 @@ def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: tor
     return time.perf_counter() - t0, steps * bs
 
 
-def bare_seg(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, device: torch.device, amp: bool, compile_: bool, steps: int, cache: ArrayCache) -> tuple[float, int]:
+def bare_seg(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, device: torch.device, amp: bool, compile_: bool, steps: int, cache: ArrayCache, channels_last: bool) -> tuple[float, int]:
     from monai.losses import DiceCELoss
 
     from lvmbench.heads.unet import UNet
@@ -163,7 +168,7 @@ def bare_seg(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, devi
     t0 = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(0, len(images), (bs,))
-        x = images[idx].to(device).float()  # raw 0-255, as the seg tasks feed it
+        x = layout(images[idx].to(device).float(), channels_last)  # raw 0-255, as the seg tasks feed it
         y = masks[idx].to(device).long().unsqueeze(1)
         with autocast(device, amp):
             logits = forward(x)
@@ -237,29 +242,28 @@ def main(argv: list[str] | None = None) -> int:
             full = load_task_data(spec, root, suite=args.suite)
             data = cut(full, spec, train_cases_needed(spec, proto, full, args.steps, cache), args.eval_cases)
             t_warm = warm_decoded_cache(spec, proto, data, cache)
-            bare_ips, harn_ips, waits, info = [], [], [], {}
+            bare_ips, bare_cl_ips, harn_ips, waits, info = [], [], [], [], {}
             for _ in range(args.repeats):
                 t = harness(spec, proto, data, args.encoder, device, options, cache_dir)
                 steps = int(t["train_steps"])
                 harn_ips.append(t["train_images"] / t["train_loop_s"])
                 waits.append(t["data_wait_s"] / t["train_loop_s"])
                 info = t
-                if proto == "finetune":
-                    secs, n = bare_finetune(spec, data, args.encoder, device, args.amp, args.compile, steps, cache)
-                else:
-                    secs, n = bare_seg(spec, proto, data, args.encoder, device, args.amp, args.compile, steps, cache)
-                bare_ips.append(n / secs)
-            h, b = statistics.median(harn_ips), statistics.median(bare_ips)
+                bare = bare_finetune if proto == "finetune" else lambda *a: bare_seg(spec, proto, *a[1:])
+                for channels_last, out in ((False, bare_ips), (True, bare_cl_ips)):
+                    secs, n = bare(spec, data, args.encoder, device, args.amp, args.compile, steps, cache, channels_last)
+                    out.append(n / secs)
+            h, b, bcl = statistics.median(harn_ips), statistics.median(bare_ips), statistics.median(bare_cl_ips)
             bs = int(spec.hparams(proto).get("batch_size", 16))
             rows.append([
-                f"{tid} ({proto})", f"{spec.preprocess.size}px b{bs}", int(info["train_steps"]), f"{b:.1f}", f"{h:.1f}", f"{h / b:.2f}",
+                f"{tid} ({proto})", f"{spec.preprocess.size}px b{bs}", int(info["train_steps"]), f"{b:.1f}", f"{bcl:.1f}", f"{h:.1f}", f"{h / b:.2f}", f"{h / max(b, bcl):.2f}",
                 f"{100 * statistics.median(waits):.1f}%", f"{info.get('val_s', 0.0):.1f}", f"{t_warm:.1f}",
             ])
     print(
         f"encoder={args.encoder} suite={args.suite} device={device} amp={args.amp} compile={args.compile} "
         f"threads={torch.get_num_threads()} epochs={args.epochs} repeats={args.repeats}"
     )
-    print(tabulate(rows, headers=["task", "input", "steps", "bare img/s", "harness img/s", "ratio", "data wait", "val s", "cache fill s"], tablefmt="github"))
+    print(tabulate(rows, headers=["task", "input", "steps", "bare img/s", "bare CL img/s", "harness img/s", "ratio", "ratio vs best bare", "data wait", "val s", "cache fill s"], tablefmt="github"))
     return 0
 
 

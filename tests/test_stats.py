@@ -176,3 +176,18 @@ def test_ood_average_resamples_within_each_set():
     assert bs.weighted_metric("dice_avg", recs, w[7:8])[0][0] == pytest.approx(manual)
     ci = cell_ci([make_record(recs, "dice_avg", family="segmentation")], n_boot=300, seed=1)
     assert ci.method == "recomputed" and ci.n_cases == 28 and ci.lo <= full <= ci.hi
+
+
+def test_ood_average_uses_the_averaged_metric_not_the_primary_score():
+    """prostate_ood: per-case ``score`` is the volumetric IoU, ``dice_avg`` averages per-case ``dice``."""
+    rng = np.random.default_rng(5)
+    recs = [{"case": f"t{i}", "group": f"t{i}", "split": "test", "score": 0.1, "dice": float(0.8 + rng.random() / 10)} for i in range(6)]
+    recs += [{"case": f"o{i}", "group": f"o{i}", "split": "ood:bidmc", "score": 0.0, "dice": float(0.5 + rng.random() / 10)} for i in range(6)]
+    full = np.mean([np.mean([r["dice"] for r in recs[:6]]), np.mean([r["dice"] for r in recs[6:]])])
+    got, method = bs.weighted_metric("dice_avg", recs, np.ones((1, 12)))
+    assert method == bs.METHOD_RECOMPUTED and got[0] == pytest.approx(full)
+    ci = cell_ci([make_record(recs, "dice_avg", family="segmentation", primary=float(full))], n_boot=300, seed=1)
+    assert ci.method == "recomputed" and ci.lo <= full <= ci.hi
+    # a shown value the records cannot reproduce (slice-pooled vs per-volume) marks the CI a stand-in
+    ci = cell_ci([make_record(recs, "dice_avg", family="segmentation", primary=float(full) + 0.05)], n_boot=300, seed=1)
+    assert ci.method.endswith("(approx.)")

@@ -23,6 +23,7 @@ Any other metric (Dice, IoU, recall@k ...) is bootstrapped as the weighted mean 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,9 +73,9 @@ def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
 # ---------------------------------------------------------------- per-case mean
 
 
-def weighted_mean_score(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray:
-    """Mean of the per-case ``score`` under each weight row; cases without a score are left out."""
-    s = np.array([np.nan if r.get("score") is None else float(r["score"]) for r in records], dtype=np.float64)
+def weighted_mean_score(records: Sequence[dict[str, Any]], w: np.ndarray, key: str = "score") -> np.ndarray:
+    """Mean of the per-case ``key`` under each weight row; cases without a value are left out."""
+    s = np.array([np.nan if r.get(key) is None else float(r[key]) for r in records], dtype=np.float64)
     ok = np.isfinite(s)
     ww = w[:, ok]
     tot = ww.sum(axis=1)
@@ -82,16 +83,19 @@ def weighted_mean_score(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.
         return np.where(tot > 0, ww @ s[ok] / np.where(tot > 0, tot, 1), np.nan)
 
 
-def split_average(records: Sequence[dict[str, Any]], w: np.ndarray) -> np.ndarray | None:
-    """Mean per-case score of each split (test, each OOD set), averaged over the splits: the
-    paper's 'Avg' over in-distribution and out-of-distribution test sets (``dice_avg``)."""
+def split_average(records: Sequence[dict[str, Any]], w: np.ndarray, name: str = "score_avg") -> np.ndarray | None:
+    """Mean per-case value of each split (test, each OOD set), averaged over the splits: the
+    paper's 'Avg' over in-distribution and out-of-distribution test sets. ``dice_avg`` averages the
+    per-case ``dice`` where the records carry it (the primary ``score`` may be another metric)."""
     splits = sorted({str(r.get("split", "test")) for r in records})
     if len(splits) < 2:
         return None
+    base = name[: -len("_avg")]
+    key = base if any(r.get(base) is not None for r in records) else "score"
     per = []
     for sp in splits:
         idx = [i for i, r in enumerate(records) if str(r.get("split", "test")) == sp]
-        per.append(weighted_mean_score([records[i] for i in idx], w[:, idx]))
+        per.append(weighted_mean_score([records[i] for i in idx], w[:, idx], key))
     with np.errstate(invalid="ignore"):
         return np.nanmean(np.stack(per, axis=1), axis=1)
 
@@ -272,7 +276,7 @@ METHOD_MEAN = "per-case mean"
 def weighted_metric(name: str, records: Sequence[dict[str, Any]], w: np.ndarray) -> tuple[np.ndarray, str]:
     """The metric ``name`` under each weight row, and how it was obtained (recomputed or the mean
     of per-case scores, when the records do not carry what the metric needs)."""
-    fn = RECOMPUTED.get(name) or (split_average if name.endswith("_avg") else None)
+    fn = RECOMPUTED.get(name) or (functools.partial(split_average, name=name) if name.endswith("_avg") else None)
     if fn is not None:
         vals = fn(records, w)
         if vals is not None:

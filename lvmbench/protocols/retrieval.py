@@ -28,7 +28,7 @@ from lvmbench.metrics.retrieval import DEFAULT_KS, RetrievalResult, retrieval_me
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.classification_common import counts, labels_of
 from lvmbench.protocols.features import split_features
-from lvmbench.protocols.linear import standardize
+from lvmbench.protocols.linear import fused_ok, standardize
 
 HEAD_PREFIX = "ms_head/"
 
@@ -56,7 +56,7 @@ def train_ms_head(
     loss_fn = MultiSimilarityLoss(hp.get("ms_preset", "pml"))
     in_dim = x["train"].shape[1]
     head = nn.Linear(in_dim, dim).to(x["train"].device)
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=wd)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=wd, fused=fused_ok(x["train"]))
     sampler = PKBatchSampler(y["train"], p, k, seed=seed)
     ytr = torch.from_numpy(y["train"]).to(x["train"].device)
 
