@@ -95,7 +95,7 @@ def select_tasks(req: EvalRequest) -> list[TaskSpec]:
         specs = [get_task(t) for t in req.tasks]
         for s in specs:
             if suite.name != "lvmmed" and not s.in_suite(suite.name):
-                raise UserError(f"task '{s.id}' has no '{suite.name}' profile", fix=f"drop it from --tasks or run it with --suite lvmmed")
+                raise UserError(f"task '{s.id}' has no '{suite.name}' profile", fix="drop it from --tasks or run it with --suite lvmmed")
     else:
         specs = tasks_in_suite(suite.name)
     return [s.for_suite(suite.name) for s in specs]

@@ -23,6 +23,17 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: they run fastest on one, and far faster
+    when other jobs share the cores (spinning OpenMP threads of an oversubscribed machine).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"

@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_stats_helpers import one_thread, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_decathlon, write_fgadr, write_kvasir  # noqa: F401
+from test_stats_helpers import tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_decathlon, write_fgadr, write_kvasir  # noqa: F401
 
 from lvmbench.errors import DataError
 from lvmbench.tasks import TASKS, load_task_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _truncate(p: Path) -> None:

@@ -11,7 +11,7 @@ from conftest import shared
 from lvmbench.data.cases import Case
 from lvmbench.data.data_commands import freeze_split
 from lvmbench.data.split_import import import_lists, load_paper_lists
-from lvmbench.data.splits import frozen_split_path, make_split, read_split_file, resolve_split, write_split_file
+from lvmbench.data.splits import frozen_split_path, make_split, read_split_file, write_split_file
 from lvmbench.data.task_data import load_task_data
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import SplitSpec

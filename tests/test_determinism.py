@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_stats_helpers import one_thread, tiny_task_dir, write_class_folders  # noqa: F401
+from test_stats_helpers import tiny_task_dir, write_class_folders  # noqa: F401
 
 from lvmbench.results import iter_results
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROTOCOLS = "knn,linear,finetune"
 

@@ -8,9 +8,11 @@ import hashlib
 import sys
 
 import pytest
-from test_stats_helpers import one_thread, tiny_task_dir, write_class_folders  # noqa: F401
+from test_stats_helpers import tiny_task_dir, write_class_folders  # noqa: F401
 
 from lvmbench.results import iter_results
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FRACTIONS = (0.25, 0.5, 1.0)
 

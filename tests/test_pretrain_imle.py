@@ -10,13 +10,8 @@ from torch.nn import functional as F
 from lvmbench.pretrain.imle import gumbel_like, hamming, imle_match
 from lvmbench.pretrain.solver import solve_qap
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def solve(v, e):

@@ -19,14 +19,8 @@ from lvmbench.pretrain.solver import (
     swap_gains,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops: one thread is faster and keeps timing-insensitive tests quick on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def brute_qap(k: torch.Tensor, n: int) -> torch.Tensor:

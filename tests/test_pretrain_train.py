@@ -26,15 +26,10 @@ from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
 from lvmbench.pretrain.trainer import PretrainConfig, train
 from lvmbench.pretrain.views import ViewConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIZE = 32
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_images(root: Path, count: int, seed: int = 0) -> Path:

@@ -12,15 +12,8 @@ from lvmbench.encoders import create_encoder
 from lvmbench.encoders.adapters import TimmEncoder, TorchvisionResNet
 from lvmbench.heads.unet import UNet, adapt_first_conv
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many small convolutions; on a loaded 2-core machine two intra-op threads
-    make them an order of magnitude slower than one (measured: 3.6 s vs 0.22 s per forward)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

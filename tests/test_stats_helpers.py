@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from lvmbench.results import write_result
 from lvmbench.spec import CaseScore, ResultRecord, RunUnit
@@ -202,14 +201,3 @@ def write_decathlon(root: Path, n: int = 6, seed: int = 0) -> Path:
         nib.save(nib.Nifti1Image(lab, np.eye(4)), str(root / "labels" / f"vol_{i}.nii.gz"))
     return root
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster when other jobs share the cores
-    (spinning OpenMP threads of an oversubscribed machine); restored after the module."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -182,16 +182,7 @@ def _fit(model: nn.Module, steps: int = 300, lr: float = 0.05) -> float:
         return float((model(XOR_X).argmax(1) == XOR_Y).float().mean())
 
 
-@pytest.fixture
-def one_thread():
-    # 300 steps of a 4-point problem: intra-op threading only adds synchronisation overhead
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_xor_learnable_by_one_tversky_layer_not_by_linear(one_thread) -> None:
+def test_xor_learnable_by_one_tversky_layer_not_by_linear(one_thread) -> None:  # 300 steps of a 4-point problem
     solved = []
     for seed in range(6):
         torch.manual_seed(seed)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lvmbench.errors import DataError
+from lvmbench.errors import DataError, UserError
 from lvmbench.registry import Registry
 
 
@@ -60,6 +60,27 @@ class Issue:
         return f"{self.path}: {self.problem}; fix: {self.fix}"
 
 
+def checked_options(defaults: dict[str, Any], options: dict[str, Any], allowed: set[str], reader: str, required: str, required_fix: str) -> dict[str, Any]:
+    """A reader's options (its preset's defaults overlaid by the task's), refusing unknown names
+    and a missing required one."""
+    opts = {**defaults, **options}
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise UserError(f"unknown data option(s) {unknown} for a {reader}", fix=f"use only {sorted(allowed)}")
+    if required not in opts:
+        raise UserError(f"{reader} needs '{required}'", fix=required_fix)
+    return opts
+
+
+def issue_from(e: UserError, fallback: Path | str, fix: str = "see the message") -> Issue:
+    """The error as a verify issue: its file (else ``fallback``), the problem without the path
+    prefix, its fix (else ``fix``)."""
+    problem = str(e).split("; fix:")[0]
+    if e.path and problem.startswith(f"{e.path}:"):
+        problem = problem[len(e.path) + 1 :].strip()
+    return Issue(e.path or str(fallback), problem, e.fix or fix)
+
+
 class DatasetReader:
     """Base class. Subclasses set ``kind`` and implement ``cases``, ``load_image``, ``load_target``.
 
@@ -93,7 +114,7 @@ class DatasetReader:
             img = self.load_image(case)
             tgt = self.load_target(case)
         except DataError as e:
-            return [Issue(e.path or case.image, str(e).split(": ", 1)[-1].split("; fix:")[0], e.fix or "replace the file")]
+            return [issue_from(e, case.image, "replace the file")]
         issues: list[Issue] = []
         if isinstance(tgt, np.ndarray) and tgt.shape != img.shape[: tgt.ndim]:
             issues.append(

@@ -12,7 +12,8 @@ from pathlib import Path
 from lvmbench.data.split_import import ImportResult, import_lists, load_paper_lists
 from lvmbench.data.splits import Split, frozen_split_path, make_split, write_split_file
 from lvmbench.data.task_data import dataset_root, task_reader
-from lvmbench.data.verify import TaskReport, issue_from
+from lvmbench.data.cases import issue_from
+from lvmbench.data.verify import TaskReport
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
 

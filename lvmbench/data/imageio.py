@@ -46,13 +46,3 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
     return np.clip((a - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def read_mask(path: str | Path, threshold: int | None = None) -> np.ndarray:
-    """A label map as int64 HxW. With ``threshold``, any channel > threshold is foreground (1)."""
-    arr = read_image(path, mode=None)
-    if arr.ndim == 3:
-        arr = arr.max(axis=2) if threshold is not None else arr[..., 0]
-    if threshold is not None:
-        return (arr > threshold).astype(np.int64)
-    return arr.astype(np.int64)

@@ -11,8 +11,9 @@ from lvmbench.encoders.base import InputSpec
 _RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
-def resize_image(arr: np.ndarray, size: int, mode: str = "bilinear", channels: int = 3) -> np.ndarray:
-    """HxW or HxWxC uint8 -> size x size x channels uint8."""
+def resize_image(arr: np.ndarray, size: int | tuple[int, int], mode: str = "bilinear", channels: int = 3) -> np.ndarray:
+    """HxW or HxWxC uint8 -> size x size x channels uint8 (``size`` = (h, w): h x w x channels)."""
+    h, w = (size, size) if isinstance(size, int) else size
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.shape[2] == 1 and channels == 3:
@@ -20,7 +21,7 @@ def resize_image(arr: np.ndarray, size: int, mode: str = "bilinear", channels: i
     elif arr.shape[2] == 3 and channels == 1:
         arr = np.asarray(Image.fromarray(arr).convert("L"))[..., None]
     out = np.stack(
-        [np.asarray(Image.fromarray(arr[..., c]).resize((size, size), _RESAMPLE[mode])) for c in range(arr.shape[2])],
+        [np.asarray(Image.fromarray(arr[..., c]).resize((w, h), _RESAMPLE[mode])) for c in range(arr.shape[2])],
         axis=2,
     )
     return np.ascontiguousarray(out)

@@ -30,8 +30,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lvmbench.data.cache import ArrayCache, cache_key, file_stamp
-from lvmbench.data.cases import Box, Case, DatasetReader, Issue, make_reader
-from lvmbench.data.splits import SPLITS, Split, overlaps, resolve_split
+from lvmbench.data.cases import Box, Case, DatasetReader, Issue, issue_from, make_reader
+from lvmbench.data.splits import SPLITS, Split, resolve_split
 from lvmbench.data.task_data import TaskData, dataset_root, task_reader
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
@@ -59,14 +59,6 @@ class TaskReport:
     @property
     def runnable(self) -> bool:
         return not self.fatal
-
-
-def issue_from(e: UserError, fallback: Path | str) -> Issue:
-    text = str(e)
-    problem = text.split("; fix:")[0]
-    if e.path and problem.startswith(f"{e.path}:"):
-        problem = problem[len(e.path) + 1 :].strip()
-    return Issue(e.path or str(fallback), problem, e.fix or "see the message")
 
 
 # -- per-case checks -------------------------------------------------------------------------

@@ -9,27 +9,21 @@ checkpoint on ``dice``; out-of-distribution sets get the same metrics with a ``_
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
 from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, slug
-from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import (
+    Scores,
     SegHParams,
-    build_model,
+    SegProtocol,
     case_record,
     clean_scores,
-    ood_readers,
-    ood_summary,
     predict_logits,
-    on_device,
-    prepare_cases,
-    runtime_hparams,
     summarize_clean,
-    train_model,
     upsample_argmax,
 )
 from lvmbench.protocols.seg_data import Prepared
@@ -77,55 +71,15 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: s
 
 
 @PROTOCOLS.register("seg2d")
-class Seg2D(Protocol):
+class Seg2D(SegProtocol):
     name = "seg2d"
-    families = ("segmentation",)
+    volumes = False
 
-    def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = SegHParams.from_ctx(ctx)
-        gen = seed_everything(ctx.seed)
-        # Built first, so its initialisation does not depend on how many loaders ran before it.
-        model = build_model(ctx)
-        t0 = time.perf_counter()
-        splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
-        reader = ctx.data.reader
-        data = {s: prepare_cases(ctx, reader, cs, hp, native=s == "test", volumes=False, desc=f"decode:{s}") for s, cs in splits.items() if cs}
-        oods = [(o, prepare_cases(ctx, r, cs, hp, native=True, volumes=False, desc=f"decode:{o.name}")) for o, r, cs in ood_readers(ctx)]
-        t_data = time.perf_counter() - t0
+    def training_arrays(self, ctx: RunContext, hp: SegHParams, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+        return (*train.stacked(), {})
 
-        x_tr, y_tr = on_device(ctx, *data["train"].stacked())
-        n = len(x_tr)
-        bs = min(hp.batch_size, n)
-        stop = (n // bs) * bs if n > bs else n  # drop the last partial batch (BatchNorm on 1 image)
+    def evaluate(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> Scores:
+        return evaluate_2d(ctx, model, prep, hp, split, suffix)
 
-        def batches(epoch: int):
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, stop, bs):
-                idx = perm[i : i + bs]
-                yield x_tr[idx], y_tr[idx]
-
-        def validate() -> float:
-            return evaluate_2d(ctx, model, data["val"], dataclasses.replace(hp, hd95=False), "val")[0]["dice"]
-
-        t1 = time.perf_counter()
-        chosen, history, train_timings = train_model(ctx, model, hp, batches, max(1, stop // bs), validate if "val" in data else None)
-        t_train = time.perf_counter() - t1
-
-        metrics, per_case, undefined = evaluate_2d(ctx, model, data["test"], hp, "test")
-        counts = {s: len(cs) for s, cs in splits.items()}
-        for o, prep in oods:
-            m, recs, und = evaluate_2d(ctx, model, prep, hp, f"ood:{o.name}", f"_{slug(o.name)}")
-            metrics.update(m)
-            per_case += recs
-            undefined.update(und)
-            counts[f"ood:{o.name}"] = len(prep.cases)
-        metrics.update(ood_summary(metrics, [o.name for o, _ in oods]))
-        used = {**ctx.hparams, **dataclasses.asdict(hp), "selected": chosen, "preprocess": ctx.task.preprocess.model_dump(), **runtime_hparams(ctx)}
-        return ProtocolOutput(
-            metrics=metrics,
-            per_case=per_case,
-            hparams=used,
-            counts=counts,
-            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods]},
-            timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
-        )
+    def validation_score(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams) -> float:
+        return evaluate_2d(ctx, model, prep, dataclasses.replace(hp, hd95=False), "val")[0]["dice"]

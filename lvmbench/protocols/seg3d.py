@@ -15,27 +15,21 @@ per class and averaged over the foreground classes, HD95 in millimetres (voxel s
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, slug, volume_overlap
-from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, volume_overlap
+from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import (
+    Scores,
     SegHParams,
-    build_model,
+    SegProtocol,
     case_record,
     clean_scores,
-    ood_readers,
-    ood_summary,
     predict_logits,
-    on_device,
-    prepare_cases,
-    runtime_hparams,
     summarize_clean,
-    train_model,
     upsample_argmax,
 )
 from lvmbench.protocols.seg_data import Prepared
@@ -109,64 +103,26 @@ def evaluate_3d(ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: s
 
 
 @PROTOCOLS.register("seg3d")
-class Seg3D(Protocol):
+class Seg3D(SegProtocol):
     name = "seg3d"
-    families = ("segmentation",)
+    volumes = True
+    ood_keys = ("dice", "iou3d")
 
-    def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = SegHParams.from_ctx(ctx)
-        gen = seed_everything(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
-        select = str(ctx.hparams.get("select_metric", "iou3d"))
-        # Built first, so its initialisation does not depend on how many loaders ran before it.
-        model = build_model(ctx)
-        t0 = time.perf_counter()
-        splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
-        reader = ctx.data.reader
-        data = {s: prepare_cases(ctx, reader, cs, hp, native=s == "test", volumes=True, desc=f"slice:{s}") for s, cs in splits.items() if cs}
-        oods = [(o, prepare_cases(ctx, r, cs, hp, native=True, volumes=True, desc=f"slice:{o.name}")) for o, r, cs in ood_readers(ctx)]
-        t_data = time.perf_counter() - t0
+    def training_arrays(self, ctx: RunContext, hp: SegHParams, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+        chosen, slice_counts = balanced_slices(train.masks, hp.score_classes, hp.balanced, np.random.default_rng(ctx.seed))
+        x = torch.stack([train.images[v][d] for v, d in chosen])[:, None]
+        y = torch.stack([train.masks[v][d] for v, d in chosen])
+        return x, y, slice_counts
 
-        train = data["train"]
-        chosen_slices, slice_counts = balanced_slices(train.masks, hp.score_classes, hp.balanced, rng)
-        x_tr = torch.stack([train.images[v][d] for v, d in chosen_slices])[:, None]
-        y_tr = torch.stack([train.masks[v][d] for v, d in chosen_slices])
-        x_tr, y_tr = on_device(ctx, x_tr, y_tr)
-        n = len(x_tr)
-        bs = min(hp.batch_size, n)
-        stop = (n // bs) * bs if n > bs else n
+    def evaluate(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> Scores:
+        return evaluate_3d(ctx, model, prep, hp, split, suffix)
 
-        def batches(epoch: int):
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, stop, bs):
-                idx = perm[i : i + bs]
-                yield x_tr[idx], y_tr[idx]
+    def validation_score(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams) -> float:
+        return evaluate_3d(ctx, model, prep, dataclasses.replace(hp, hd95=False), "val", clean=False)[0][self.select_metric(ctx)]
 
-        no_hd = dataclasses.replace(hp, hd95=False)
+    def selection_hparams(self, ctx: RunContext) -> dict[str, Any]:
+        return {"select_metric": self.select_metric(ctx)}
 
-        def validate() -> float:
-            return evaluate_3d(ctx, model, data["val"], no_hd, "val", clean=False)[0][select]
-
-        t1 = time.perf_counter()
-        chosen, history, train_timings = train_model(ctx, model, hp, batches, max(1, stop // bs), validate if "val" in data else None)
-        t_train = time.perf_counter() - t1
-
-        metrics, per_case, undefined = evaluate_3d(ctx, model, data["test"], hp, "test")
-        counts = {s: len(cs) for s, cs in splits.items()}
-        counts.update(slice_counts)
-        for o, prep in oods:
-            m, recs, und = evaluate_3d(ctx, model, prep, hp, f"ood:{o.name}", f"_{slug(o.name)}")
-            metrics.update(m)
-            per_case += recs
-            undefined.update(und)
-            counts[f"ood:{o.name}"] = len(prep.cases)
-        metrics.update(ood_summary(metrics, [o.name for o, _ in oods], ("dice", "iou3d")))
-        used = {**ctx.hparams, **dataclasses.asdict(hp), "select_metric": select, "selected": chosen, "preprocess": ctx.task.preprocess.model_dump(), **runtime_hparams(ctx)}
-        return ProtocolOutput(
-            metrics=metrics,
-            per_case=per_case,
-            hparams=used,
-            counts=counts,
-            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods]},
-            timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
-        )
+    @staticmethod
+    def select_metric(ctx: RunContext) -> str:
+        return str(ctx.hparams.get("select_metric", "iou3d"))

@@ -10,10 +10,10 @@ scored once with it. Out-of-distribution sets (``task.ood``) are scored with the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from lvmbench.data.transforms import normalize_batch
 from lvmbench.errors import UserError
 from lvmbench.heads.unet import UNet
 from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
-from lvmbench.protocols.base import RunContext
+from lvmbench.protocols.base import Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.features import autocast, loader_workers, model_layout
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
 from lvmbench.spec import OODSet
@@ -283,3 +283,86 @@ def ood_summary(metrics: dict[str, float], names: list[str], keys: tuple[str, ..
         extra[f"{key}_ood"] = float(np.mean(ood))
         extra[f"{key}_gap"] = float(metrics[key] - np.mean(ood))
     return extra
+
+
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], int]:
+    """A fresh permutation per epoch over in-memory arrays; the last partial batch is dropped
+    (BatchNorm on one image) unless it is the only one. Returns the batch factory and its length."""
+    n = len(x)
+    bs = min(batch_size, n)
+    stop = (n // bs) * bs if n > bs else n
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, stop, bs):
+            idx = perm[i : i + bs]
+            yield x[idx], y[idx]
+
+    return batches, max(1, stop // bs)
+
+
+Scores = tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]
+
+
+class SegProtocol(Protocol):
+    """Train a U-Net on in-memory arrays, select on validation, score test and OOD sets once.
+
+    Subclasses say how the data is sliced (``volumes``), which arrays are trained on, how a split is
+    scored and which metric selects the checkpoint.
+    """
+
+    families = ("segmentation",)
+    volumes: ClassVar[bool] = False
+    ood_keys: ClassVar[tuple[str, ...]] = ("dice",)
+
+    def training_arrays(self, ctx: RunContext, hp: SegHParams, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+        """uint8 images (N, C, S, S), labels (N, S, S) and counts for the result."""
+        raise NotImplementedError
+
+    def evaluate(self, ctx: RunContext, model: UNet, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> Scores:
+        raise NotImplementedError
+
+    def validation_score(self, ctx: RunContext, model: UNet, prep: Prepared, hp: SegHParams) -> float:
+        raise NotImplementedError
+
+    def selection_hparams(self, ctx: RunContext) -> dict[str, Any]:
+        return {}
+
+    def run(self, ctx: RunContext) -> ProtocolOutput:
+        hp = SegHParams.from_ctx(ctx)
+        gen = seed_everything(ctx.seed)
+        # Built first, so its initialisation does not depend on how many loaders ran before it.
+        model = build_model(ctx)
+        t0 = time.perf_counter()
+        splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
+        verb = "slice" if self.volumes else "decode"
+        data = {s: prepare_cases(ctx, ctx.data.reader, cs, hp, native=s == "test", volumes=self.volumes, desc=f"{verb}:{s}") for s, cs in splits.items() if cs}
+        oods = [(o, prepare_cases(ctx, r, cs, hp, native=True, volumes=self.volumes, desc=f"{verb}:{o.name}")) for o, r, cs in ood_readers(ctx)]
+        t_data = time.perf_counter() - t0
+
+        x_tr, y_tr, train_counts = self.training_arrays(ctx, hp, data["train"])
+        batches, n_batches = shuffled_batches(*on_device(ctx, x_tr, y_tr), hp.batch_size, gen)
+        validate = (lambda: self.validation_score(ctx, model, data["val"], hp)) if "val" in data else None
+        t1 = time.perf_counter()
+        chosen, history, train_timings = train_model(ctx, model, hp, batches, n_batches, validate)
+        t_train = time.perf_counter() - t1
+
+        metrics, per_case, undefined = self.evaluate(ctx, model, data["test"], hp, "test")
+        counts = {s: len(cs) for s, cs in splits.items()}
+        counts.update(train_counts)
+        for o, prep in oods:
+            m, recs, und = self.evaluate(ctx, model, prep, hp, f"ood:{o.name}", f"_{slug(o.name)}")
+            metrics.update(m)
+            per_case += recs
+            undefined.update(und)
+            counts[f"ood:{o.name}"] = len(prep.cases)
+        metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
+        used = {**ctx.hparams, **asdict(hp), **self.selection_hparams(ctx), "selected": chosen, "preprocess": ctx.task.preprocess.model_dump(), **runtime_hparams(ctx)}
+        return ProtocolOutput(
+            metrics=metrics,
+            per_case=per_case,
+            hparams=used,
+            counts=counts,
+            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods]},
+            timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
+        )

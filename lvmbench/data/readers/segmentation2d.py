@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
 from lvmbench.data.imageio import read_image
 from lvmbench.data.readers.seg_layout import Layout, fill, require_cases, unpaired_issues
 from lvmbench.errors import DataError, UserError
@@ -81,12 +81,7 @@ class PairedImages(DatasetReader):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, root: str | Path, **options: Any):
-        opts = {**self.defaults, **options}
-        unknown = sorted(set(opts) - OPTIONS)
-        if unknown:
-            raise UserError(f"unknown data option(s) {unknown} for a 2D segmentation reader", fix=f"use only {sorted(OPTIONS)}")
-        if "masks" not in opts:
-            raise UserError("segmentation reader needs 'masks'", fix="set data.options.masks in the task")
+        opts = checked_options(self.defaults, options, OPTIONS, "2D segmentation reader", "masks", "set data.options.masks in the task")
         super().__init__(root, **opts)
         self.layout = Layout(self.root, opts.get("images") or [], opts.get("pattern"), opts.get("exclude") or ())
         masks = opts["masks"] if isinstance(opts["masks"], list) else [opts["masks"]]
@@ -194,7 +189,7 @@ class PairedImages(DatasetReader):
             img = self.load_image(case)
             tgt = self.load_target(case)
         except DataError as e:
-            return [Issue(e.path or case.image, str(e).split(": ", 1)[-1].split("; fix:")[0], e.fix or "replace the file")]
+            return [issue_from(e, case.image, "replace the file")]
         issues = []
         if self.resize_masks:
             hw = self._image_hw(case)

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
 from lvmbench.data.readers.seg_layout import Layout, as_list, fill, require_cases, unpaired_issues
-from lvmbench.errors import DataError, UserError
+from lvmbench.errors import DataError
 
 OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "label", "site", "sites", "label_map", "binarize", "slice_axis", "classes"}
 
@@ -52,12 +52,7 @@ class NiftiPairs(DatasetReader):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, root: str | Path, **options: Any):
-        opts = {**self.defaults, **options}
-        unknown = sorted(set(opts) - OPTIONS)
-        if unknown:
-            raise UserError(f"unknown data option(s) {unknown} for a volume reader", fix=f"use only {sorted(OPTIONS)}")
-        if "label" not in opts:
-            raise UserError("volume reader needs 'label'", fix="set data.options.label (template of the label file) in the task")
+        opts = checked_options(self.defaults, options, OPTIONS, "volume reader", "label", "set data.options.label (template of the label file) in the task")
         super().__init__(root, **opts)
         self.layout = Layout(self.root, opts.get("images") or [], opts.get("pattern"), opts.get("exclude") or ())
         self.label_t = as_list(opts["label"])
@@ -164,7 +159,7 @@ class NiftiPairs(DatasetReader):
             img = self.load_image(case)
             raw = self.raw_labels(case)
         except DataError as e:
-            return [Issue(e.path or case.image, str(e).split(": ", 1)[-1].split("; fix:")[0], e.fix or "replace the file")]
+            return [issue_from(e, case.image, "replace the file")]
         issues = []
         where = str(self.root / case.target)
         if raw.shape != img.shape:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from lvmbench.data.cache import ArrayCache, cache_key, file_stamp
 from lvmbench.data.cases import Case, DatasetReader
+from lvmbench.data.transforms import resize_image
 from lvmbench.metrics.detection import ImageBoxes
 
 RESIZE_MODES = ("keep_ratio", "stretch", "mmdet_test")
@@ -42,19 +42,6 @@ class Resize:
         else:
             raise ValueError(f"resize mode '{self.mode}' is not one of {RESIZE_MODES}")
         return max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
-
-
-def resize_array(arr: np.ndarray, shape: tuple[int, int], channels: int) -> np.ndarray:
-    """HxWxC uint8 -> shape + (channels,) uint8, bilinear."""
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[2] == 1 and channels == 3:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.shape[2] == 3 and channels == 1:
-        arr = np.asarray(Image.fromarray(arr).convert("L"))[..., None]
-    h, w = shape
-    chans = [np.asarray(Image.fromarray(arr[..., c]).resize((w, h), Image.BILINEAR)) for c in range(arr.shape[2])]
-    return np.ascontiguousarray(np.stack(chans, axis=2))
 
 
 def boxes_array(boxes) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +70,7 @@ class DetectionDataset(Dataset):
     def _decode(self, case: Case) -> tuple[np.ndarray, np.ndarray]:
         img = self.reader.load_image(case)
         h, w = img.shape[:2]
-        return resize_array(img, self.resize.shape(h, w), self.channels), np.array([h, w], np.int64)
+        return resize_image(img, self.resize.shape(h, w), "bilinear", self.channels), np.array([h, w], np.int64)
 
     def arrays(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
         case = self.cases[i]
