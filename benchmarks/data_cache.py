@@ -30,8 +30,8 @@ def one_pass(spec, data, cases, cache: ArrayCache, workers: int) -> float:
     if spec.family == "segmentation":
         from lvmbench.protocols.seg_data import Prep, prepare
 
-        hp = spec.hparams(spec.default_protocols[0])
-        prep = Prep(pre.size, pre.channels, pre.resize, bool(hp.get("minmax", True)), str(hp.get("volume_norm", "med3d")))
+        hp = spec.settings(spec.default_protocols[0])
+        prep = Prep(pre.size, pre.channels, pre.resize, hp.minmax, getattr(hp, "volume_norm", "med3d"))
         prepare(data.reader, cases, prep, cache, native=False, volumes=spec.dims != "2d", workers=workers, progress=False)
     else:
         from torch.utils.data import DataLoader

@@ -25,7 +25,7 @@ import torch
 from tabulate import tabulate
 
 from lvmbench.data.task_data import load_task_data
-from lvmbench.data.transforms import normalize_batch, resize_image
+from lvmbench.data.transforms import input_norm, normalize_batch, resize_image
 from lvmbench.encoders import create_encoder
 from lvmbench.runner import EvalRequest, resolve_data_root, run
 from lvmbench.tasks import get_task
@@ -47,7 +47,7 @@ def bare_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Path |
         with torch.inference_mode():
             for i in range(0, len(cases), batch):
                 arrs = [resize_image(data.reader.load_image(c), pre.size, pre.resize, pre.channels) for c in cases[i : i + batch]]
-                x = normalize_batch(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2), encoder.input_spec, pre.intensity)
+                x = normalize_batch(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2), input_norm(None, pre.intensity, encoder.input_spec))
                 encoder.embed(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
                 n += len(arrs)
     return time.perf_counter() - t0, n

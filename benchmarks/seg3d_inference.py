@@ -41,7 +41,7 @@ from lvmbench.data.task_data import load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.protocols.base import RunContext
 from lvmbench.protocols.seg3d import evaluate_3d
-from lvmbench.protocols.seg_common import SegHParams, build_model, make_prep
+from lvmbench.protocols.seg_common import build_model, make_prep
 from lvmbench.protocols.seg_data import Prepared, prepare
 from lvmbench.runner import EvalRequest, resolve_data_root
 from lvmbench.spec import RunUnit
@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lvmbench-seg3d-bench-") as tmp:
         ctx = RunContext(
             unit=RunUnit(suite=args.suite, task_id=spec.id, protocol="seg3d", encoder=args.encoder, weights_sha256=ident.weights_sha256),
-            task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), hparams=spec.hparams("seg3d"),
+            task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("seg3d"),
             device=device, cache_dir=Path(tmp), progress=False, options={"amp": args.amp, "workers": args.workers},
         )
-        hp = SegHParams.from_ctx(ctx)
+        hp = ctx.settings
         cache = ArrayCache(Path(tmp) / "decoded")
         t0 = time.perf_counter()
         prepare(data.reader, cases, make_prep(ctx, hp), cache, native=True, volumes=True, workers=args.workers, progress=False)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = build_model(ctx)
         bs, sc = hp.eval_batch_size, hp.score_classes
-        no_hd = dataclasses.replace(hp, hd95=False)
+        no_hd = hp.model_copy(update={"hd95": False})
         runs = {
             "bare loop, per volume": lambda: bare_per_volume(model, prep, sc, bs, device, args.amp),
             "bare loop, slices batched across volumes": lambda: bare_batched(model, prep, sc, bs, device, args.amp),

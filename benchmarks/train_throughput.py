@@ -74,24 +74,24 @@ def cut(data: TaskData, spec: TaskSpec, n_train: int, n_eval: int) -> TaskData:
 def seg_prep(spec: TaskSpec, proto: str):
     from lvmbench.protocols.seg_data import Prep
 
-    hp, pre = spec.hparams(proto), spec.preprocess
-    return Prep(pre.size, pre.channels, pre.resize, bool(hp.get("minmax", True)), str(hp.get("volume_norm", "med3d")))
+    hp, pre = spec.settings(proto), spec.preprocess
+    return Prep(pre.size, pre.channels, pre.resize, hp.minmax, getattr(hp, "volume_norm", "med3d"))
 
 
 def train_cases_needed(spec: TaskSpec, proto: str, data: TaskData, steps: int, cache: ArrayCache) -> int:
     """Training cases giving ``steps`` full batches per epoch (3D: volumes whose balanced slices do)."""
-    bs = int(spec.hparams(proto).get("batch_size", 16))
+    bs = spec.settings(proto).batch_size
     if proto != "seg3d":
         return min(len(data.split.train), steps * bs)
     from lvmbench.protocols.seg3d import balanced_slices
     from lvmbench.protocols.seg_data import prepare
 
-    hp = spec.hparams(proto)
-    score = [int(c) for c in hp.get("score_classes", range(1, spec.num_classes))]
+    hp = spec.settings(proto)
+    score = list(hp.score_classes)
     masks = []
     for n, case in enumerate(data.split.train, start=1):
         masks += prepare(data.reader, [case], seg_prep(spec, proto), cache, native=False, volumes=True, progress=False).masks
-        chosen, _ = balanced_slices(masks, score, bool(hp.get("balanced", True)), np.random.default_rng(0))
+        chosen, _ = balanced_slices(masks, score, hp.balanced, np.random.default_rng(0))
         if len(chosen) >= steps * bs:
             return n
     return len(data.split.train)
@@ -105,9 +105,9 @@ def layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: torch.device, amp: bool, compile_: bool, steps: int, cache: ArrayCache, channels_last: bool) -> tuple[float, int]:
-    hp = spec.hparams("finetune")
+    hp = spec.settings("finetune")
     pre = spec.preprocess
-    bs, crop, hflip = int(hp.get("batch_size", 32)), hp.get("crop"), bool(hp.get("hflip", True))
+    bs, crop, hflip = hp.batch_size, hp.crop, hp.augment and hp.hflip
     ds = ImageDataset(data.reader, data.split.train, pre.size, pre.channels, pre.resize, cache)
     images = torch.stack([ds[i][0] for i in range(len(ds))])  # uint8 (N, C, S, S), in memory
     labels = torch.tensor([c.label for c in data.split.train])
@@ -117,7 +117,7 @@ def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: tor
     forward = lambda x: model["head"](model["encoder"].embed(x))  # noqa: E731
     if compile_:
         forward = torch.compile(forward)
-    opt = torch.optim.Adam(model.parameters(), lr=float(hp.get("lr", 1e-4)), weight_decay=float(hp.get("weight_decay", 0.0)))
+    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     mean = torch.tensor(encoder.input_spec.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(encoder.input_spec.std, device=device).view(1, -1, 1, 1)
     loss_fn = nn.CrossEntropyLoss()
@@ -148,9 +148,9 @@ def bare_seg(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, devi
     from lvmbench.heads.unet import UNet
     from lvmbench.protocols.seg_data import prepare
 
-    hp = spec.hparams(proto)
+    hp = spec.settings(proto)
     pre = spec.preprocess
-    bs = int(hp.get("batch_size", 16))
+    bs = hp.batch_size
     got = prepare(data.reader, data.split.train, seg_prep(spec, proto), cache, native=False, volumes=proto == "seg3d", progress=False)
     if proto == "seg3d":  # every slice (the harness's balanced subset has about as many)
         images, masks = torch.cat(got.images)[:, None], torch.cat(got.masks)
@@ -158,11 +158,11 @@ def bare_seg(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, devi
         images, masks = torch.stack(got.images), torch.stack(got.masks)
     torch.manual_seed(0)
     encoder, _ = create_encoder(encoder_name)
-    model = UNet(encoder, spec.num_classes, in_channels=pre.channels, decoder_channels=hp.get("decoder_channels")).to(device)
+    model = UNet(encoder, spec.num_classes, in_channels=pre.channels, decoder_channels=hp.decoder_channels).to(device)
     forward = torch.compile(model) if compile_ else model
-    opt = torch.optim.Adam(model.parameters(), lr=float(hp.get("lr", 1e-3)), betas=tuple(hp.get("betas", (0.9, 0.999))))
+    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)
-    clip = hp.get("grad_clip", 1.0)
+    clip = hp.grad_clip
     model.train()
     sync(device)
     t0 = time.perf_counter()
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                     secs, n = bare(spec, data, args.encoder, device, args.amp, args.compile, steps, cache, channels_last)
                     out.append(n / secs)
             h, b, bcl = statistics.median(harn_ips), statistics.median(bare_ips), statistics.median(bare_cl_ips)
-            bs = int(spec.hparams(proto).get("batch_size", 16))
+            bs = spec.settings(proto).batch_size
             rows.append([
                 f"{tid} ({proto})", f"{spec.preprocess.size}px b{bs}", int(info["train_steps"]), f"{b:.1f}", f"{bcl:.1f}", f"{h:.1f}", f"{h / b:.2f}", f"{h / max(b, bcl):.2f}",
                 f"{100 * statistics.median(waits):.1f}%", f"{info.get('val_s', 0.0):.1f}", f"{t_warm:.1f}",

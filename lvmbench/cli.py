@@ -39,6 +39,7 @@ def eval_cmd(
     results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
     shard: Annotated[Optional[str], typer.Option(help="i/n: run every n-th unit starting at i")] = None,
     overwrite: Annotated[bool, typer.Option(help="recompute units that already have results")] = False,
+    keep_stale: Annotated[bool, typer.Option(help="keep finished results whose split, spec, code or data changed since they ran (default: recompute them)")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="decoded-image and feature cache (default: $LVMBENCH_CACHE or ~/.cache/lvmbench)")] = None,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = False,
@@ -48,16 +49,23 @@ def eval_cmd(
     deterministic: Annotated[bool, typer.Option(help="deterministic torch kernels (slower on GPU; CPU runs are deterministic already)")] = False,
 ) -> None:
     """Evaluate one encoder on a suite (or some tasks); finished units are skipped."""
-    from lvmbench.paths import data_root as default_data_root
-    from lvmbench.runner import EvalRequest, parse_shard, run
+    from lvmbench.runner import BASELINE_MARGIN, EvalRequest, parse_shard, run
 
+    for name, value in (("--tasks", tasks), ("--protocol", protocol), ("--head", head), ("--seeds", seeds), ("--label-fraction", label_fraction)):
+        if value is not None and not _csv(value):
+            raise UserError(f"{name} is empty", fix=f"name at least one value, or leave {name} out (an unset shell variable expands to nothing)")
     try:
         seed_list = [int(s) for s in _csv(seeds) or ["0"]]
         fractions = [float(f) for f in _csv(label_fraction) or ["1.0"]]
     except ValueError:
         raise UserError("--seeds must be integers and --label-fraction numbers", fix="e.g. --seeds 0,1,2 --label-fraction 0.1,1.0") from None
+    if any(not 0 <= s < 2**31 for s in seed_list):
+        raise UserError(f"--seeds {seeds}: seeds must be in 0 .. {2**31 - 1}", fix="e.g. --seeds 0,1,2")
     if any(not 0 < f <= 1 for f in fractions):
         raise UserError("--label-fraction values must be in (0, 1]", fix="e.g. --label-fraction 0.01,0.1,1.0")
+    if workers is not None and not 0 <= workers <= 64:
+        raise UserError(f"--workers {workers} is not in 0 .. 64", fix="e.g. --workers 4 (0 = load data in the main process)")
+    check_device(device)
     options = {"amp": amp, "compile": compile}
     if deterministic:
         options["deterministic"] = True
@@ -72,23 +80,49 @@ def eval_cmd(
         heads=_csv(head),
         seeds=seed_list,
         fractions=fractions,
-        data_root=default_data_root(data_root),
+        data_root=data_root,  # as typed: LVMBENCH_DATA applies to real-data suites only (resolve_data_root)
         results=results,
         shard=parse_shard(shard),
         overwrite=overwrite,
+        keep_stale=keep_stale,
         device=device,
         cache_dir=cache_dir,
         progress=progress,
         options=options,
     )
     summary = run(req)
+    kept = f", {len(summary.stale)} stale kept" if keep_stale and summary.stale else ""
     print(
-        f"{len(summary.done)} done, {len(summary.skipped)} skipped (already done), {len(summary.busy)} busy, "
+        f"{len(summary.done)} done, {len(summary.skipped)} skipped (already done){kept}, {len(summary.busy)} busy, "
         f"{len(summary.failed)} failed, {len(summary.unavailable)} not available; results in {results}",
         file=sys.stderr,
     )
-    if summary.failed:
+    if summary.interrupted:
+        print(f"interrupted: {len(summary.done)} unit(s) finished in this run are saved; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(130)
+    if summary.below_baseline:
+        print(f"not above baseline (+{BASELINE_MARGIN}): {len(summary.below_baseline)} unit(s): {'; '.join(summary.below_baseline)}", file=sys.stderr)
+    if summary.failed or summary.below_baseline:
         raise typer.Exit(1)
+
+
+def check_device(name: str | None) -> None:
+    """``--device`` names a device torch knows and this machine has (one line, not a traceback)."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device '{name}' is not a device name", fix="use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: this machine has no usable CUDA device", fix="leave --device out (CPU), or run on a machine with a GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here", fix=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type not in ("cpu", "mps"):
+        raise UserError(f"--device '{name}' is not supported", fix="use cpu, cuda or cuda:N")
 
 
 @app.command("tasks")
@@ -131,6 +165,16 @@ def encoders_cmd() -> None:
     rows += [[n, "torchvision"] for n in TORCHVISION_RESNETS]
     rows.append(["<any timm model name>", "timm (e.g. convnext_tiny, vit_base_patch16_224)"])
     print(tabulate(rows, headers=["encoder", "kind"], tablefmt="simple"))
+
+
+@app.command("protocols")
+def protocols_cmd(
+    name: Annotated[Optional[str], typer.Argument(help="one protocol (default: all)")] = None,
+) -> None:
+    """Every setting a task.yaml may give each protocol: key, type, default, doc."""
+    from lvmbench.protocols.settings_doc import settings_table
+
+    print(settings_table(name))
 
 
 @app.command("leaderboard")
@@ -198,11 +242,10 @@ def audit_cmd(
     """Leakage audit: test cases of each task found in a pretraining file list (by name, content hash, patient id)."""
     from lvmbench.audit import read_manifest, run_audit
     from lvmbench.data.task_data import load_task_data
-    from lvmbench.paths import data_root as default_data_root
     from lvmbench.runner import EvalRequest, resolve_data_root, select_tasks
 
     manifest = read_manifest(pretrain_manifest)
-    req = EvalRequest(encoder="-", suite=suite, tasks=_csv(tasks), data_root=default_data_root(data_root), results=results)
+    req = EvalRequest(encoder="-", suite=suite, tasks=_csv(tasks), data_root=data_root, results=results)
     specs = select_tasks(req)
     root = resolve_data_root(req)
     path, report = run_audit(
@@ -226,11 +269,15 @@ def synth_cmd(
     out: Annotated[Path, typer.Argument(help="folder to write the synthetic datasets into")],
     only: Annotated[Optional[str], typer.Option(help="comma-separated dataset folder names")] = None,
 ) -> None:
-    """Write a tiny synthetic copy of every dataset in its publisher's layout."""
+    """Write a tiny synthetic copy of every dataset in its publisher's layout.
+
+    OUT must be new, empty or written by this command before: a folder lvmbench did not create is
+    never written into, and only dataset folders carrying lvmbench's marker are ever replaced."""
     from lvmbench.data.synth import write_all
 
-    names = write_all(out, _csv(only))
-    print(f"wrote {len(names)} synthetic datasets into {out}: {', '.join(names)}", file=sys.stderr)
+    written = write_all(out, _csv(only))
+    done = f": {', '.join(written)}" if written else " (all were there already)"
+    print(f"wrote {len(written)} synthetic dataset(s) into {out}{done}", file=sys.stderr)
 
 
 @data_app.command("verify")
@@ -316,11 +363,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("interrupted; finished units are saved, rerun the same command to resume", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):  # click turns a KeyboardInterrupt into Abort
+        print("interrupted; finished units are saved (a unit stopped half-way is not), rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # click usage errors
         import click

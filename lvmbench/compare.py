@@ -18,6 +18,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from lvmbench.errors import UserError
+from lvmbench.identity import split_current
 from lvmbench.results import iter_results
 from lvmbench.spec import ResultRecord, RunUnit
 from lvmbench.stats import DEFAULT_BOOT, Paired, higher_is_better, holm, paired_test, stable_seed
@@ -126,7 +127,11 @@ def compare(
     n_boot: int = DEFAULT_BOOT,
     alpha: float = 0.05,
 ) -> tuple[str, tuple[str, str], tuple[str, str], list[TaskComparison]]:
-    """Paired tests per task (Holm-adjusted over the tasks); returns suite, both keys and rows."""
+    """Paired tests per task (Holm-adjusted over the tasks); returns suite, both keys and rows.
+
+    Only each cell's current results take part: seeds run on an older split, spec or code are
+    never pooled with newer ones (:func:`lvmbench.identity.split_current`)."""
+    records = split_current(records)[0]
     suite = pick_suite(records, [a, b], suite)
     ka, kb = resolve(a, records, suite), resolve(b, records, suite)
     if ka == kb:

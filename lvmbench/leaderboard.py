@@ -6,8 +6,8 @@ One section per suite. Rows: encoders (name @ weights sha12) and the paper's rep
 
 - **Cell**: primary metric x100 at label fraction 1, mean ± std over seeds, ``[lo, hi]`` the 95%
   bootstrap CI of that seed-mean resampling whole patients/volumes of the test set
-  (:func:`lvmbench.stats.cell_ci`), ``(n=seeds)``. ``‡``: the metric could not be recomputed from the
-  per-case records, so the CI is that of the mean per-case score.
+  (:func:`lvmbench.stats.cell_ci`), ``(n=seeds)``. ``‡``: the metric could not be recomputed exactly
+  from the per-case records (their mean differs from it), so the CI is that of the mean per-case score.
 - **Bold**: the best mean of the column and every encoder not significantly different from it:
   paired cluster bootstrap against the best on their shared test cases, Holm-adjusted over the
   column's comparisons, p >= 0.05 (when no paired test is possible: overlapping CIs).
@@ -32,6 +32,7 @@ from lvmbench import label_efficiency
 from lvmbench.audit import load_audits
 from lvmbench.compare import encoder_label, load_records, matches
 from lvmbench.errors import UserError
+from lvmbench.identity import cell_key, differences, pool_key, split_current
 from lvmbench.results import write_atomic
 from lvmbench.spec import ResultRecord, RunUnit
 from lvmbench.stats import CI, DEFAULT_BOOT, cell_ci, higher_is_better, holm, normalised, paired_test, stable_seed
@@ -101,20 +102,44 @@ class SuiteBoard:
         self.suite, self.results = suite, results
         self.records = [r for r in records if r.unit.suite == suite]
         self.n_boot, self.alpha, self.warn = n_boot, alpha, warn
-        self.tasks = {t.id: t for t in all_tasks()}
+        self.tasks = {t.id: t.for_suite(suite) for t in all_tasks() if t.in_suite(suite)}
+        known = {t.id for t in all_tasks()}
         cells: dict[Col, dict[str, list[ResultRecord]]] = defaultdict(lambda: defaultdict(list))
         self.units: dict[str, RunUnit] = {}  # label -> one of its units (for name matching)
-        for r in self.records:
+        # seeds pool into a cell only when split, spec, code and data agree (lvmbench/identity.py):
+        # the newest group is the encoder's row, an older group gets a row of its own and a footnote
+        current, superseded = split_current(self.records)
+        now: dict[tuple, dict[str, str]] = {}
+        for r in current:
             if r.unit.label_fraction == 1.0:
                 lab = encoder_label(r.unit)
                 cells[(r.unit.task_id, r.unit.protocol_tag)][lab].append(r)
                 self.units.setdefault(lab, r.unit)
+                now[cell_key(r)] = r.identity
+        self.variant_notes: list[str] = []
+        for group in superseded:
+            r0 = group[0]
+            if r0.unit.label_fraction != 1.0:
+                continue
+            tag = pool_key(r0.identity)[:6] or "pre-identity"
+            lab = f"{encoder_label(r0.unit)} ‹{tag}›"
+            col = (r0.unit.task_id, r0.unit.protocol_tag)
+            cells[col][lab] += group
+            self.units.setdefault(lab, r0.unit)
+            changed = [d for d in differences(r0.identity, now.get(cell_key(r0), {})) if d != "train_subset"]
+            self.variant_notes.append(
+                f"‹{tag}› {len(group)} older result(s) of {encoder_label(r0.unit)} on {col[0]}/{col[1]} ran with another "
+                f"{' and '.join(changed)} than the current ones: shown on their own row, never pooled with them."
+            )
         for col in cells.values():
             for recs in col.values():
                 recs.sort(key=lambda r: r.unit.seed)
         self.cells = cells
         self.columns = sorted(cells)
         self.encoders = sorted({e for c in cells.values() for e in c})
+        self.unknown = sorted({t for t, _ in self.columns if t not in known})
+        for t in self.unknown:
+            warn(f"note  results for task '{t}' (suite '{suite}'), which is not registered here: shown without family averages")
 
     def main_table(self, marks: dict[tuple[str, Col], str], header_marks: dict[Col, str]) -> str:
         text: dict[tuple[str, Col], str] = {}
@@ -122,24 +147,34 @@ class SuiteBoard:
             by_enc = self.cells[col]
             key = (self.suite, *col, 1.0)
             cis = {e: cell_ci(recs, n_boot=self.n_boot, alpha=self.alpha, seed=stable_seed(*key, e)) for e, recs in sorted(by_enc.items())}
-            top = top_group(by_enc, cis, key, self.n_boot, self.alpha)
+            # bold compares encoders' current results; an older ‹tag› row never competes
+            top = top_group({e: r for e, r in by_enc.items() if "‹" not in e}, cis, key, self.n_boot, self.alpha)
             for e, recs in by_enc.items():
                 text[(e, col)] = fmt(*_mean_std(recs), cis[e], e in top, marks.get((e, col), ""))
         table = []
         for enc in self.encoders:
             row = [enc] + [text.get((enc, c), "–") for c in self.columns]
-            for pred in FAMILY_COLUMNS.values():
-                vals = [
-                    _mean_std(self.cells[(t, p)][enc])[0]
-                    for (t, p) in self.columns
-                    if t in self.tasks and pred(self.tasks[t]) and p == _main_protocol(self.tasks[t]) and enc in self.cells[(t, p)]
-                ]
-                row.append(f"{100 * sum(vals) / len(vals):.2f}" if vals else "–")
+            row += [self.family_average(enc, pred) for pred in FAMILY_COLUMNS.values()]
             table.append(row)
         if self.suite == "lvmmed":
             table += reported_rows(self.columns, self.tasks)
         headers = ["encoder"] + [f"{t}/{p}{header_marks.get((t, p), '')}" for t, p in self.columns] + list(FAMILY_COLUMNS)
         return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+    def family_average(self, enc: str, pred) -> str:
+        """Mean of the family's main-protocol cells, only when the encoder has every task of the
+        family in this suite; otherwise ``k/K`` (an average over a partial set misleads)."""
+        family = sorted(t for t, spec in self.tasks.items() if pred(spec))
+        if not family:
+            return "–"
+        vals = []
+        for t in family:
+            col = (t, _main_protocol(self.tasks[t]))
+            if col in self.cells and enc in self.cells[col]:
+                vals.append(_mean_std(self.cells[col][enc])[0])
+        if len(vals) < len(family):
+            return f"{len(vals)}/{len(family)}"
+        return f"{100 * sum(vals) / len(vals):.2f}"
 
     def _pick(self, ref: str, what: str) -> str | None:
         hits = [e for e in self.encoders if matches(ref, self.units[e])]
@@ -232,10 +267,13 @@ def reported_rows(columns: list[Col], tasks: dict) -> list[list[str]]:
 
 LEGEND = (
     "Cells: primary metric x100 at the full training set, mean ± std over seeds, [95% CI] of that mean by a "
-    "bootstrap that resamples whole patients/volumes of the test set (metric recomputed per resample; ‡ = CI of "
-    "the mean per-case score), (n = seeds). **Bold**: best in the column and every encoder a paired bootstrap "
+    "bootstrap that resamples whole patients/volumes of the test set (the metric recomputed per resample; ‡ = "
+    "it cannot be recomputed exactly from the per-case records, so the CI is that of their mean, a stand-in), "
+    "(n = seeds). **Bold**: best in the column and every encoder a paired bootstrap "
     "(Holm-adjusted over the column) cannot tell apart from it at 5% (overlapping CIs where no pairing is "
-    "possible). Family columns average each task's main protocol. † = leakage-audit footnote."
+    "possible). Family columns average each task's main protocol over every task of the family in the suite; "
+    "k/K = results for only k of its K tasks, no average. ‹tag› rows: older results whose split, spec, code or "
+    "data differ from the current ones (never pooled with them). † = leakage-audit footnote."
 )
 
 
@@ -266,9 +304,12 @@ def build(
         if board.columns:
             section += [board.main_table(marks, header_marks), ""]
             section += [n for note in notes for n in (note, "")]
+            section += [n for note in board.variant_notes for n in (note, "")]
+            if board.unknown:
+                section += [f"Tasks not registered in this checkout (removed, renamed or from a plugin that is not installed): {', '.join(board.unknown)}; their columns have no family average.", ""]
             section += board.normalised_section(reference, random_anchor)
         png = f"{out_name}-{suite}-label-efficiency.png"
-        le_lines, fig = label_efficiency.section(board.records, suite, png, draw=figures is not None)
+        le_lines, fig = label_efficiency.section(split_current(board.records)[0], suite, png, draw=figures is not None)
         if fig is not None and figures is not None:
             figures[png] = fig
         section += le_lines
@@ -283,7 +324,9 @@ def write(results: Path, out: Path, warn: Callable[[str], None] = print, **optio
         raise UserError("results folder not found", path=results, fix="pass --results DIR holding the output of `lvmbench eval`")
     figures: dict[str, bytes] = {}
     text = build(results, warn, out_name=out.stem, figures=figures, **options)
+    if out.is_dir():
+        raise UserError("--out names a folder", path=out, fix=f"pass --out FILE.md, e.g. --out {out / 'leaderboard.md'}")
     for name, blob in sorted(figures.items()):
-        write_atomic(out.parent / name, blob)
-    write_atomic(out, text)
+        write_atomic(out.parent / name, blob, option="--out FILE.md")
+    write_atomic(out, text, option="--out FILE.md")
     return text

@@ -8,7 +8,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
+import stat
 import socket
 import tempfile
 import time
@@ -33,14 +35,17 @@ def result_path(results: Path, unit: RunUnit) -> Path:
     return results / unit.relpath()
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
+def write_atomic(path: Path, text: str | bytes, option: str = "--results DIR") -> None:
     """Write to a temp file in the same folder, fsync, rename, fsync the folder: readers never see
-    half a file, and a crash (or a full disk) leaves either the old file or the new one."""
+    half a file, and a crash (or a full disk) leaves either the old file or the new one.
+    ``option`` names the command-line option that chose ``path`` (for the fix of an error)."""
+    if path.is_dir():
+        raise ResultsDirError("is a folder, not a file", path=path, fix=f"pass {option} naming a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise ResultsDirError(f"cannot write results ({e.strerror})", path=path.parent, fix="pass a writable --results DIR") from None
+        raise ResultsDirError(f"cannot write there ({e.strerror})", path=path.parent, fix=f"pass a writable {option}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode() if isinstance(text, str) else text)
@@ -49,7 +54,8 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise ResultsDirError(f"cannot write result ({e.strerror})", path=path, fix="free disk space or pass another --results DIR") from None
+        what = "result" if option.startswith("--results") else "file"
+        raise ResultsDirError(f"cannot write {what} ({e.strerror})", path=path, fix=f"free disk space or pass another {option}") from None
     _fsync_dir(path.parent)
 
 
@@ -73,16 +79,61 @@ def write_result(results: Path, record: ResultRecord) -> Path:
     return path
 
 
+# A result file larger than this is not one lvmbench wrote (per-case records of the largest task
+# are a few MB): refuse it rather than read a runaway file into memory.
+MAX_RESULT_BYTES = 256 << 20
+
+
 def read_result(path: Path) -> ResultRecord:
+    """Parse and check one result: a regular file, valid JSON of the schema, metrics finite and in
+    range. Anything else is a one-line ``UserError`` (hand edits included: ``NaN``, ``1e308``)."""
     try:
-        return ResultRecord.model_validate_json(path.read_text())
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO named *.json would block a reader forever
+            raise ValueError("not a regular file")
+        if st.st_size > MAX_RESULT_BYTES:
+            raise ValueError(f"{st.st_size} bytes, larger than any result lvmbench writes")
+        record = ResultRecord.model_validate_json(path.read_bytes())
     except (OSError, ValueError, ValidationError) as e:
         msg = str(e).splitlines()[0][:120]
         raise UserError(f"corrupt result file ({msg})", path=path, fix="delete it and rerun `lvmbench eval` to recompute that unit") from None
+    problem = check_metrics(record)
+    if problem:
+        raise UserError(f"implausible result ({problem})", path=path, fix="the file was edited or damaged: delete it and rerun `lvmbench eval`")
+    return record
+
+
+def metric_bounds(name: str) -> tuple[float, float]:
+    """The range a metric can take: scores and rates in [0, 1], kappa in [-1, 1], distances and
+    counts non-negative."""
+    base = name.split("/")[-1]
+    if base.startswith(("hd95", "queries", "triplets", "odd_one_out_triples", "odd_one_out_dropped", "triplets_dropped")):
+        return 0.0, math.inf
+    if base.startswith(("qwk", "kappa")):
+        return -1.0, 1.0
+    if base.endswith(("_gap",)):
+        return -1.0, 1.0
+    if base.startswith(("dice", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "ar", "recall@", "map@r", "r_precision", "triplet_agreement", "odd_one_out")):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def check_metrics(record: ResultRecord) -> str | None:
+    """Why the record's numbers cannot be what lvmbench wrote, or None."""
+    values = {"primary": record.primary, **{k: v for k, v in record.metrics.items() if v is not None}}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            return f"{name} is {value}"
+        lo, hi = metric_bounds(record.primary_metric if name == "primary" else name)
+        if not lo <= value <= hi:
+            return f"{name} = {value:g} is outside [{lo:g}, {hi:g}]"
+    if record.primary_metric in record.metrics and record.metrics[record.primary_metric] != record.primary:
+        return f"primary {record.primary:g} differs from metrics.{record.primary_metric} {record.metrics[record.primary_metric]}"
+    return None
 
 
 def is_done(results: Path, unit: RunUnit) -> bool:
-    """A unit is done when its result file exists and parses; a corrupt file counts as not done."""
+    """A result file exists and reads (whether it is still current is ``lvmbench.runner.triage``'s call)."""
     path = result_path(results, unit)
     if not path.is_file():
         return False
@@ -106,6 +157,8 @@ def iter_results(results: Path, *, strict: bool = False) -> Iterator[tuple[Path,
         rel = path.relative_to(results).parts
         if rel[0].startswith("_") or any(part.startswith(".") for part in rel):
             continue
+        if path.is_dir():
+            continue  # a folder named *.json is nobody's result
         try:
             rec = read_result(path)
         except UserError as e:
@@ -157,6 +210,8 @@ class Claim:
                     fd = os.open(self.lock, os.O_RDWR)
                 except FileNotFoundError:
                     continue  # its owner released it just now
+                except OSError as e:  # a folder (or something else odd) where the lock file belongs
+                    raise ResultsDirError(f"cannot use the unit's lock file ({e.strerror})", path=self.lock, fix="remove it; it must be a plain file that lvmbench creates") from None
             except OSError as e:
                 raise ResultsDirError(f"cannot write in results folder ({e.strerror})", path=self.lock.parent, fix="pass a writable --results DIR") from None
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import math
+import os
 import platform
 import subprocess
 import sys
@@ -29,12 +31,16 @@ from lvmbench.encoders import create_encoder, is_known, weights_identity
 from lvmbench.encoders.base import Encoder, EncoderIdentity
 from lvmbench.encoders import _unknown as unknown_encoder
 from lvmbench.errors import DataError, UserError
-from lvmbench.paths import cache_root
-from lvmbench.protocols.base import PROTOCOLS, ProtocolOutput, RunContext, pick_device
-from lvmbench.results import Claim, is_done, result_path, write_result
-from lvmbench.runtime import data_fingerprint, runtime_info, set_deterministic
+from lvmbench.paths import usable_cache_dir
+from lvmbench import interrupt
+from lvmbench.heads import HEADS
+from lvmbench.identity import differences, unit_identity
+from lvmbench.protocols.base import PROTOCOLS, ProtocolOutput, RunContext, pick_device, resolve_settings
+from lvmbench.protocols.settings import ProtocolSettings
+from lvmbench.results import Claim, read_result, result_path, write_result
+from lvmbench.runtime import data_fingerprint, runtime_info, set_deterministic, train_subset_hash
 from lvmbench.spec import CaseScore, ResultRecord, RunUnit, TaskSpec
-from lvmbench.suites import get_suite, synthetic_root
+from lvmbench.suites import get_suite
 from lvmbench.tasks import get_task, tasks_in_suite
 
 
@@ -52,6 +58,7 @@ class EvalRequest:
     results: Path = Path("results")
     shard: tuple[int, int] | None = None
     overwrite: bool = False
+    keep_stale: bool = False
     device: str | None = None
     cache_dir: Path | None = None
     progress: bool = True
@@ -62,6 +69,7 @@ class EvalRequest:
 class Planned:
     unit: RunUnit
     task: TaskSpec
+    settings: ProtocolSettings
 
 
 @dataclass
@@ -71,6 +79,9 @@ class Summary:
     busy: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # recomputed (or kept, with --keep-stale)
+    interrupted: bool = False
+    below_baseline: list[str] = field(default_factory=list)  # synthetic suites: "unit (metric x <= baseline y)"
 
     @property
     def ok(self) -> bool:
@@ -119,8 +130,11 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                 unavailable.append(f"{task.id}: protocol '{proto}' ({task.family}) is not implemented yet; skipped")
                 continue
             cls = PROTOCOLS.get(proto)
-            heads = task.heads(proto) if cls.uses_head else ["linear"]
+            settings = resolve_settings(task, proto)
+            heads = list(getattr(settings, "heads", ["linear"])) if cls.uses_head else ["linear"]
             if req.heads and cls.uses_head:
+                for h in req.heads:
+                    HEADS.get(h)  # an unknown head fails here, with a suggestion
                 heads = list(req.heads)
             for head in heads:
                 for seed in req.seeds:
@@ -135,7 +149,7 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                             seed=seed,
                             label_fraction=frac,
                         )
-                        planned.append(Planned(unit, task))
+                        planned.append(Planned(unit, task, settings))
     planned.sort(key=lambda p: p.unit.key())
     check_unique(planned)
     if req.shard:
@@ -164,7 +178,7 @@ def package_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "lvmbench": __version__}
     # everything that decodes, resizes or scores data can move a metric, not only the model code
-    for pkg in ("torch", "torchvision", "timm", "segmentation-models-pytorch", "monai", "numpy", "scipy", "scikit-learn", "pillow", "nibabel", "SimpleITK", "pydicom", "tifffile", "pycocotools", "mmdet", "mmcv"):
+    for pkg in ("torch", "torchvision", "timm", "segmentation-models-pytorch", "monai", "numpy", "scipy", "scikit-learn", "pillow", "nibabel", "pydicom", "pycocotools", "mmdet", "mmcv"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -198,47 +212,61 @@ def device_name(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
-def resolve_data_root(req: EvalRequest) -> Path | None:
+def resolve_data_root(req: EvalRequest, log: Callable[[str], None] | None = None) -> Path | None:
+    """``req.data_root`` is ``--data-root`` as given; LVMBENCH_DATA applies to real-data suites only."""
+    from lvmbench.paths import data_root as explicit_or_env
+
     suite = get_suite(req.suite)
     if suite.synthetic:
-        from lvmbench.data.synth import ensure_synthetic
+        from lvmbench.data.synth import synthetic_suite_root
 
-        return ensure_synthetic(req.data_root or synthetic_root(req.cache_dir))
-    if req.data_root:
-        return req.data_root
+        return synthetic_suite_root(req.data_root, req.cache_dir, log=log or (lambda s: print(s, file=sys.stderr)))
+    explicit = explicit_or_env(req.data_root)
+    if explicit:
+        return explicit
     if suite.default_data_root and Path(suite.default_data_root).is_dir():
         return Path(suite.default_data_root)
     return None
 
 
 def build_record(
-    unit: RunUnit,
-    task: TaskSpec,
+    p: Planned,
     data: TaskData,
     out: ProtocolOutput,
-    ident,
+    ident: EncoderIdentity,
+    identity: dict[str, str],
     started: str,
     device: torch.device,
     elapsed: float,
     data_root: Path | None,
     runtime: dict | None = None,
 ) -> ResultRecord:
+    unit, task = p.unit, p.task
     primary = out.primary_metric or task.primary_metric
     if primary not in out.metrics:
         raise RuntimeError(f"protocol '{unit.protocol}' did not report the primary metric '{primary}'")
+    value = float(out.metrics[primary])
+    if not math.isfinite(value):
+        raise UserError(
+            f"the primary metric '{primary}' is undefined ({value}) on this test split; nothing written",
+            fix="check the test split with `lvmbench data verify` (e.g. a class missing from it, or no valid queries)",
+        )
     per_case = [CaseScore.model_validate(r) for r in out.per_case]
     return ResultRecord(
         unit=unit,
         task_version=task.version,
         family=task.family,
         primary_metric=primary,
-        primary=float(out.metrics[primary]),
-        metrics={k: float(v) for k, v in out.metrics.items()},
+        primary=value,
+        # an undefined secondary metric (AUC of a one-class split) is recorded as null, not NaN
+        metrics={k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in out.metrics.items()},
         per_case=per_case,
         extra=out.extra,
-        hyperparameters=out.hparams,
+        # the resolved settings (defaults included), then what the protocol chose while running
+        hyperparameters={**p.settings.model_dump(mode="json"), **out.hparams},
         counts=out.counts,
         split_hash=data.split.hash(),
+        identity=identity,
         data_root=str(data_root) if data_root else None,
         weights_path=ident.weights_path,
         flags=sorted(set(out.flags) | set(getattr(data.split, "flags", []))),
@@ -269,6 +297,83 @@ class EncoderPool:
             self._loaded[seed] = create_encoder(self.name, self.weights, seed=seed)
         return self._loaded[seed]
 
+    def info(self, seed: int) -> dict:
+        """What, beyond the weights, decides the encoder's outputs (its pooling): part of identity."""
+        return encoder_info(self.get(seed)[0])
+
+
+def encoder_info(encoder: Encoder) -> dict:
+    pooling = getattr(encoder, "pooling", None)
+    return {"pooling": pooling} if pooling is not None else {}
+
+
+class TaskDataPool:
+    """Each task's data loaded once per run (its split and fingerprint name every result of it);
+    a task whose data cannot be loaded keeps its one-line error for every unit of it."""
+
+    def __init__(self, req: EvalRequest):
+        self.req = req
+        self._root: Path | None = None
+        self._root_ready = False
+        self.data: dict[str, TaskData | UserError] = {}
+        self.fingerprints: dict[str, str] = {}
+
+    def root(self) -> Path | None:
+        if not self._root_ready:
+            self._root, self._root_ready = resolve_data_root(self.req), True
+        return self._root
+
+    def get(self, task: TaskSpec) -> TaskData | UserError:
+        if task.id not in self.data:
+            root = self.root()  # a bad data root is the whole command's error, not a task's
+            try:
+                loaded = load_task_data(task, root, suite=self.req.suite)
+                check_labels(task, loaded)
+                self.data[task.id] = loaded
+                self.fingerprints[task.id] = data_fingerprint(loaded)
+            except UserError as e:
+                self.data[task.id] = e
+        return self.data[task.id]
+
+
+def current_identity(p: Planned, data: TaskData, fingerprint: str, encoder: dict | None = None) -> dict[str, str]:
+    return unit_identity(
+        p.task, p.unit, p.settings, PROTOCOLS.get(p.unit.protocol).version, data.split.hash(), fingerprint, train_subset_hash(data, p.unit), encoder
+    )
+
+
+def triage(req: EvalRequest, planned: list[Planned], pool: TaskDataPool, encoders: "EncoderPool", summary: Summary, log: Callable[[str], None]) -> list[Planned]:
+    """Finished units whose identity still holds are skipped; stale ones are recomputed (or kept
+    with ``--keep-stale``); unreadable ones are recomputed. Returns the units to run."""
+    todo: list[Planned] = []
+    for p in planned:
+        path = result_path(req.results, p.unit)
+        if req.overwrite or not path.is_file():
+            todo.append(p)
+            continue
+        try:
+            old = read_result(path)
+        except UserError as e:
+            log(f"redo  {p.unit.key()}: {user_message(e)}; recomputed (the old file is kept as {aside_name(path)})")
+            todo.append(p)
+            continue
+        data = pool.get(p.task)
+        if isinstance(data, UserError):
+            todo.append(p)  # fails with the data's own message when its turn comes
+            continue
+        changed = differences(old.identity, current_identity(p, data, pool.fingerprints[p.task.id], encoders.info(p.unit.seed)))
+        if not changed:
+            summary.skipped.append(p.unit.key())
+            tidy_claim(path)
+            continue
+        summary.stale.append(p.unit.key())
+        if req.keep_stale:
+            log(f"stale {p.unit.key()}: {', '.join(changed)} changed since it ran; kept (--keep-stale)")
+            continue
+        log(f"stale {p.unit.key()}: {', '.join(changed)} changed since it ran; recomputed (the old file is kept as {aside_name(path)})")
+        todo.append(p)
+    return todo
+
 
 def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
     global _run_id
@@ -278,69 +383,123 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
     planned, summary.unavailable = plan(req)
     for line in summary.unavailable:
         log(f"skip  {line}")
-    todo: list[Planned] = []
-    for p in planned:
-        if not req.overwrite and is_done(req.results, p.unit):
-            summary.skipped.append(p.unit.key())
-            tidy_claim(result_path(req.results, p.unit))
-        else:
-            todo.append(p)
-            path = result_path(req.results, p.unit)
-            if not req.overwrite and path.is_file():
-                log(f"redo  {p.unit.key()}: its result file is unreadable and is recomputed")
+    encoders = EncoderPool(req.encoder, req.weights)
+    pool = TaskDataPool(req)
+    todo = triage(req, planned, pool, encoders, summary, log)
     if summary.skipped:
-        log(f"skip  {len(summary.skipped)} unit(s) already have results (use --overwrite to redo)")
+        log(f"skip  {len(summary.skipped)} unit(s) already have results for this split, spec and code (use --overwrite to redo)")
     if not todo:
         return summary
-    encoders = EncoderPool(req.encoder, req.weights)
     if req.weights is not None:
         encoders.get(todo[0].unit.seed)  # a bad checkpoint fails here, once, before any unit
-    data_root = resolve_data_root(req)
     device = pick_device(req.device)
-    cache_dir = req.cache_dir or cache_root()
+    cache_dir = usable_cache_dir(req.cache_dir)
     set_deterministic(bool(req.options.get("deterministic", False)))
     synthetic = get_suite(req.suite).synthetic
-    task_data: dict[str, TaskData | UserError] = {}
-    fingerprints: dict[str, str] = {}
-    for p in tqdm(todo, desc="units", disable=not req.progress, file=sys.stderr):
-        key = p.unit.key()
-        if p.task.id not in task_data:
-            try:
-                loaded = load_task_data(p.task, data_root, suite=req.suite)
-                check_labels(p.task, loaded)
-                preflight(loaded, cache_dir, log, progress=req.progress)  # the checks of `lvmbench data verify`
-                task_data[p.task.id] = loaded
-                fingerprints[p.task.id] = data_fingerprint(loaded)
-            except UserError as e:
-                task_data[p.task.id] = e
-        data = task_data[p.task.id]
-        if isinstance(data, UserError):
-            summary.failed.append(key)
-            log(f"FAIL  {key}: {data}")
-            continue
-        claim = Claim(result_path(req.results, p.unit))
-        if not claim.acquire():
-            summary.busy.append(key)
-            log(f"busy  {key}: another lvmbench process is running this unit")
-            continue
-        try:
-            if not req.overwrite and is_done(req.results, p.unit):  # finished by another process meanwhile
-                summary.skipped.append(key)
+    checked: set[str] = set()
+    with interrupt.handler(log):
+        for p in tqdm(todo, desc="units", disable=not req.progress, file=sys.stderr):
+            if interrupt.requested():
+                summary.interrupted = True
+                break
+            key = p.unit.key()
+            data = pool.get(p.task)
+            if isinstance(data, TaskData) and p.task.id not in checked:
+                try:
+                    preflight(data, cache_dir, log, progress=req.progress)  # the checks of `lvmbench data verify`
+                    checked.add(p.task.id)
+                except UserError as e:
+                    pool.data[p.task.id] = data = e
+            if isinstance(data, UserError):
+                summary.failed.append(key)
+                log(f"FAIL  {key}: {data}")
                 continue
-            runtime = runtime_info(device, req.options, p.task, data, fingerprints[p.task.id], synthetic, p.unit)
-            record = run_unit(p, data, req, device, cache_dir, data_root, runtime, encoders)
-            write_result(req.results, record)
-            summary.done.append(key)
-            log(f"done  {key}  {record.primary_metric}={record.primary:.4f}  ({record.timings['wall_s']:.1f}s)")
-        except UserError as e:
-            summary.failed.append(key)
-            log(f"FAIL  {key}: {user_message(e)}")
-        except Exception as e:  # a bug, not bad input: keep the traceback, go on with other units
-            summary.failed.append(key)
-            log(f"ERROR {key}: {e.__class__.__name__}: {e}\n{traceback.format_exc()}")
-        finally:
-            claim.release()
+            claim = Claim(result_path(req.results, p.unit))
+            if not claim.acquire():
+                summary.busy.append(key)
+                log(f"busy  {key}: another lvmbench process is running this unit")
+                continue
+            try:
+                if finished_meanwhile(req, p, data, pool.fingerprints[p.task.id], encoders):
+                    summary.skipped.append(key)
+                    continue
+                runtime = runtime_info(device, req.options, p.task, data, pool.fingerprints[p.task.id], synthetic, p.unit)
+                record = run_unit(p, data, req, device, cache_dir, pool.root(), runtime, encoders, pool.fingerprints[p.task.id])
+                keep_aside(result_path(req.results, p.unit), req.overwrite)
+                write_result(req.results, record)
+                summary.done.append(key)
+                log(f"done  {key}  {record.primary_metric}={record.primary:.4f}  ({record.timings['wall_s']:.1f}s)")
+            except interrupt.Interrupted:
+                summary.interrupted = True
+                log(f"stop  {key}: interrupted; nothing written for this unit")
+                break
+            except UserError as e:
+                summary.failed.append(key)
+                log(f"FAIL  {key}: {user_message(e)}")
+            except Exception as e:  # a bug, not bad input: keep the traceback, go on with other units
+                summary.failed.append(key)
+                log(f"ERROR {key}: {e.__class__.__name__}: {e}\n{traceback.format_exc()}")
+            finally:
+                claim.release()
+    if get_suite(req.suite).synthetic and not summary.interrupted:
+        summary.below_baseline = below_baseline(req.results, [p.unit for p in planned if p.unit.key() in set(summary.done) | set(summary.skipped)])
     return summary
+
+
+# A synthetic-suite unit must beat its baseline by this much (metric units): a pipeline check that
+# passes at chance checks nothing.
+BASELINE_MARGIN = 0.05
+
+
+def below_baseline(results: Path, units: list[RunUnit]) -> list[str]:
+    """Units whose primary metric does not beat the baseline their result states (chance, the
+    training prior, all background, random boxes), one short description each."""
+    from lvmbench.stats import higher_is_better
+
+    out = []
+    for unit in units:
+        try:
+            rec = read_result(result_path(results, unit))
+        except UserError:
+            continue
+        base = rec.extra.get("baseline") or {}
+        value = base.get("value")
+        if value is None or not math.isfinite(float(value)) or base.get("metric") != rec.primary_metric:
+            out.append(f"{unit.key()} (no baseline recorded)")
+            continue
+        sign = 1.0 if higher_is_better(rec.primary_metric) else -1.0
+        if sign * (rec.primary - float(value)) <= BASELINE_MARGIN:
+            out.append(f"{unit.key()} ({rec.primary_metric} {rec.primary:.3f} vs {base.get('predictor', 'baseline')} {float(value):.3f})")
+    return out
+
+
+def finished_meanwhile(req: EvalRequest, p: Planned, data: TaskData, fingerprint: str, encoders: "EncoderPool") -> bool:
+    """Another process finished this unit (with the current identity) while we waited for it."""
+    if req.overwrite:
+        return False
+    path = result_path(req.results, p.unit)
+    if not path.is_file():
+        return False
+    try:
+        old = read_result(path)
+    except UserError:
+        return False
+    return not differences(old.identity, current_identity(p, data, fingerprint, encoders.info(p.unit.seed)))
+
+
+def aside_name(path: Path) -> Path:
+    return path.with_name(path.name + ".replaced")
+
+
+def keep_aside(path: Path, overwrite: bool) -> None:
+    """A result about to be replaced without ``--overwrite`` (stale, unreadable, hand-edited) is
+    renamed to ``<name>.json.replaced`` (one generation kept), never silently overwritten."""
+    if overwrite or not path.is_file():
+        return
+    try:
+        os.replace(path, aside_name(path))
+    except OSError as e:
+        raise UserError(f"cannot keep the old result aside ({e.strerror})", path=path, fix="move it away by hand, or rerun with --overwrite") from None
 
 
 def tidy_claim(path: Path) -> None:
@@ -389,12 +548,15 @@ def run_unit(
     data_root: Path | None,
     runtime: dict | None = None,
     encoders: EncoderPool | None = None,
+    fingerprint: str | None = None,
 ) -> ResultRecord:
     unit, task = p.unit, p.task
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     # Loaded once per run and seed (validates the checkpoint before any work); protocols get copies.
-    encoder, ident = (encoders or EncoderPool(req.encoder, req.weights)).get(unit.seed)
+    encoders = encoders or EncoderPool(req.encoder, req.weights)
+    encoder, ident = encoders.get(unit.seed)
+    identity = current_identity(p, data, fingerprint or data_fingerprint(data), encoder_info(encoder))
 
     ctx = RunContext(
         unit=unit,
@@ -402,11 +564,11 @@ def run_unit(
         data=data,
         identity=ident,
         make_encoder=lambda: copy.deepcopy(encoder),
-        hparams=task.hparams(unit.protocol),
+        settings=p.settings,
         device=device,
         cache_dir=cache_dir,
         progress=req.progress,
         options=req.options,
     )
     out = PROTOCOLS.get(unit.protocol)().run(ctx)
-    return build_record(unit, task, data, out, ident, started, device, time.perf_counter() - t0, data_root, runtime)
+    return build_record(p, data, out, ident, identity, started, device, time.perf_counter() - t0, data_root, runtime)

@@ -7,7 +7,8 @@ in ``ResultRecord.runtime`` so two results can be told apart:
 - thread counts and the CPU's vector instruction set (floating-point reduction order);
 - torch's determinism switches, cuDNN autotuning and TF32 (GPU kernels);
 - data-loader workers (which worker draws which augmentation) and autocast;
-- the data itself: a fingerprint of every case's id and file sizes per split, the split's origin,
+- the data itself: a fingerprint of every case's id, file paths, sizes and content stamps per
+  split, the split's origin,
   the decoded-cache and synthetic-data versions, a hash of the task spec as run (after the
   suite's profile), so an edited YAML is visible even without a version bump, and a hash of the
   training cases the unit's label fraction and seed selected.
@@ -39,22 +40,30 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def data_fingerprint(data: Any) -> str:
-    """sha256 (16 hex) over split name, case id and file sizes of every case, plus the reader.
+    """sha256 (16 hex) over the case id and, per file, its path relative to the data root, size
+    and content stamp of every case in the split, plus the reader. Which part a case is in is the
+    split hash's business: moving a case between parts does not change the data.
 
-    Sizes, not contents: hashing every image on every run would cost more than many units, and a
-    re-exported file almost always changes size. Modification times are left out (copies change them).
+    The content stamp (``lvmbench.data.cache.content_stamp``: size + first and last 64 KiB) sees a
+    file edited in place with its size and mtime restored; it costs one small read per file, once
+    per process (the pre-run check has usually stamped every file already). Modification times and
+    the data root's absolute path are left out: copies change them, and the same data elsewhere
+    should give the same fingerprint.
     """
+    from lvmbench.data.cache import content_stamp
+
     h = hashlib.sha256()
     h.update(json.dumps([type(data.reader).__name__, data.reader.options], sort_keys=True, default=str).encode())
-    for name in ("train", "val", "test"):
-        for case in sorted(data.split[name], key=lambda c: c.id):
-            sizes = []
-            for f in case.files or (case.image,):
-                try:
-                    sizes.append((data.root / f).stat().st_size)
-                except OSError:
-                    sizes.append(-1)
-            h.update(json.dumps([name, case.id, sizes]).encode())
+    cases = {c.id: c for name in ("train", "val", "test") for c in data.split[name]}
+    for cid in sorted(cases):
+        files = []
+        for f in cases[cid].files or (cases[cid].image,):
+            try:
+                st = (data.root / f).stat()
+                files.append([f, st.st_size, content_stamp(data.root / f, st)])
+            except OSError:
+                files.append([f, -1, ""])
+        h.update(json.dumps([cid, files]).encode())
     return h.hexdigest()[:16]
 
 

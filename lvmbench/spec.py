@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results carry their identity (lvmbench/identity.py)
 
 Family = Literal["classification", "segmentation", "detection"]
 Dims = Literal["2d", "3d-slicewise"]
@@ -146,13 +146,15 @@ class TaskSpec(_Strict):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def heads(self, protocol: str) -> list[str]:
-        return list(self.protocols[protocol].get("heads", ["linear"]))
+    def settings(self, protocol: str) -> Any:
+        """The protocol's typed settings, validated and resolved for this task
+        (:func:`lvmbench.protocols.base.resolve_settings`)."""
+        from lvmbench.protocols.base import resolve_settings
 
-    def hparams(self, protocol: str) -> dict[str, Any]:
-        hp = dict(self.protocols[protocol])
-        hp.pop("heads", None)
-        return hp
+        return resolve_settings(self, protocol)
+
+    def heads(self, protocol: str) -> list[str]:
+        return list(getattr(self.settings(protocol), "heads", ["linear"]))
 
     def in_suite(self, suite: str) -> bool:
         return suite in self.suites or suite in self.profiles
@@ -222,18 +224,23 @@ class CaseScore(_Strict):
 
 
 class ResultRecord(_Strict):
+    # keys a user added by hand are kept (and written back), never a reason to call the file corrupt
+    model_config = ConfigDict(extra="allow")
     schema_version: int = SCHEMA_VERSION
     unit: RunUnit
     task_version: int
     family: Family
     primary_metric: str
     primary: float
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # None: undefined on this split (e.g. AUC with one class)
     per_case: list[CaseScore] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
     split_hash: str
+    # what the numbers belong to: split, task spec with resolved settings, evaluation code, data,
+    # training subset (lvmbench/identity.py); a result whose identity differs from a rerun's is stale
+    identity: dict[str, str] = Field(default_factory=dict)
     data_root: str | None = None
     weights_path: str | None = None
     flags: list[str] = Field(default_factory=list)

@@ -117,6 +117,20 @@ def _metric_of(records: Sequence[ResultRecord]) -> str:
     return names.pop()
 
 
+def _own_interval(records: Sequence[ResultRecord], metric: str) -> CI | None:
+    """A protocol that bootstraps its own metric the right way (similarity queries: whole patients
+    resampled, each triplet weighted by its members' multiplicities) records ``<metric>_ci_low/high``;
+    per-case records (per anchor) cannot reproduce that. One seed: its interval as recorded; several:
+    the mean of their bounds, marked approximate."""
+    lows = [r.metrics.get(f"{metric}_ci_low") for r in records]
+    highs = [r.metrics.get(f"{metric}_ci_high") for r in records]
+    if any(v is None for v in lows + highs):
+        return None
+    method = "recorded by the protocol" + (" (approx.)" if len(records) > 1 else "")
+    n = len(records[0].per_case)
+    return CI(float(np.mean(lows)), float(np.mean(highs)), method, n, len({c.group for c in records[0].per_case}))
+
+
 def cell_ci(records: Sequence[ResultRecord], *, n_boot: int = DEFAULT_BOOT, alpha: float = 0.05, seed: int = 0) -> CI | None:
     """Percentile CI of the seed-mean primary metric, resampling whole patients/volumes.
 
@@ -127,6 +141,9 @@ def cell_ci(records: Sequence[ResultRecord], *, n_boot: int = DEFAULT_BOOT, alph
     if not records:
         return None
     metric = _metric_of(records)
+    own = _own_interval(records, metric)
+    if own is not None:
+        return own
     cases, groups, by_rec, splits = _shared(records)
     if not cases:
         return None

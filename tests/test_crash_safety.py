@@ -83,7 +83,7 @@ def tree_is_sound(results: Path) -> list[str]:
     return found
 
 
-def test_sigkill_then_rerun_completes_every_unit_once(setup, tmp_path):
+def test_sigkill_then_rerun_completes_every_unit_once(setup, tmp_path, monkeypatch):
     base, env = setup
     results = tmp_path / "results"
     cmd = eval_cmd(base, results)
@@ -109,9 +109,17 @@ def test_sigkill_then_rerun_completes_every_unit_once(setup, tmp_path):
     assert sorted(tree_is_sound(results)) == UNITS
     assert not list(results.rglob("*.lock")), "finished runs release their claims"
     from lvmbench.leaderboard import build
+    from lvmbench.tasks import TASKS
 
+    monkeypatch.setenv("LVMBENCH_TASK_PATH", env["LVMBENCH_TASK_PATH"])  # the task the children ran
+    TASKS._items.clear()
+    TASKS._loaded = False
     problems: list[str] = []
-    text = build(results, warn=problems.append, n_boot=200)
+    try:
+        text = build(results, warn=problems.append, n_boot=200)
+    finally:
+        TASKS._items.clear()
+        TASKS._loaded = False
     assert not problems and text.count("(n=2)") == 2
 
 

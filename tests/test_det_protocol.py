@@ -40,7 +40,7 @@ def make_ctx(root: Path, cache: Path, hp: dict, backend: str = "torchvision") ->
     data = load_task_data(spec, root.parent)
     enc, ident = create_encoder("resnet18", seed=0)
     unit = RunUnit(suite="test", task_id=spec.id, protocol="detection", encoder="resnet18", weights_sha256=ident.weights_sha256)
-    return RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), hparams=spec.hparams("detection"),
+    return RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
                       device=torch.device("cpu"), cache_dir=cache, progress=False, options={"workers": 0})
 
 
@@ -48,7 +48,7 @@ def test_protocol_records_and_selection(voc_root, tmp_path):
     ctx = make_ctx(voc_root, tmp_path, {})
     out = det_protocol.Detection().run(ctx)
     assert {"ap50", "ap", "ap75", "ar100"} <= set(out.metrics)
-    assert out.hparams["backend"] == "torchvision" and out.hparams["test_resize"] == "keep_ratio"
+    assert ctx.settings.backend == "torchvision" and out.hparams["test_resize"] == "keep_ratio"
     assert out.hparams["selected"]["rule"] == "best validation AP50"
     assert out.counts == {"train": 9, "val": 3, "test": 3} and not out.flags
     assert len(out.per_case) == 3 and {r["split"] for r in out.per_case} == {"test"}
@@ -117,8 +117,9 @@ def test_mmdet_backend_runs_the_same_protocol(voc_root, tmp_path):
     why = BACKENDS.get("mmdet").unavailable()
     if why:
         pytest.skip(f"mmdet backend unavailable ({why}); build it with scripts/build_mmcv.sh")
-    out = det_protocol.Detection().run(make_ctx(voc_root, tmp_path, {"epochs": 1}, backend="mmdet"))
-    assert out.hparams["backend"] == "mmdet"
+    ctx = make_ctx(voc_root, tmp_path, {"epochs": 1}, backend="mmdet")
+    out = det_protocol.Detection().run(ctx)
+    assert ctx.settings.backend == "mmdet"
     assert ap_from_records(out.per_case)[0] == pytest.approx(out.metrics["ap50"], abs=1e-9)
 
 
@@ -166,7 +167,7 @@ def test_smoke_tasks_beat_random_boxes(task, synth_root, tmp_path):
     data = load_task_data(spec, synth_root)
     enc, ident = create_encoder("resnet18", seed=0)
     unit = RunUnit(suite="smoke", task_id=task, protocol="detection", encoder="resnet18", weights_sha256=ident.weights_sha256)
-    ctx = RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), hparams=spec.hparams("detection"),
+    ctx = RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
                      device=torch.device("cpu"), cache_dir=tmp_path, progress=False, options={"workers": 0})
     out = det_protocol.Detection().run(ctx)
     assert out.metrics["ap50"] > out.extra["random_box"]["ap50"] + 0.1

@@ -207,7 +207,7 @@ def test_finetune_with_metric_objective(objective: str, synth_root, tmp_path) ->
         data=load_task_data(task, synth_root),
         identity=ident,
         make_encoder=lambda: copy.deepcopy(enc),
-        hparams={**task.hparams("finetune"), "objective": objective, "epochs": 1, "pk": [4, 4], "embedding_dim": 16, "knn_k": 5},
+        settings=task.settings("finetune").model_copy(update={"objective": objective, "epochs": 1, "pk": (4, 4), "embedding_dim": 16, "knn_k": 5}),
         device=torch.device("cpu"),
         cache_dir=tmp_path / "cache",
         progress=False,
@@ -215,7 +215,7 @@ def test_finetune_with_metric_objective(objective: str, synth_root, tmp_path) ->
     )
     out = PROTOCOLS.get("finetune")().run(ctx)
     hp = out.hparams
-    assert hp["objective"] == objective and (hp["P"], hp["K"]) == (4, 4)
+    assert ctx.settings.objective == objective and (hp["P"], hp["K"]) == (4, 4)
     assert ("ms_beta" in hp) == (objective == "ms") and ("triplet_margin" in hp) == (objective == "triplet")
     assert 0.0 <= out.metrics["accuracy"] <= 1.0 and len(out.per_case) == len(ctx.data.split.test)
     probs = np.array([c["prob"] for c in out.per_case])

@@ -49,7 +49,7 @@ def context(task: TaskSpec, root: Path | None, cache: Path, data=None) -> RunCon
         data=data,
         identity=ident,
         make_encoder=lambda: copy.deepcopy(enc),
-        hparams=task.hparams(proto),
+        settings=task.settings(proto),
         device=torch.device("cpu"),
         cache_dir=cache,
         progress=False,
@@ -139,7 +139,7 @@ def test_seg3d_prostate_sites_in_one_result(synth_root, cache_dir):
 
 @pytest.mark.parametrize("task_id", ["kvasir_seg", "prostate_ood"])
 def test_each_case_is_decoded_once(task_id, synth_root, cache_dir):
-    from lvmbench.protocols.seg_common import SegHParams, prepare_cases
+    from lvmbench.protocols.seg_common import prepare_cases
 
     ctx = context(tiny(task_id, preprocess={"size": 32}), synth_root, cache_dir)
     reader = ctx.data.reader
@@ -158,7 +158,7 @@ def test_each_case_is_decoded_once(task_id, synth_root, cache_dir):
         setattr(reader, name, counting(name))
     cases = ctx.data.split.test
     volumes = task_id == "prostate_ood"
-    hp = SegHParams.from_ctx(ctx)
+    hp = ctx.settings
     first = prepare_cases(ctx, reader, cases, hp, native=True, volumes=volumes, desc="x")
     assert calls == {"load_image": len(cases), "load_target": len(cases)}
     again = prepare_cases(ctx, reader, cases, hp, native=True, volumes=volumes, desc="x")

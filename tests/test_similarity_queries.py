@@ -7,13 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from lvmbench.metrics.bootstrap import percentile_ci, resample_weights
 from lvmbench.protocols.similarity_queries import (
     bootstrap_ci,
+    cluster_bootstrap_ci,
     odd_one_out_queries,
     odd_one_out_scores,
     reference_similarity,
     triplet_agreement,
     triplet_queries,
+    tuple_bootstrap_stats,
 )
 
 
@@ -90,6 +93,75 @@ def test_bootstrap_ci() -> None:
     assert abs((hi - lo) - 2 * 1.96 * se) < 0.01
 
 
+def brute_resampled_mean(values: np.ndarray, trip: np.ndarray, groups: np.ndarray, counts: dict[str, int]) -> float:
+    """The statistic on a materialised resample: group g copied counts[g] times, every copy of an
+    image a distinct item; a design triplet (a, i, j) then stands for every triplet of copies."""
+    copies: dict[int, list[tuple[int, int]]] = {}
+    for x, gx in enumerate(groups):
+        copies[x] = [(x, c) for c in range(counts.get(gx, 0))]
+    total, n = 0.0, 0
+    for (a, i, j), v in zip(trip, values):
+        for _ca in copies[a]:
+            for _ci in copies[i]:
+                for _cj in copies[j]:
+                    total += v
+                    n += 1
+    return total / n if n else float("nan")
+
+
+def _clustered(seed: int, n_pat: int = 40, per: int = 4, d: int = 8, classes: int = 4, centres=None):
+    """Patients with a shared offset: images of one patient agree or disagree together."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(classes, d)) if centres is None else centres
+    yp = rng.integers(0, classes, n_pat)
+    x = np.repeat(c[yp] + 1.5 * rng.normal(size=(n_pat, d)), per, axis=0) + 0.5 * rng.normal(size=(n_pat * per, d))
+    return _unit(x), np.repeat(yp, per), np.repeat([f"p{i:03d}" for i in range(n_pat)], per)
+
+
+def test_cluster_bootstrap_equals_a_materialised_resample() -> None:
+    z, y, g = _clustered(0, n_pat=8, per=3)
+    sref = reference_similarity("same_label", y)
+    trip, _ = triplet_queries(sref, len(y), 150, 1e-9, np.random.default_rng(0))
+    v = triplet_agreement(z, trip, sref)
+    rng = np.random.default_rng(1)
+    uniq = sorted(set(g))
+    draws = [dict(zip(uniq, rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq))))) for _ in range(25)]
+    w = np.array([[d[gx] for gx in g] for d in draws], dtype=float)
+    got = tuple_bootstrap_stats(v, trip, w)
+    want = np.array([brute_resampled_mean(v, trip, g, d) for d in draws])
+    assert np.allclose(got, want, atol=1e-12, equal_nan=True)
+    # all-ones weights: the plain mean; odd-one-out triples go through the same weighting
+    assert tuple_bootstrap_stats(v, trip, np.ones((1, len(y))))[0] == pytest.approx(v.mean(), abs=1e-12)
+    # the interval is the percentile interval of those replicates under group draws
+    lo, hi = cluster_bootstrap_ci(v, trip, g, 200, seed=3)
+    assert (lo, hi) == pytest.approx(percentile_ci(tuple_bootstrap_stats(v, trip, resample_weights(list(g), 200, 3))), abs=1e-12)
+    wr = resample_weights(list(g), 50, 3)
+    assert all(len(set(wr[b, g == gx])) == 1 for b in range(50) for gx in uniq)  # whole groups drawn
+
+
+def test_cluster_interval_is_wider_than_the_triplet_bootstrap_and_calibrated() -> None:
+    """Across test sets drawn from one clustered population: the triplet bootstrap's SE is a
+    fraction of the true SD of the agreement, the group bootstrap's is close to it."""
+    centres = np.random.default_rng(99).normal(size=(4, 8))
+    stats, se_trip, se_clu, widths = [], [], [], []
+    for s in range(50):
+        z, y, g = _clustered(100 + s, n_pat=40, per=3, centres=centres)
+        sref = reference_similarity("same_label", y)
+        trip, _ = triplet_queries(sref, len(y), 2000, 1e-9, np.random.default_rng([s, 1]))
+        v = triplet_agreement(z, trip, sref)
+        stats.append(v.mean())
+        rng = np.random.default_rng(s)
+        se_trip.append(v[rng.integers(0, len(v), size=(100, len(v)))].mean(axis=1).std())
+        se_clu.append(np.nanstd(tuple_bootstrap_stats(v, trip, resample_weights(list(g), 100, s))))
+        if s < 3:
+            old, new = bootstrap_ci(v, 300, seed=0), cluster_bootstrap_ci(v, trip, g, 300, seed=0)
+            widths.append((old[1] - old[0], new[1] - new[0]))
+    sd = float(np.std(stats))
+    assert np.mean(se_trip) < 0.4 * sd, (np.mean(se_trip), sd)
+    assert 0.8 * sd < np.mean(se_clu) < 1.5 * sd, (np.mean(se_clu), sd)
+    assert all(new > 2.5 * old for old, new in widths), widths
+
+
 def test_unknown_similarity_is_a_user_error() -> None:
     from lvmbench.errors import UserError
 
@@ -120,6 +192,7 @@ def test_protocol_end_to_end(task: str, synth_root, tmp_path) -> None:
     assert m["triplets"] == rec["hyperparameters"]["triplets"] > 0
     assert m["triplet_agreement_ci_low"] <= m["triplet_agreement"] <= m["triplet_agreement_ci_high"]
     assert m["odd_one_out_ci_low"] <= m["odd_one_out"] <= m["odd_one_out_ci_high"]
+    assert rec["extra"]["ci"]["resamples"] == "groups" and rec["extra"]["ci"]["groups"] > 1
     assert rec["hyperparameters"]["similarity"] == ("grade_distance" if task == "fgadr_linear" else "same_label")
     cases = rec["per_case"]
     assert cases and all(c["split"] == "test" for c in cases)
@@ -128,3 +201,22 @@ def test_protocol_end_to_end(task: str, synth_root, tmp_path) -> None:
     assert abs(weighted - m["triplet_agreement"]) < 1e-9
     # synthetic classes look different: the random-init embedding is above chance
     assert m["triplet_agreement"] > 0.55 and m["odd_one_out"] > 0.4
+
+
+def test_leaderboard_cell_uses_the_protocols_own_cluster_interval():
+    """Per-anchor records cannot reproduce the group bootstrap of triplet statistics: the
+    leaderboard shows the interval the protocol recorded (one seed exactly, several approximately)."""
+    from test_stats_helpers import make_record
+
+    from lvmbench.stats import cell_ci
+
+    per_case = [{"case": f"c{i}", "group": f"p{i // 2}", "split": "test", "score": 0.5 + 0.01 * i} for i in range(10)]
+    recs = []
+    for seed, (lo, hi) in enumerate([(0.40, 0.70), (0.44, 0.74)]):
+        r = make_record(per_case, "triplet_agreement", protocol="similarity_queries", seed=seed, primary=0.55)
+        r.metrics.update({"triplet_agreement_ci_low": lo, "triplet_agreement_ci_high": hi})
+        recs.append(r)
+    one = cell_ci(recs[:1], n_boot=200)
+    assert (one.lo, one.hi) == (0.40, 0.70) and not one.method.endswith("(approx.)")
+    both = cell_ci(recs, n_boot=200)
+    assert both.lo == pytest.approx(0.42) and both.hi == pytest.approx(0.72) and both.method.endswith("(approx.)")

@@ -1,8 +1,15 @@
 """Decoded, resized arrays on disk so no epoch and no second run decodes a file twice.
 
-Keys hash the source files' path, size and mtime, the reader and its options, the target size and
-``PREPROCESS_VERSION``; entries are written to a temporary file and renamed, so concurrent runs
-never see half-written arrays (at worst both compute the same entry).
+Keys hash the source files' stamps (path, size, mtime and a content stamp), the reader and its
+options, the target size and ``PREPROCESS_VERSION``; entries are written to a temporary file and
+renamed, so concurrent runs never see half-written arrays (at worst both compute the same entry).
+
+The content stamp (``content_stamp``: a hash of the size and the first and last 64 KiB) catches a
+file changed in place with its size and mtime restored (``cp -p``, ``rsync -t``, archive tools),
+which size + mtime alone take for the old file. Within a process it is remembered per (path, size,
+mtime, inode, ctime): ctime moves on every write and every ``utime``, and no tool can set it back.
+ctime is not part of the persistent key: it changes on every copy, restore and ``chmod``, so every
+copy of a dataset would miss a shared cache, and some file systems do not keep it.
 """
 
 from __future__ import annotations
@@ -11,18 +18,54 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: EXIF orientation applied; masks read as labels (0/1, class indices, palettes), alpha ignored
+
+STAMP_BLOCK = 64 * 1024
+_STAMPS: dict[tuple, str] = {}
+_STAMPS_MAX = 2_000_000  # entries (~300 MB at worst); the memo is cleared beyond it
+_RACY_NS = 2 * 10**9  # a file touched this recently may still change within one ctime tick
+
+
+def content_stamp(path: str | Path, st: os.stat_result | None = None) -> str:
+    """blake2b (16 hex) of the size and the first and last ``STAMP_BLOCK`` bytes (the whole file
+    when it is smaller than two blocks), remembered per (path, size, mtime, inode, ctime).
+
+    Files touched within the last 2 s are never remembered (git's "racy clean" rule): ctime has
+    the granularity of a kernel tick, so a second write inside that tick would leave the memo key
+    unchanged.
+    """
+    st = st or os.stat(path)
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+    hit = _STAMPS.get(memo)
+    if hit is not None:
+        return hit
+    h = hashlib.blake2b(str(st.st_size).encode(), digest_size=8)
+    with open(path, "rb") as f:
+        if st.st_size <= 2 * STAMP_BLOCK:
+            h.update(f.read())
+        else:
+            h.update(f.read(STAMP_BLOCK))
+            f.seek(-STAMP_BLOCK, os.SEEK_END)
+            h.update(f.read(STAMP_BLOCK))
+    digest = h.hexdigest()
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
+        if len(_STAMPS) >= _STAMPS_MAX:
+            _STAMPS.clear()
+        _STAMPS[memo] = digest
+    return digest
 
 
 def file_stamp(path: Path) -> list:
+    """[resolved path, size, mtime_ns, content stamp]: what the decoded and verified caches key on."""
     st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns, content_stamp(path, st)]
 
 
 def cache_key(*parts: object) -> str:
@@ -62,11 +105,26 @@ class ArrayCache:
 
     @staticmethod
     def put(path: Path, arr: np.ndarray) -> None:
-        _atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False))
+        _cache_write(path, lambda f: np.save(f, arr, allow_pickle=False))
 
     @staticmethod
     def put_bytes(path: Path, blob: bytes) -> None:
-        _atomic_write(path, lambda f: f.write(blob))
+        _cache_write(path, lambda f: f.write(blob))
+
+
+def _cache_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """A cache that cannot be written (full disk, folder made read-only mid-run) fails the unit
+    with one line naming the folder, as the up-front check (paths.usable_cache_dir) does."""
+    from lvmbench.errors import UserError
+
+    try:
+        _atomic_write(path, write)
+    except OSError as e:
+        raise UserError(
+            f"cannot write to the cache ({e.strerror or e.__class__.__name__})",
+            path=path.parent,
+            fix="free disk space there or make it writable, or pass --cache-dir (or set LVMBENCH_CACHE) to a writable folder",
+        ) from None
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:

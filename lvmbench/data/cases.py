@@ -90,6 +90,9 @@ class DatasetReader:
     """
 
     kind: ClassVar[str] = "classification"
+    # what one case is: a split's ``group_by`` equal to it needs no group information (a volume
+    # reader's cases are volumes; an image reader needs a group template to know patients)
+    case_unit: ClassVar[str] = "image"
 
     def __init__(self, root: str | Path, **options: Any):
         self.root = Path(root)

@@ -19,21 +19,23 @@ from lvmbench.spec import TaskSpec
 
 
 def suite_data_root(suite: str | None, data_root: Path | None, *, generate: bool = True) -> Path | None:
-    """The data root ``lvmbench eval --suite S`` would use (``--data-root`` > LVMBENCH_DATA > suite default)."""
+    """The data root ``lvmbench eval --suite S`` would use (``--data-root`` > LVMBENCH_DATA > suite default).
+
+    ``data_root`` is ``--data-root`` as typed; a synthetic suite never uses LVMBENCH_DATA.
+    """
+    import sys
+
     from lvmbench.paths import data_root as explicit_root
-    from lvmbench.suites import get_suite, synthetic_root
+    from lvmbench.suites import get_suite
 
     explicit = explicit_root(data_root)
     if not suite:
         return explicit
     s = get_suite(suite)
     if s.synthetic:
-        root = explicit or synthetic_root()
-        if generate:
-            from lvmbench.data.synth import ensure_synthetic
+        from lvmbench.data.synth import synthetic_suite_root
 
-            ensure_synthetic(root)
-        return root
+        return synthetic_suite_root(data_root, generate=generate, log=lambda line: print(line, file=sys.stderr))
     if explicit:
         return explicit
     if s.default_data_root and Path(s.default_data_root).is_dir():
@@ -59,13 +61,13 @@ def data_status(spec: TaskSpec, root: Path | None, suite: str | None) -> str:
     """Cheap: folder present and the reader lists its cases (no decoding; that is `data verify`)."""
     if root is None:
         return "no --data-root"
-    folder = dataset_root(spec, root)
-    if not folder.is_dir():
-        return f"missing {spec.data.dir}/"
     try:
+        folder = dataset_root(spec, root)  # raises for a task whose data.dir leaves the root
+        if not folder.is_dir():
+            return f"missing {spec.data.dir}/"
         n = len(task_reader(spec, folder).cases())
     except UserError as e:
-        problem = issue_from(e, folder).problem
+        problem = issue_from(e, spec.data.dir).problem
         return f"error: {problem[:60]}{'...' if len(problem) > 60 else ''} (see `lvmbench data verify {spec.id}`)"
     status = f"ready ({n} cases)"
     if suite and frozen_split_path(spec.id, suite).is_file():
@@ -104,8 +106,19 @@ def freeze_split(spec: TaskSpec, suite: str, data_root: Path | None, out: Path |
     folder, cases = _task_cases(spec, data_root)
     split = make_split(cases, spec.split, spec.folder)  # never the existing file: re-freezing starts from the rule
     origin = f"frozen from the task's {spec.split.source} split (seed {spec.split.seed}) of {folder}"
-    write_split_file(path, split, task=spec.id, suite=suite, origin=origin, cases=cases)
+    _write_split(path, split, task=spec.id, suite=suite, origin=origin, cases=cases)
     return path, split
+
+
+def _write_split(path: Path, split: Split, **meta) -> None:
+    try:
+        write_split_file(path, split, **meta)
+    except OSError as e:
+        raise UserError(
+            f"cannot write the split file ({e.strerror or e.__class__.__name__})",
+            path=path,
+            fix="pass --out FILE in a folder you can write to, or point LVMBENCH_SPLITS at one",
+        ) from None
 
 
 def import_split(
@@ -128,5 +141,5 @@ def import_split(
     lists = load_paper_lists(lists_path)
     _, cases = _task_cases(spec, data_root)
     result = import_lists(lists, cases, allow_flawed=allow_flawed, allow_missing=allow_missing, carve_val=carve_val, seed=seed, log=log)
-    write_split_file(path, result.split, task=spec.id, suite=suite, origin=result.origin, cases=cases, allow_overlap=result.allow_overlap)
+    _write_split(path, result.split, task=spec.id, suite=suite, origin=result.origin, cases=cases, allow_overlap=result.allow_overlap)
     return path, result

@@ -110,13 +110,20 @@ def case_keys(case: Case) -> list[str]:
     return keys
 
 
-def match_entries(names: list[str], cases: list[Case]) -> tuple[list[Case], list[str]]:
-    """Cases the names refer to (first-seen order, each once) and the names that match none."""
+def match_entries(names: list[str], cases: list[Case], duplicates: list[tuple[str, str]] | None = None) -> tuple[list[Case], list[str]]:
+    """Cases the names refer to (first-seen order, each once) and the names that match none.
+
+    ``duplicates`` collects (entry, earlier entry) pairs that name one case twice: the same name
+    listed again, or two spellings of one file. Frames of one volume (``..._frame_N``) naming
+    their volume are not duplicates.
+    """
     index: dict[str, list[Case]] = defaultdict(list)
     for c in cases:
         for k in dict.fromkeys(case_keys(c)):
             index[k].append(c)
     found: dict[str, Case] = {}
+    first: dict[str, str] = {}
+    seen: set[str] = set()
     missing: list[str] = []
     for name in names:
         hit = None
@@ -124,10 +131,14 @@ def match_entries(names: list[str], cases: list[Case]) -> tuple[list[Case], list
             if len(index.get(k, ())) == 1:  # an ambiguous key (two cases) is no match
                 hit = index[k][0]
                 break
+        if duplicates is not None and (name in seen or (hit is not None and hit.id in first and not (_FRAME.match(name) and _FRAME.match(first[hit.id])))):
+            duplicates.append((name, name if name in seen else first[hit.id]))  # type: ignore[union-attr]
+        seen.add(name)
         if hit is None:
             missing.append(name)
         else:
             found.setdefault(hit.id, hit)
+            first.setdefault(hit.id, name)
     return list(found.values()), missing
 
 
@@ -150,7 +161,16 @@ def import_lists(
     for part in SPLITS:
         names = lists.parts.get(part, [])
         listed += len(names)
-        parts[part], missing_all[part] = match_entries(names, cases)
+        dups: list[tuple[str, str]] = []
+        parts[part], missing_all[part] = match_entries(names, cases, dups)
+        if dups:
+            name, other = dups[0]
+            again = "twice" if name == other else f"twice (as '{other}' and '{name}')"
+            raise DataError(
+                f"the '{part}' list names '{name}' {again}" + (f"; {len(dups)} duplicate entries in all" if len(dups) > 1 else ""),
+                path=lists.path,
+                fix="remove the duplicate entries from the list (a case listed twice is trained on or scored twice)",
+            )
         msg = f"{part}: {len(names)} listed -> {len(parts[part])} cases"
         if missing_all[part]:
             msg += f", {len(missing_all[part])} not in the dataset (e.g. {missing_all[part][0]})"

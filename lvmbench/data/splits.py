@@ -40,9 +40,21 @@ def splits_dir() -> Path:
     """Where frozen and imported split files live (outside the repository: they list licensed files)."""
     env = os.environ.get("LVMBENCH_SPLITS")
     if env:
-        return Path(env)
+        return _folder_or_absent(Path(env), "point LVMBENCH_SPLITS at a folder (it is created when a split is first written), or unset it")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "lvmbench" / "splits"
+    return _folder_or_absent(Path(base) / "lvmbench" / "splits", "move that file away, or set LVMBENCH_SPLITS to a folder")
+
+
+def _folder_or_absent(path: Path, fix: str) -> Path:
+    """A file where the splits folder should be would hide every frozen split (runs would fall
+    back to the task's rule without a word) and break every write: refuse it in one line."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"cannot be a folder: {p} is a file"
+                raise DataError(f"the splits folder {what}", path=path, fix=fix)
+            break
+    return path
 
 
 def frozen_split_path(task_id: str, suite: str) -> Path:
@@ -196,6 +208,7 @@ def read_split_file(path: Path, cases: list[Case]) -> Split:
     parts: dict[str, list[Case]] = {}
     for s in SPLITS:
         ids = lists.get(s, [])
+        refuse_duplicates(s, ids, path)
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise DataError(
@@ -214,6 +227,16 @@ def read_split_file(path: Path, cases: list[Case]) -> Split:
     return split
 
 
+def refuse_duplicates(part: str, ids: list[str], where: Path | str) -> None:
+    """A case listed twice in one part would be trained on or scored twice."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            n = sum(1 for j in ids if j == i)
+            raise DataError(f"case '{i}' is listed {'twice' if n == 2 else f'{n} times'} in the '{part}' list", path=where, fix="remove the duplicate entries from the split file (or regenerate it)")
+        seen.add(i)
+
+
 def dataset_fingerprint(cases: list[Case]) -> dict[str, Any]:
     ids = sorted(c.id for c in cases)
     return {"cases": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]}
@@ -230,6 +253,8 @@ def write_split_file(
     allow_overlap: list[tuple[str, str]] = (),
 ) -> None:
     """Write the split atomically (a concurrent reader sees the old file or the new one)."""
+    for s in SPLITS:
+        refuse_duplicates(s, [c.id for c in split[s]], path)
     doc: dict[str, Any] = {
         "format": SPLIT_FORMAT,
         "task": task,

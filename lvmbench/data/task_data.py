@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from lvmbench.data.cases import Case, DatasetReader, make_reader
 from lvmbench.data.splits import Split, resolve_split
@@ -21,12 +21,42 @@ class TaskData:
 
 
 def dataset_root(spec: TaskSpec, data_root: Path | None) -> Path:
+    """The task's dataset folder; refuses a task whose folders lie outside the data root."""
     if data_root is None:
         raise DataError(
             f"task '{spec.id}' needs real data and no data root was given",
             fix=f"pass --data-root DIR (or set LVMBENCH_DATA) where DIR/{spec.data.dir} holds the dataset, or use --suite smoke",
         )
+    check_dirs_inside_root(spec)
     return Path(data_root) / spec.data.dir
+
+
+def check_dirs_inside_root(spec: TaskSpec) -> None:
+    """``data.dir`` and every ``ood[].dir`` must name a folder under the data root.
+
+    A task file is shared data: an absolute path or a ``..`` climb would make it read (and cache,
+    and report as this task) whatever that path holds on each machine, e.g. ``/etc``. The check is
+    lexical, so a symlink the user placed inside the data root is honoured: that is how data kept
+    elsewhere is brought in, deliberately, on one machine.
+    """
+    keys = [("data.dir", spec.data.dir)] + [(f"ood[{i}].dir ({o.name})", o.dir) for i, o in enumerate(spec.ood) if o.dir is not None]
+    for key, value in keys:
+        if not stays_inside(value):
+            where = spec.folder / "task.yaml" if spec.folder else None
+            raise DataError(
+                f"task '{spec.id}': {key} '{value}' points outside the data root",
+                path=where,
+                fix=f"make {key} a folder name under the data root; to use data kept elsewhere, link it in: ln -s /path/to/it DATA_ROOT/NAME",
+            )
+
+
+def stays_inside(rel: str) -> bool:
+    """True when ``rel``, joined to any folder, stays under that folder (no absolute path, no climb out)."""
+    text = rel.replace("\\", "/")  # a task file may be written on Windows; refusing odd names is safe
+    if text.startswith("/") or PureWindowsPath(rel).drive:
+        return False
+    # any '..' counts, even 'a/../b': the OS resolves it after following a symlink 'a', so it may climb out
+    return ".." not in PurePosixPath(text).parts
 
 
 def load_task_data(spec: TaskSpec, data_root: Path | None, suite: str | None = None) -> TaskData:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from PIL import Image
 
-from lvmbench.encoders.base import InputSpec
+from lvmbench.encoders.base import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
@@ -34,19 +36,59 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
-def normalize_batch(x: torch.Tensor, spec: InputSpec, intensity: str = "imagenet") -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float input for the encoder.
+@dataclass(frozen=True)
+class InputNorm:
+    """uint8 pixels -> encoder input: ``(x / divide - mean) / std`` (no mean/std: just the division)."""
 
-    ``imagenet``: scale to [0, 1] then the encoder's mean/std (its input spec). ``raw255``: float
-    0-255 with no normalisation (LVM-Med's segmentation code). ``unit``: [0, 1].
+    divide: float = 255.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def describe(self) -> dict[str, object]:
+        return {"divide": self.divide, "mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None}
+
+
+IMAGENET = InputNorm(255.0, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def input_norm(setting: object, intensity: str, spec: InputSpec) -> InputNorm:
+    """The normalisation a protocol's ``normalize`` setting names, else the task's ``intensity``.
+
+    ``encoder`` (and the task intensity ``imagenet``, its historical name): [0, 1] then the
+    encoder's own mean/std (ImageNet's for ImageNet-trained models); ``imagenet``: ImageNet's
+    mean/std whatever the encoder says; ``raw255``: float 0-255, nothing else (LVM-Med's
+    segmentation code); ``unit``: [0, 1]; an explicit ``{mean, std, pixel_range}``.
     """
+    if setting is None:
+        setting = "encoder" if intensity == "imagenet" else intensity
+    if setting == "encoder":
+        return InputNorm(255.0, tuple(spec.mean), tuple(spec.std))
+    if setting == "imagenet":
+        return IMAGENET
+    if setting == "raw255":
+        return InputNorm(1.0)
+    if setting == "unit":
+        return InputNorm(255.0)
+    mean, std = getattr(setting, "mean", None), getattr(setting, "std", None)
+    if mean is None or std is None:
+        raise ValueError(f"unknown normalisation {setting!r}")
+    return InputNorm(255.0 if setting.pixel_range == "unit" else 1.0, tuple(mean), tuple(std))  # type: ignore[union-attr]
+
+
+def normalize_batch(x: torch.Tensor, norm: InputNorm) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float input for the encoder (see :class:`InputNorm`)."""
     x = x.float()
-    if intensity == "raw255":
-        return x
-    x = x / 255.0
-    if intensity == "unit":
+    if norm.divide != 1.0:
+        x = x / norm.divide
+    if norm.mean is None or norm.std is None:
         return x
     c = x.shape[1]
-    mean = torch.tensor(spec.mean[:c] if len(spec.mean) >= c else spec.mean * c, device=x.device).view(1, c, 1, 1)
-    std = torch.tensor(spec.std[:c] if len(spec.std) >= c else spec.std * c, device=x.device).view(1, c, 1, 1)
+    mean = torch.tensor(_per_channel(norm.mean, c), device=x.device).view(1, c, 1, 1)
+    std = torch.tensor(_per_channel(norm.std, c), device=x.device).view(1, c, 1, 1)
     return (x - mean) / std
+
+
+def _per_channel(values: tuple[float, ...], c: int) -> list[float]:
+    """One value per input channel: a 3-channel statistic on 1-channel input keeps its first value."""
+    v = list(values)
+    return v[:c] if len(v) >= c else v * c if len(v) == 1 else (v * c)[:c]

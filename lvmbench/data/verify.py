@@ -2,14 +2,17 @@
 
 For each task: the dataset folder, the reader's case list, counts against ``data.expected``, every
 file decoded (reader ``check()`` in a thread pool: the decoders release the GIL) plus checks no reader
-has to repeat (labels outside the class map, NaN/inf voxels, blank images, empty masks), the reader's
-``dataset_checks()`` (unpaired files, dropped boxes), the split (the user's split file or the task's
-rule; overlap by case and patient) and byte-identical images sitting in two split parts. Every
-problem is an ``Issue``: the file, what is wrong, the fix, and whether the task can still run.
+has to repeat (labels outside the class map, NaN/inf voxels, blank images, empty masks; a task whose
+every mask is empty is an error, not a warning: its Dice would be a perfect score of nothing), the
+reader's ``dataset_checks()`` (unpaired files, dropped boxes), the split (the user's split file or
+the task's rule; overlap by case and patient; ``split.group_by`` against the groups the reader
+produces) and byte-identical images sitting in two split parts. Every problem is an ``Issue``: the
+file, what is wrong, the fix, and whether the task can still run.
 
 ``preflight`` runs the same per-case checks before ``lvmbench eval`` uses a dataset, so a run fails
-with the very lines verify prints; cases already checked (same files, sizes, mtimes, reader options)
-are remembered in ``<cache>/verified/`` so later runs only stat the files.
+with the very lines verify prints; cases already checked (same files by path, size, mtime and
+content stamp, same reader options) are remembered in ``<cache>/verified/`` so later runs only
+stat and stamp the files.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from lvmbench.data.task_data import TaskData, dataset_root, task_reader
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
 
-VERIFY_VERSION = 1  # bump when a check is added: remembered "verified" stamps become stale
+VERIFY_VERSION = 2  # bump when a check is added: remembered "verified" stamps become stale
+EMPTY_MASK = "mask has no foreground"
 
 
 @dataclass
@@ -105,7 +109,7 @@ def content_issues(reader: DatasetReader, case: Case, classes: list[str]) -> tup
         if tgt.size and n and (int(tgt.min()) < 0 or int(tgt.max()) >= n):
             issues.append(Issue(target, f"label values {sorted(set(np.unique(tgt).tolist()) - set(range(n)))[:5]} are outside the task's {n} classes", "fix the mask/label file or the task's classes"))
         elif tgt.size and not tgt.any():
-            issues.append(Issue(target, "mask has no foreground", "expected only for normal/negative cases; otherwise re-export the mask", fatal=False))
+            issues.append(Issue(target, EMPTY_MASK, "expected only for normal/negative cases; otherwise re-export the mask", fatal=False))
     elif isinstance(tgt, list):
         for b in tgt:
             if isinstance(b, Box) and n and not 0 <= b.label < n:
@@ -138,23 +142,63 @@ def check_cases(
     workers: int | None = None,
     progress: bool = True,
     desc: str = "verify",
-) -> tuple[list[Issue], dict[str, str], set[str]]:
-    """Decode every case (threads): the issues, each readable case's image digest, and the ids of
-    the cases with a fatal problem."""
+) -> tuple[list[Issue], dict[str, str], set[str], set[str]]:
+    """Decode every case (threads): the issues, each readable case's image digest, the ids of the
+    cases with a fatal problem and the ids of the readable cases whose mask is empty."""
     _DecodeOnce(reader)
     workers = workers or min(8, os.cpu_count() or 1)
     issues: list[Issue] = []
     digests: dict[str, str] = {}
     broken: set[str] = set()
+    empty: set[str] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda c: (c, check_case(reader, c, classes)), cases)
         for case, (found, digest) in tqdm(results, total=len(cases), desc=desc, disable=not progress, leave=False):
             issues.extend(found)
             if any(i.fatal for i in found):
                 broken.add(case.id)
+            elif any(i.problem == EMPTY_MASK for i in found):
+                empty.add(case.id)
             if digest is not None:
                 digests[case.id] = digest
-    return issues, digests, broken
+    return issues, digests, broken, empty
+
+
+def all_empty_issue(task_id: str, root: Path, readable: int, empty: int) -> list[Issue]:
+    """Every readable mask empty: the masks are not being read (0/1 or class-index files thresholded
+    as grey levels, a wrong folder), and Dice would score the empty prediction as perfect."""
+    if readable == 0 or empty < readable:
+        return []
+    return [
+        Issue(
+            str(root),
+            f"every mask of task '{task_id}' is empty ({empty} of {empty} readable cases): nothing to segment",
+            "check that the masks folder holds the annotations and data.options.masks/threshold in the task (grey masks are foreground above the threshold; 0/1 and class-index masks are read as labels)",
+        )
+    ]
+
+
+def group_by_issue(spec: TaskSpec, reader: DatasetReader, cases: list[Case]) -> list[Issue]:
+    """``split.group_by`` must be what the reader's groups are: a split declared patient-grouped
+    over cases that each form their own group puts one patient's images in train and test."""
+    want = spec.split.group_by
+    if want == "case" or len(cases) < 2 or want == getattr(reader, "case_unit", "image"):
+        return []
+    where = str(spec.folder / "task.yaml") if spec.folder else spec.id
+    if want == "site":
+        bad = next((c for c in cases if c.meta.get("site") is None or c.group != str(c.meta["site"])), None)
+        if bad is None:
+            return []
+        return [Issue(where, f"task '{spec.id}': split.group_by is 'site' but the reader's groups are not sites (case '{bad.id}' is in group '{bad.group}')", "set data.options.group: '{site}' in the task, or set split.group_by to what the reader groups by")]
+    if len({c.group for c in cases}) < len(cases):
+        return []
+    return [
+        Issue(
+            where,
+            f"task '{spec.id}': split.group_by is '{want}' but the reader gives each of the {len(cases)} cases its own group (it has no {want} information), so one {want}'s images can sit in train and test",
+            f"set data.options.group to a template naming the {want} (e.g. '{{{want}}}' from a named group of data.options.pattern), or set split.group_by: case if each case is its own {want}",
+        )
+    ]
 
 
 # -- dataset-level checks ----------------------------------------------------------------------
@@ -235,8 +279,10 @@ def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None
         return report
     report.cases = len(cases)
     report.issues += count_issues(spec, reader, cases, root)
-    found, digests, _ = check_cases(reader, cases, spec.classes, workers=workers, progress=progress, desc=f"verify {spec.id}")
+    report.issues += group_by_issue(spec, reader, cases)
+    found, digests, broken, empty = check_cases(reader, cases, spec.classes, workers=workers, progress=progress, desc=f"verify {spec.id}")
     report.issues += found
+    report.issues += all_empty_issue(spec.id, root, len(cases) - len(broken), len(empty))
     report.issues += _dataset_checks(reader, cases)
     try:
         split = resolve_split(cases, spec.split, spec.id, suite, spec.folder)
@@ -251,8 +297,8 @@ def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None
         except UserError as e:
             report.issues.append(issue_from(e, ood.root))
             continue
-        more, _, _ = check_cases(ood, ood_cases, spec.classes, workers=workers, progress=progress, desc=f"verify {spec.id}:{name}")
-        report.issues += more + _dataset_checks(ood, ood_cases)
+        more, _, broken, empty = check_cases(ood, ood_cases, spec.classes, workers=workers, progress=progress, desc=f"verify {spec.id}:{name}")
+        report.issues += more + all_empty_issue(f"{spec.id}:{name}", ood.root, len(ood_cases) - len(broken), len(empty)) + _dataset_checks(ood, ood_cases)
     return report
 
 
@@ -294,14 +340,15 @@ def preflight(data: TaskData, cache_dir: Path | None, log: Callable[[str], None]
     if data.split.origin != "task split spec":
         log(f"note  {spec.id}: split from {data.split.origin}")
     issues = count_issues(spec, data.reader, data.cases, data.root)
-    issues += _check_remembered(data.reader, data.cases, spec.classes, cache_dir, workers, progress, f"check {spec.id}")
+    issues += group_by_issue(spec, data.reader, data.cases)
+    issues += _check_remembered(data.reader, data.cases, spec.classes, cache_dir, workers, progress, f"check {spec.id}", spec.id)
     base = data.root
     for _ in Path(spec.data.dir).parts:
         base = base.parent
     try:
         oods = ood_sets(spec, base)
         for name, reader in oods:
-            issues += _check_remembered(reader, reader.cases(), spec.classes, cache_dir, workers, progress, f"check {spec.id}:{name}")
+            issues += _check_remembered(reader, reader.cases(), spec.classes, cache_dir, workers, progress, f"check {spec.id}:{name}", f"{spec.id}:{name}")
     except UserError as e:
         issues.append(issue_from(e, spec.id))
     fatal = [i for i in issues if i.fatal]
@@ -317,15 +364,30 @@ def preflight(data: TaskData, cache_dir: Path | None, log: Callable[[str], None]
     raise DataError(first.problem, path=first.path, fix=first.fix + more)
 
 
-def _check_remembered(reader: DatasetReader, cases: list[Case], classes: list[str], cache_dir: Path | None, workers: int | None, progress: bool, desc: str) -> list[Issue]:
+def _check_remembered(reader: DatasetReader, cases: list[Case], classes: list[str], cache_dir: Path | None, workers: int | None, progress: bool, desc: str, name: str = "") -> list[Issue]:
+    """``check_cases`` for the cases not remembered as passed. A remembered case with an empty
+    mask is stored as ``<stamp>:empty``, so "every mask is empty" is still seen on later runs."""
     store = _VerifiedStore(cache_dir, reader, classes)
     stamps = {c.id: _case_stamp(reader, c, classes) for c in cases}
-    todo = [c for c in cases if stamps[c.id] is None or stamps[c.id] not in store.keys]
+
+    def remembered(c: Case) -> str | None:
+        st = stamps[c.id]
+        if st is None:
+            return None
+        return "ok" if st in store.keys else ("empty" if f"{st}:empty" in store.keys else None)
+
+    known = {c.id: remembered(c) for c in cases}
+    todo = [c for c in cases if known[c.id] is None]
     issues: list[Issue] = []
+    broken: set[str] = set()
+    empty = {i for i, k in known.items() if k == "empty"}
     if todo:
         # a copy, so the decode-once wrappers never reach the reader the run itself uses
-        issues, _, broken = check_cases(copy.copy(reader), todo, classes, workers=workers, progress=progress, desc=desc)
-        store.add(stamps[c.id] for c in todo if stamps[c.id] is not None and c.id not in broken)
+        issues, _, broken, new_empty = check_cases(copy.copy(reader), todo, classes, workers=workers, progress=progress, desc=desc)
+        empty |= new_empty
+    issues += all_empty_issue(name or desc, reader.root, len(cases) - len(broken), len(empty))
+    if todo:
+        store.add(stamps[c.id] + (":empty" if c.id in empty else "") for c in todo if stamps[c.id] is not None and c.id not in broken)
     return issues + _dataset_checks(reader, cases)
 
 

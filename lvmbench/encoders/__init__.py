@@ -4,6 +4,10 @@ Names resolve in this order: registered names (``lvmmed-r50``, ``lvmmed-vitb``, 
 ``lvmbench.encoders`` entry point group), ``torchvision/<arch>`` and ``timm/<name>`` prefixes, bare
 torchvision ResNet names, then any timm model name. Nothing is downloaded: without ``weights`` the
 encoder is randomly initialised (seeded) and named ``random-init`` in results.
+
+The embedding's pooling (``Encoder.pooling``, recorded as ``EncoderIdentity.pooling``) is, first
+to last: the caller's ``pooling=``, the one a ``lvmbench pretrain`` checkpoint records in its
+safetensors metadata (the pooling its objective trained), the adapter's default.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from pathlib import Path
 import torch
 
 from lvmbench.encoders.adapters import TORCHVISION_RESNETS, TimmEncoder, TorchvisionResNet
-from lvmbench.encoders.base import Encoder, EncoderIdentity, FeatureInfo, InputSpec
-from lvmbench.encoders.checkpoint import DEFAULT_ALLOW, load_into, read_state_dict, sha256_file
-from lvmbench.errors import CheckpointError, UnknownNameError
+from lvmbench.encoders.base import POOLINGS, Encoder, EncoderIdentity, FeatureInfo, InputSpec
+from lvmbench.encoders.checkpoint import DEFAULT_ALLOW, load_into, read_metadata, read_state_dict, sha256_file
+from lvmbench.errors import CheckpointError, UnknownNameError, UserError
 from lvmbench.registry import Registry, suggest
 
 RANDOM_INIT = "random-init"
@@ -67,8 +71,38 @@ def _unknown(name: str) -> UnknownNameError:
     return UnknownNameError(msg)
 
 
-def create_encoder(name: str, weights: str | Path | None = None, *, seed: int = 0) -> tuple[Encoder, EncoderIdentity]:
-    """Build the encoder and load ``weights`` strictly (only allow-listed keys may differ)."""
+def trained_pooling(weights: str | Path | None) -> str | None:
+    """The pooling a ``lvmbench pretrain`` checkpoint's objective trained, from its metadata."""
+    if not weights:
+        return None
+    meta = read_metadata(weights)
+    return meta.get("pooling") if meta.get("lvmbench") == "pretrain" else None
+
+
+def _apply_pooling(enc: Encoder, name: str, pooling: str | None, trained: str | None, wpath: Path | None) -> None:
+    if pooling is not None:
+        if pooling not in enc.poolings:
+            hint = suggest(pooling, list(enc.poolings))
+            msg = f"encoder '{name}' has no pooling '{pooling}'" + (f"; did you mean '{hint}'?" if hint else "")
+            raise UserError(msg, fix=f"use one of: {', '.join(enc.poolings)} (meanings in lvmbench.encoders.POOLINGS)")
+        enc.set_pooling(pooling)
+    elif trained is not None:
+        if trained not in enc.poolings:
+            raise CheckpointError(
+                f"the checkpoint was pretrained with pooling '{trained}', which encoder '{name}' does not offer",
+                path=wpath,
+                fix=f"evaluate it with the encoder it was pretrained with, or choose a pooling: {', '.join(enc.poolings)}",
+            )
+        enc.set_pooling(trained)
+
+
+def create_encoder(
+    name: str, weights: str | Path | None = None, *, seed: int = 0, pooling: str | None = None
+) -> tuple[Encoder, EncoderIdentity]:
+    """Build the encoder and load ``weights`` strictly (only allow-listed keys may differ).
+
+    ``pooling`` overrides how ``embed`` pools (see ``Encoder.poolings``); by default a checkpoint
+    from ``lvmbench pretrain`` is evaluated with the pooling its objective trained."""
     wpath = Path(weights) if weights else None
     if wpath is not None and not wpath.is_file():
         raise CheckpointError("weights file not found", path=wpath, fix="pass an existing file to --weights")
@@ -85,11 +119,13 @@ def create_encoder(name: str, weights: str | Path | None = None, *, seed: int = 
             sd = read_state_dict(wpath)
             target = enc.model if isinstance(enc, TimmEncoder) else enc
             report = load_into(target, sd, allow_unexpected=DEFAULT_ALLOW, path=wpath).as_dict()
+    _apply_pooling(enc, name, pooling, trained_pooling(wpath), wpath)
     ident = EncoderIdentity(
         name=name,
         weights_sha256=sha256_file(wpath) if wpath else RANDOM_INIT,
         weights_path=str(wpath.resolve()) if wpath else None,
         load_report=report,
+        pooling=enc.pooling,
     )
     return enc, ident
 
@@ -106,6 +142,7 @@ __all__ = [
     "EncoderIdentity",
     "FeatureInfo",
     "InputSpec",
+    "POOLINGS",
     "RANDOM_INIT",
     "create_encoder",
     "is_known",

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
-from torch.nn import functional as F
 
-from lvmbench.encoders.base import Encoder, FeatureInfo, InputSpec
+from lvmbench.encoders.base import Encoder, FeatureInfo, InputSpec, global_avg
 
 TORCHVISION_RESNETS = (
     "resnet18",
@@ -57,15 +56,17 @@ class TorchvisionResNet(Encoder):
         c5 = self.layer4(c4)
         return [s2, c2, c3, c4, c5]
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(F.adaptive_avg_pool2d(self.feature_maps(x)[-1], 1), 1)
-
 
 class TimmEncoder(Encoder):
-    """Any timm model: ``embed`` is timm's pooled pre-logits output, ``feature_maps`` its
-    ``forward_intermediates``. Transformers (one stride) get a simple feature pyramid."""
+    """Any timm model: ``feature_maps`` are its ``forward_intermediates`` (transformers, one
+    stride, get a simple feature pyramid); ``embed`` pools by ``pooling``: ``head`` (default: timm's
+    pooled pre-logits output, e.g. a ViT's class token after the final norm, the usual probe of a
+    third-party checkpoint) or ``avg`` (the last intermediate map averaged: a ViT's last-block
+    patch tokens, what ``lvmbench pretrain`` trains and LVM-Med's ViT wrapper probes)."""
 
-    def __init__(self, name: str, img_size: int | None = None, **kwargs):
+    poolings = ("head", "avg")
+
+    def __init__(self, name: str, img_size: int | None = None, pooling: str = "head", **kwargs):
         super().__init__()
         import timm
 
@@ -79,7 +80,8 @@ class TimmEncoder(Encoder):
         chans = tuple(int(f["num_chs"]) for f in info)
         strides = tuple(int(f["reduction"]) for f in info)
         self.name = name
-        self.embed_dim = int(self.model.num_features)
+        # embedding width per pooling: timm's head may widen the last stage (EfficientNet's conv_head)
+        self._dims = {"head": int(self.model.num_features), "avg": chans[-1]}
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
         size = img_size or int((cfg.get("input_size") or (3, 224, 224))[-1])
         self.input_spec = InputSpec(
@@ -101,15 +103,30 @@ class TimmEncoder(Encoder):
         else:
             self._indices = list(range(len(info)))
             self.feature_info = FeatureInfo(channels=chans, strides=strides)
+        self.set_pooling(pooling)
+
+    def set_pooling(self, pooling: str) -> None:
+        super().set_pooling(pooling)
+        self.embed_dim = self._dims[pooling]
+
+    def _maps(self, inter: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.pyramid(list(inter)) if self._single_stride else list(inter)
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        maps = self.model.forward_intermediates(x, indices=self._indices, intermediates_only=True)
-        if self._single_stride:
-            return self.pyramid(list(maps))
-        return list(maps)
+        return self._maps(self.model.forward_intermediates(x, indices=self._indices, intermediates_only=True))
+
+    def forward_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if self.pooling == "head":
+            final, inter = self.model.forward_intermediates(x, indices=self._indices)
+            return self._maps(inter), self.model.forward_head(final, pre_logits=True)
+        inter = self.model.forward_intermediates(x, indices=self._indices, intermediates_only=True)
+        return self._maps(inter), global_avg(inter[-1])
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        # Without the pyramid: feature extraction runs once per image of every frozen protocol.
+        if self.pooling == "head":
+            return self.model(x)
+        return global_avg(self.model.forward_intermediates(x, indices=[self._indices[-1]], intermediates_only=True)[-1])
 
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

@@ -67,7 +67,48 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 fix="pass a .pth/.pt/.torch state_dict or a .safetensors file",
             ) from None
     sd = _unwrap(obj, p)
+    check_finite(sd, p)
     return sd
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse a state dict holding NaN or Inf anywhere (a run saved after it diverged).
+
+    Such weights do not fail by themselves: frozen protocols crash later on NaN features and
+    fine-tuned ones score them (Dice 0) and exit 0. Every floating tensor is checked, allow-listed
+    heads included: a non-finite head means the whole run diverged, not only the head.
+    """
+    bad: list[tuple[str, int, int, int]] = []
+    for key, v in sd.items():
+        if not (v.is_floating_point() or v.is_complex()):
+            continue
+        finite = torch.isfinite(v)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(v).sum())
+        bad.append((key, nan, int((~finite).sum()) - nan, v.numel()))
+    if not bad:
+        return
+    key, nan, inf, numel = bad[0]
+    raise CheckpointError(
+        f"{len(bad)} of {len(sd)} tensors hold NaN/Inf values, first '{key}' ({nan} NaN, {inf} Inf of {numel} entries)",
+        path=path,
+        fix="the run that saved it diverged; pass an earlier checkpoint or retrain with a lower learning rate",
+    )
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` header (``{}`` for other formats or none)."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"not a readable safetensors file ({e})", path=p, fix="re-export the weights with safetensors.torch.save_file") from None
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

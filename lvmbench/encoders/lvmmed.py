@@ -45,14 +45,9 @@ def lvmmed_r50(weights: Path | None) -> TorchvisionResNet:
 
 class LvmMedViT(TimmEncoder):
     def __init__(self, img_size: int = 224):
-        super().__init__("samvit_base_patch16", img_size=img_size, use_abs_pos=False)
-        # Pre-neck 768-d tokens at stride 16 for the pyramid and the pooled embedding.
-        self.embed_dim = 768
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_intermediates(x, indices=[self._indices[-1]], intermediates_only=True)[-1].mean(
-            dim=(2, 3)
-        )
+        # Pre-neck 768-d tokens at stride 16 for the pyramid and, averaged ("avg"), the embedding
+        # ("head" would average the 256-d neck output, which LVM-Med's wrapper drops).
+        super().__init__("samvit_base_patch16", img_size=img_size, pooling="avg", use_abs_pos=False)
 
 
 def _sam_to_timm(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,11 @@
 """Retrieval metrics on embeddings: Recall@K, R-precision, MAP@R (query set = gallery, self excluded).
 
+With ``groups`` (patient/volume keys, or any key shared by near-copies such as byte-identical
+images), every gallery item of the query's own group is excluded too, not only the query: another
+image of the same patient is retrieved for being the same patient, not for showing the same
+finding, and would inflate every metric. R then counts same-class items outside the group; a
+query with none is left out like a lone query. Without ``groups`` each item is its own group.
+
 Similarity is the cosine of L2-normalised embeddings. Recall@K follows the official MS-loss
 ``RetMetric``: query i is a hit at K when fewer than K other-class items are *strictly* more
 similar than its most similar same-class item, so ties count as hits. A query whose class has no
@@ -45,6 +51,16 @@ def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def group_codes(groups: Sequence[object] | np.ndarray | None, n: int) -> torch.Tensor:
+    """(n,) integer code per item, equal within a group; ``None``: every item its own group."""
+    if groups is None:
+        return torch.arange(n)
+    keys = np.asarray([str(g) for g in groups], dtype=object)
+    if len(keys) != n:
+        raise ValueError(f"{n} embeddings but {len(keys)} groups")
+    return torch.from_numpy(np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64))
+
+
 @torch.no_grad()
 def retrieval_metrics(
     embeddings: np.ndarray | torch.Tensor,
@@ -52,8 +68,10 @@ def retrieval_metrics(
     ks: Sequence[int] = DEFAULT_KS,
     with_map: bool = True,
     chunk: int = 1024,
+    groups: Sequence[object] | np.ndarray | None = None,
 ) -> RetrievalResult:
-    """Recall@K (and R-precision, MAP@R) of every item as a query against all the others."""
+    """Recall@K (and R-precision, MAP@R) of every item as a query against all items outside its
+    own group (``groups``; default: all the others)."""
     x = _as_tensor(embeddings)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be (n, d), got shape {tuple(x.shape)}")
@@ -63,6 +81,7 @@ def retrieval_metrics(
     ks = tuple(int(k) for k in ks)
     x = F.normalize(x, dim=1)
     n = len(x)
+    gc = group_codes(groups, n)
     hits = np.zeros((n, len(ks)), dtype=bool)
     has_pos = np.zeros(n, dtype=bool)
     rprec = np.full(n, np.nan)
@@ -72,10 +91,9 @@ def retrieval_metrics(
     for s in range(0, n, chunk):
         q = torch.arange(s, min(s + chunk, n))
         sim = x[q] @ x.T
-        not_self = torch.ones_like(sim, dtype=torch.bool)
-        not_self[torch.arange(len(q)), q] = False
-        same = (y[q, None] == y[None, :]) & not_self
-        diff = y[q, None] != y[None, :]
+        visible = gc[q, None] != gc[None, :]  # outside the query's group (so never the query)
+        same = (y[q, None] == y[None, :]) & visible
+        diff = (y[q, None] != y[None, :]) & visible
         best_pos = torch.where(same, sim, neg_inf).amax(dim=1)
         n_above = (diff & (sim > best_pos[:, None])).sum(dim=1)
         pos = same.any(dim=1)
@@ -86,8 +104,8 @@ def retrieval_metrics(
             rmax = int(r.max()) if len(r) else 0
             if rmax == 0:
                 continue
-            # neighbours in order of similarity, self pushed to the end
-            _, order = torch.where(not_self, sim, neg_inf).topk(rmax, dim=1)
+            # neighbours in order of similarity, the query's group pushed to the end
+            _, order = torch.where(visible, sim, neg_inf).topk(rmax, dim=1)
             rel = same.gather(1, order).to(torch.float64)
             ranks = torch.arange(1, rmax + 1, dtype=torch.float64)
             within = ranks[None, :] <= r[:, None]
@@ -101,8 +119,8 @@ def retrieval_metrics(
     return RetrievalResult(ks, hits, has_pos, rprec if with_map else np.zeros(0), mapr if with_map else np.zeros(0))
 
 
-def recall_at_k(embeddings, labels, ks: Sequence[int] = DEFAULT_KS) -> dict[int, float]:
-    """``{K: Recall@K}`` over queries that have at least one same-class item."""
-    res = retrieval_metrics(embeddings, labels, ks, with_map=False)
+def recall_at_k(embeddings, labels, ks: Sequence[int] = DEFAULT_KS, groups=None) -> dict[int, float]:
+    """``{K: Recall@K}`` over queries that have at least one same-class item outside their group."""
+    res = retrieval_metrics(embeddings, labels, ks, with_map=False, groups=groups)
     m = res.metrics()
     return {k: m[f"recall@{k}"] for k in res.ks}

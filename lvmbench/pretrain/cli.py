@@ -18,7 +18,8 @@ from lvmbench.errors import UserError
 OPTION_HELP = (
     "objective option KEY=VALUE (repeatable; VALUE parsed as JSON when it can be). graph-matching: "
     "graph_size=16 knn=5 alpha=0.8 gamma=20 lam=80 noise_scale=1 margin=0.2 solver=batched|loop, "
-    "ablations (paper Table 6): second_order=false message_passing=false gumbel=false local=false"
+    "ablations (paper Table 6): second_order=false message_passing=false gumbel=false local=false; "
+    "gcn_residual=true (ẑ = z + g(z), not in the paper)"
 )
 
 
@@ -42,6 +43,7 @@ def pretrain_cmd(
     objective: Annotated[str, typer.Option(help="pretraining objective (graph-matching = LVM-Med, mlvicx)")] = "graph-matching",
     encoder: Annotated[str, typer.Option(help="encoder name as for `lvmbench eval` (resnet50, resnet18, a timm ViT ...)")] = "resnet50",
     weights: Annotated[Optional[Path], typer.Option(help="initial weights (the paper starts R50 from ImageNet); none = random init")] = None,
+    pooling: Annotated[str, typer.Option(help="pooled vector the objective trains, recorded in the checkpoint for eval: avg (the paper: average of the last feature map, a ViT's token grid) or head (timm's head, e.g. a ViT's class token)")] = "avg",
     image_size: Annotated[int, typer.Option(help="view size in pixels")] = 224,
     batch_size: Annotated[int, typer.Option(help="images per step over all processes (paper: 3200); a multiple of the graph size")] = 256,
     steps: Annotated[Optional[int], typer.Option(help="optimiser steps (or give --epochs)")] = None,
@@ -74,6 +76,7 @@ def pretrain_cmd(
         objective=objective,
         encoder=encoder,
         weights=str(weights) if weights else None,
+        pooling=pooling,
         image_size=image_size,
         batch_size=batch_size,
         steps=steps,

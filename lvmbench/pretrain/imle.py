@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 import torch
 
+from lvmbench.pretrain.solver import no_autocast
+
 Solve = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
@@ -63,28 +65,36 @@ def _outer(x: torch.Tensor) -> torch.Tensor:
 
 
 class _IMLEMatching(torch.autograd.Function):
+    """Both solves and the gradient arithmetic run in float32 with autocast off, whatever the
+    region ``forward`` or ``loss.backward()`` is called from (a bf16 ``λ·∂L/∂ṽ`` perturbation, or a
+    backward solve that differs from the forward one, would bias the gradient)."""
+
     @staticmethod
     def forward(ctx, theta_v, theta_e, eps_v, eps_e, lam: float, solve: Solve, timer: SectionTimer | None):
-        pert_v = theta_v.detach() + eps_v
-        pert_e = None if theta_e is None else theta_e.detach() + eps_e
-        with timer("solver", theta_v.device) if timer else _null():
-            x = solve(pert_v, pert_e)
+        with no_autocast(theta_v.device):
+            pert_v = theta_v.detach().float() + eps_v.float()
+            pert_e = None if theta_e is None else theta_e.detach().float() + eps_e.float()
+            with timer("solver", theta_v.device) if timer else _null():
+                x = solve(pert_v, pert_e).float()
         ctx.save_for_backward(x, pert_v, pert_e)
         ctx.lam, ctx.solve, ctx.timer, ctx.has_e = lam, solve, timer, theta_e is not None
+        ctx.dtypes = (theta_v.dtype, None if theta_e is None else theta_e.dtype)
         return x
 
     @staticmethod
     def backward(ctx, grad_x):
         x, pert_v, pert_e = ctx.saved_tensors
-        scale = grad_x.abs().amax(dim=(1, 2), keepdim=True)
-        unit = grad_x / scale.clamp_min(1e-30)
-        with ctx.timer("solver", x.device) if ctx.timer else _null():
-            x2 = ctx.solve(pert_v - ctx.lam * unit, pert_e)
-        grad_v = scale * (x - x2) / ctx.lam
-        grad_e = None
-        if ctx.has_e:
-            # Masking happens in the caller's graph (edge scores are multiplied by the adjacency).
-            grad_e = scale[..., None, None] * (_outer(x) - _outer(x2)) / ctx.lam
+        with no_autocast(x.device):
+            grad_x = grad_x.float()
+            scale = grad_x.abs().amax(dim=(1, 2), keepdim=True)
+            unit = grad_x / scale.clamp_min(1e-30)
+            with ctx.timer("solver", x.device) if ctx.timer else _null():
+                x2 = ctx.solve(pert_v - ctx.lam * unit, pert_e).float()
+            grad_v = (scale * (x - x2) / ctx.lam).to(ctx.dtypes[0])
+            grad_e = None
+            if ctx.has_e:
+                # Masking happens in the caller's graph (edge scores are multiplied by the adjacency).
+                grad_e = (scale[..., None, None] * (_outer(x) - _outer(x2)) / ctx.lam).to(ctx.dtypes[1])
         return grad_v, grad_e, None, None, None, None, None
 
 

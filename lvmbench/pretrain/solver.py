@@ -29,6 +29,7 @@ against: the same algorithm with scipy's assignment, one graph at a time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -255,6 +256,29 @@ def _best_of(k: torch.Tensor, starts: torch.Tensor, cfg: SolverConfig) -> torch.
     return refined[torch.arange(k.shape[0], device=k.device), pick]
 
 
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region where autocast is off on ``device`` (a no-op where it has no autocast)."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
+
+
+def _float32_outside_autocast(fn):
+    """Run the solver with autocast off on its device. ``.float()`` on the inputs is not enough:
+    under a bf16 autocast region (the trainer's forward, or a backward called inside one) the
+    softassign's ``bmm`` and the swap search's ``einsum`` would be recast to bf16 and return other
+    matchings (8 of 64 16-node graphs differed in a measurement), and IMLE's backward solve, which
+    runs wherever ``loss.backward()`` is called, would differ from its forward solve."""
+
+    @functools.wraps(fn)
+    def wrapper(theta_v, *args, **kwargs):
+        with no_autocast(theta_v.device):
+            return fn(theta_v, *args, **kwargs)
+
+    return wrapper
+
+
 def _one_thread_on_cpu(fn):
     """Run on one CPU thread: the solver's tensors are tiny (≤ B·n⁴ elements) and its ops many,
     so intra-op threads cost more in synchronisation than they save (5–30× slower measured with
@@ -274,6 +298,7 @@ def _one_thread_on_cpu(fn):
     return wrapper
 
 
+@_float32_outside_autocast
 @_one_thread_on_cpu
 def solve_qap(theta_v: torch.Tensor, theta_e: torch.Tensor | None = None, cfg: SolverConfig = SolverConfig()) -> torch.Tensor:
     """Best permutation matrix (B, n, n) for vertex scores (B, n, n) and optional edge scores
@@ -298,6 +323,7 @@ def _scipy_assignment(cost: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows).long()
 
 
+@_float32_outside_autocast
 @_one_thread_on_cpu
 def solve_qap_loop(theta_v: torch.Tensor, theta_e: torch.Tensor | None = None, cfg: SolverConfig = SolverConfig()) -> torch.Tensor:
     """Baseline: the same solver graph by graph on the CPU with scipy's assignment (the way a

@@ -3,7 +3,8 @@
 Works alone or under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU). Writes to
 ``out``: ``checkpoint.pt`` (everything needed to resume exactly: objective weights, optimiser,
 step, every process's RNG states), ``encoder.safetensors`` (backbone only, in the layout
-``lvmbench eval --weights`` reads, e.g. torchvision's for ResNets), ``pretrain.json`` (config, data
+``lvmbench eval --weights`` reads, e.g. torchvision's for ResNets; its metadata records the
+``pooling`` the objective trained, which evaluation then uses), ``pretrain.json`` (config, data
 manifest with sha256 per file, summary) and ``log.jsonl`` (per-step losses and timings).
 
 Schedule (paper §3.1 step 9): Adam, lr 2e-3 halved four times. Where the halvings fall is not
@@ -19,7 +20,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,9 @@ class PretrainConfig:
     objective: str = "graph-matching"
     encoder: str = "resnet50"
     weights: str | None = None
+    # The pooled vector the objective trains and evaluation embeds (Encoder.poolings). The paper
+    # average-pools the encoder's final feature map (for a ViT its token grid): "avg".
+    pooling: str = "avg"
     image_size: int = 224
     batch_size: int = 256  # global, over all processes (the paper: 3200 for R50 on 16 GPUs)
     steps: int | None = None
@@ -64,6 +68,11 @@ class PretrainConfig:
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+
+
+def _jsonable(x):
+    """As pretrain.json stores it (tuples become lists), so saved and resolved values compare."""
+    return json.loads(json.dumps(x))
 
 
 def lr_at(step: int, total: int, base: float, halvings: int) -> float:
@@ -107,7 +116,8 @@ def _unused_encoder_params(encoder: torch.nn.Module, size: int, device: torch.de
     import copy
 
     probe = copy.deepcopy(encoder).to(device).train()
-    probe.feature_maps(torch.zeros(2, 3, size, size, device=device))[-1].float().sum().backward()
+    maps, pooled = probe.forward_pooled(torch.zeros(2, 3, size, size, device=device))
+    (maps[-1].float().sum() + pooled.float().sum()).backward()
     return any(p.requires_grad and p.grad is None for p in probe.parameters())
 
 
@@ -156,10 +166,23 @@ class Trainer:
         if cfg.steps is None and cfg.epochs is None:
             raise UserError("give --steps or --epochs")
         self.total = cfg.steps if cfg.steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
-        self.encoder, self.ident = create_encoder(cfg.encoder, cfg.weights, seed=cfg.seed)
+        self.encoder, self.ident = create_encoder(cfg.encoder, cfg.weights, seed=cfg.seed, pooling=cfg.pooling)
         self.encoder.to(self.device)
         _check_view_size(self.encoder, cfg, self.device)
         self.objective = _build_objective(cfg, self.encoder).to(self.device)
+        # Every resolved setting (defaults included): recorded, and a resume must resolve the same.
+        self.objective_settings = _jsonable(self.objective.settings(cfg.objective_options))
+        if state and "objective_settings" not in state and self.main:
+            print("warning: the checkpoint predates recorded objective settings; defaults may have changed since "
+                  "(graph-matching: gcn_residual is now false, -o gcn_residual=true keeps the old form)", flush=True)
+        if state and "objective_settings" in state and _jsonable(state["objective_settings"]) != self.objective_settings:
+            old = state["objective_settings"]
+            diff = sorted(k for k in set(old) | set(self.objective_settings) if _jsonable(old.get(k)) != self.objective_settings.get(k))
+            raise UserError(
+                f"--resume: the objective now resolves to other settings ({', '.join(diff)}) than the checkpoint's (a default changed?)",
+                path=self.out / "checkpoint.pt",
+                fix=f"pass the checkpoint's values with -o ({', '.join(f'{k}={json.dumps(old.get(k))}' for k in diff)}) or use a new --out",
+            )
         # Objectives that group images (graph matching: graphs of 16) say so with ``batch_multiple``.
         multiple = int(getattr(self.objective, "batch_multiple", 1))
         if (cfg.batch_size // self.world) % multiple:
@@ -323,7 +346,9 @@ def load_resume(out: Path, cfg: PretrainConfig) -> dict | None:
         raise UserError("--resume: no checkpoint.pt here", path=out, fix="drop --resume to start a new run, or point --out at the run to continue")
     state = torch.load(path, map_location="cpu", weights_only=True)
     saved, now = state["config"], cfg.identity()
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    # A setting added after the checkpoint was written took its default then.
+    defaults = {f.name: f.default for f in fields(PretrainConfig) if f.default is not MISSING}
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
     if diff:
         raise UserError(f"--resume with different settings ({', '.join(diff)}) than the checkpoint", path=path, fix="repeat the original arguments (only runtime flags such as --workers may change) or use a new --out")
     meta = json.loads((out / "pretrain.json").read_text())
@@ -372,20 +397,24 @@ def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, f
         "optimizer": tr.optimizer.state_dict(),
         "rng": rng_all,
         "config": cfg.identity(),
+        "objective_settings": tr.objective_settings,
         "num_items": len(tr.items),
         "world_size": tr.world,
     }
     _atomic_write(tr.out / "checkpoint.pt", lambda p: torch.save(state, p))
     backbone = {k: v.detach().cpu().contiguous().clone() for k, v in tr.encoder.backbone_state_dict().items()}
-    meta = {"lvmbench": "pretrain", "objective": cfg.objective, "encoder": cfg.encoder, "step": str(tr.step)}
+    # ``pooling`` is read back by create_encoder: evaluation embeds what the objective trained.
+    meta = {"lvmbench": "pretrain", "objective": cfg.objective, "encoder": cfg.encoder, "step": str(tr.step), "pooling": tr.encoder.pooling}
     enc_path = tr.out / "encoder.safetensors"
     _atomic_write(enc_path, lambda p: save_file(backbone, str(p), metadata=meta))
     steps_done = max(1, tr.step)
     summary = {
         "schema": 1,
         "config": asdict(cfg),
-        "objective": {"name": cfg.objective, "options": cfg.objective_options},
-        "encoder": {"name": cfg.encoder, "init_weights": tr.ident.weights_path, "init_sha256": tr.ident.weights_sha256},
+        # options: as typed; settings: every resolved value, defaults included
+        "objective": {"name": cfg.objective, "options": cfg.objective_options, "settings": tr.objective_settings},
+        "views": asdict(tr.views),
+        "encoder": {"name": cfg.encoder, "init_weights": tr.ident.weights_path, "init_sha256": tr.ident.weights_sha256, "pooling": tr.encoder.pooling},
         "world_size": tr.world,
         "ranks_in_sync": in_sync,
         "steps_total": tr.total,

@@ -21,7 +21,10 @@ from lvmbench.data.cache import ArrayCache
 from lvmbench.data.cases import Case
 from lvmbench.data.splits import label_subset
 from lvmbench.data.task_data import TaskData
-from lvmbench.encoders.base import Encoder, EncoderIdentity
+from lvmbench.data.transforms import InputNorm, input_norm
+from lvmbench.encoders.base import Encoder, EncoderIdentity, InputSpec
+from lvmbench.errors import UserError
+from lvmbench.protocols.settings import ProtocolSettings, settings_error
 from lvmbench.registry import Registry
 from lvmbench.spec import RunUnit, TaskSpec
 
@@ -33,7 +36,7 @@ class RunContext:
     data: TaskData
     identity: EncoderIdentity
     make_encoder: Callable[[], Encoder]
-    hparams: dict[str, Any]
+    settings: ProtocolSettings  # resolved: defaults and task-dependent values filled
     device: torch.device
     cache_dir: Path
     progress: bool = True
@@ -46,6 +49,11 @@ class RunContext:
     @property
     def decoded_cache(self) -> ArrayCache:
         return ArrayCache(self.cache_dir / "decoded", enabled=self.options.get("decoded_cache", True))
+
+    def input_norm(self, spec: InputSpec) -> InputNorm:
+        """How this unit turns uint8 pixels into the encoder's input: the protocol's ``normalize``
+        setting, else the task's ``preprocess.intensity`` (``imagenet`` = the encoder's mean/std)."""
+        return input_norm(self.settings.normalize, self.task.preprocess.intensity, spec)
 
     def train_cases(self) -> list[Case]:
         """Training cases after the label-fraction subset (nested, grouped, stratified)."""
@@ -70,6 +78,10 @@ class Protocol:
     name: ClassVar[str]
     families: ClassVar[tuple[str, ...]]
     uses_head: ClassVar[bool] = False
+    # every key a task may set under protocols.<name>, typed (lvmbench/protocols/settings.py)
+    Settings: ClassVar[type[ProtocolSettings]] = ProtocolSettings
+    # bump when a change to this protocol's code can move its numbers: older results become stale
+    version: ClassVar[int] = 1
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
         raise NotImplementedError
@@ -84,6 +96,39 @@ def _load(reg: Registry[type[Protocol]]) -> None:
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", _load)
+
+
+def resolve_settings(task: TaskSpec, protocol: str, where: str | None = None) -> ProtocolSettings:
+    """``task.protocols[protocol]`` validated against the protocol's settings model and resolved for
+    the task; any problem is one line naming the task file, the key and the nearest valid name."""
+    from pydantic import ValidationError
+
+    where = where or f"protocols.{protocol}"
+    path = (task.folder / "task.yaml") if task.folder else None
+    try:
+        cls = PROTOCOLS.get(protocol)
+    except UserError as e:
+        raise UserError(f"task '{task.id}': {where}: {e}", path=path, fix="use a registered protocol (see `lvmbench protocols`)") from None
+    raw = task.protocols.get(protocol) or {}
+    try:
+        settings = cls.Settings.model_validate(raw)
+    except ValidationError as e:
+        raise settings_error(e, cls.Settings, where, task.id, path) from None
+    try:
+        return settings.resolve(task)
+    except ValueError as e:
+        raise UserError(f"task '{task.id}': bad setting under '{where}': {e}", path=path, fix="correct it in task.yaml (see `lvmbench protocols`)") from None
+
+
+def validate_task_settings(task: TaskSpec) -> None:
+    """Every protocol of the task and of each suite profile validates (called when a task loads)."""
+    for name in task.protocols:
+        resolve_settings(task, name)
+    for suite, override in task.profiles.items():
+        merged = task.for_suite(suite)
+        for name in merged.protocols:
+            touched = name in (override.get("protocols") or {})
+            resolve_settings(merged, name, f"profiles.{suite}.protocols.{name}" if touched else None)
 
 
 def seed_everything(seed: int) -> torch.Generator:

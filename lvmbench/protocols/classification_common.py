@@ -50,3 +50,11 @@ def per_case_records(cases: list[Case], prob: np.ndarray, split: str = "test") -
 
 def counts(splits: dict[str, list[Case]]) -> dict[str, int]:
     return {k: len(v) for k, v in splits.items()}
+
+
+def prior_baseline(train: list[Case], test: list[Case], num_classes: int, metric: str) -> dict[str, Any]:
+    """What a predictor that learned only the training class frequencies scores on the test split
+    (accuracy: the majority class's share; AUC: 0.5), through the same metric code."""
+    freq = np.bincount(labels_of(train), minlength=num_classes).astype(np.float64)
+    prob = np.tile(freq / max(freq.sum(), 1.0), (len(test), 1))
+    return {"metric": metric, "value": float(score(test, prob, num_classes)[metric]), "predictor": "training class prior (majority class)"}

@@ -31,65 +31,40 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lvmbench.data.cache import cache_key
+from lvmbench.errors import UserError
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.metrics.detection import ImageBoxes, ap_from_records, coco_metrics, counts_at, match_records, random_box_baseline
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.det import DEFAULT_BACKEND, get_backend
+from lvmbench.protocols.det import get_backend
 from lvmbench.protocols.det.data import DetectionDataset, Resize, collate, hflip, repeat_factor_indices
 from lvmbench.protocols.features import autocast, loader_workers
-
-DEFAULTS: dict[str, Any] = {
-    "backend": DEFAULT_BACKEND,
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "epochs": 40,
-    "batch_size": 8,
-    "grad_clip": None,
-    "frozen_stages": 1,
-    "norm_eval": True,
-    "resize": "keep_ratio",
-    "hflip": True,
-    "oversample_thr": None,
-    "anchor_scale": 8,
-    "val_every": 1,
-    "count_score_thr": 0.5,
-    "paper_eval": False,
-}
-
-
-# Sizes of the detector (defaults = mmdet's faster-rcnn_r50_fpn); profiles shrink them for CPU smoke runs.
-TUNING = ("rpn_proposals_train", "rpn_proposals_test", "rois_per_image", "box_fc", "fpn_channels")
-
-
-def _resolve(hp: dict[str, Any]) -> dict[str, Any]:
-    out = {**DEFAULTS, **hp}
-    unknown = sorted(set(hp) - set(DEFAULTS) - set(TUNING))
-    if unknown:
-        from lvmbench.errors import UserError
-
-        raise UserError(f"unknown detection hyperparameter(s) {unknown}", fix=f"use only {sorted([*DEFAULTS, *TUNING])}")
-    return out
-
+from lvmbench.interrupt import interruptible
+from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.selection import FiniteLoss, require_validation
+from lvmbench.protocols.settings import DetectionSettings
 
 @PROTOCOLS.register("detection")
 class Detection(Protocol):
     name = "detection"
     families = ("detection",)
+    Settings = DetectionSettings
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = _resolve(ctx.hparams)
-        backend = get_backend(hp["backend"])
-        paper = bool(hp["paper_eval"])
+        hp: DetectionSettings = ctx.settings  # type: ignore[assignment]
+        backend = get_backend(hp.backend)
+        paper = hp.paper_eval
+        if not paper:
+            require_validation(ctx, ctx.data.split.val)
+        select = str(hp.select_metric)
         size = int(ctx.task.preprocess.size)
         channels = int(ctx.task.preprocess.channels)
-        intensity = ctx.task.preprocess.intensity
         classes = ctx.task.classes
         amp = bool(ctx.options.get("amp", False))
         t0 = time.perf_counter()
         seed_everything(ctx.seed)
 
         splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
-        train_resize = Resize(hp["resize"], size)
+        train_resize = Resize(hp.resize, size)
         test_resize = Resize("mmdet_test", size) if paper else train_resize
         cache = ctx.decoded_cache
         ds = {
@@ -99,22 +74,34 @@ class Detection(Protocol):
         }
 
         encoder = ctx.make_encoder()
-        spec = encoder.input_spec
+        norm = ctx.input_norm(encoder.input_spec)
         model = backend.build(encoder, len(classes), hp).to(ctx.device)
-        frozen = backend.body(model).freeze(int(hp["frozen_stages"]), bool(hp["norm_eval"]))
+        frozen = backend.body(model).freeze(hp.frozen_stages, hp.norm_eval)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+        epochs, bs = hp.epochs, hp.batch_size
+        train_labels = [lab for _, lab in ds["train"].targets]
+
+        def steps_per_epoch() -> int:
+            n = len(repeat_factor_indices(train_labels, len(classes), hp.oversample_thr))
+            return n // bs if n > bs else 1
+
+        def new_optimiser() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            return opt, make_scheduler(opt, hp.schedule, epochs, steps_per_epoch())
+
+        opt, sched = new_optimiser()
+        guard = FiniteLoss("detection")
 
         def to_input(sample: dict) -> torch.Tensor:
             x = sample["image"].to(ctx.device, non_blocking=True)[None]
-            return normalize_batch(x, spec, intensity)[0]
+            return normalize_batch(x, norm)[0]
 
         def predict(name: str) -> list[ImageBoxes]:
             model.eval()
             out: list[ImageBoxes] = []
-            dl = DataLoader(ds[name], batch_size=max(1, int(hp["batch_size"])), num_workers=loader_workers(ctx), collate_fn=collate)
+            dl = DataLoader(ds[name], batch_size=bs, num_workers=loader_workers(ctx), collate_fn=collate)
             with torch.inference_mode():
-                for batch in tqdm(dl, desc=f"detect:{name}", disable=not ctx.progress, leave=False):
+                for batch in interruptible(tqdm(dl, desc=f"detect:{name}", disable=not ctx.progress, leave=False)):
                     with autocast(ctx.device, amp):
                         preds = backend.predict(model, [to_input(s) for s in batch])
                     for s, p in zip(batch, preds):
@@ -129,7 +116,7 @@ class Detection(Protocol):
             return coco_metrics(gts, preds, classes, [d.original_size(i) for i in range(len(d))])
 
         # Resume state ------------------------------------------------------------------------
-        resume_path = ctx.cache_dir / "resume" / "detection" / f"{cache_key('det-resume', ctx.unit.key(), hp, ctx.task.version, ctx.data.split.hash(), ctx.identity.weights_sha256)[:24]}.pt"
+        resume_path = ctx.cache_dir / "resume" / "detection" / f"{cache_key('det-resume', ctx.unit.key(), hp.model_dump(mode='json'), ctx.task.version, ctx.data.split.hash(), ctx.identity.weights_sha256)[:24]}.pt"
         state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "best_state": None, "history": [], "train_s": 0.0, "steps": 0}
         if resume_path.is_file():
             initial = {k: v.detach().clone() for k, v in model.state_dict().items()}  # to undo a failed resume
@@ -137,29 +124,27 @@ class Detection(Protocol):
                 saved = torch.load(resume_path, map_location="cpu", weights_only=True)
                 model.load_state_dict(saved["model"])
                 opt.load_state_dict(saved["optimizer"])
+                sched.load_state_dict(saved["scheduler"])
                 state = {k: saved[k] for k in state}
                 tqdm.write(f"detection: resuming {ctx.unit.key()} after epoch {state['epoch']}")
             except Exception as e:  # a damaged or stale checkpoint: start over rather than fail the unit
                 tqdm.write(f"detection: ignoring unreadable resume checkpoint {resume_path} ({e.__class__.__name__}); starting at epoch 1")
                 model.load_state_dict(initial)
-                opt = torch.optim.Adam(params, lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+                opt, sched = new_optimiser()
                 resume_path.unlink(missing_ok=True)
 
-        train_labels = [lab for _, lab in ds["train"].targets]
-        epochs = int(hp["epochs"])
-        bs = int(hp["batch_size"])
         for epoch in range(int(state["epoch"]) + 1, epochs + 1):
             # Per-epoch seeds: a resumed run draws the same order, flips and RPN samples.
             torch.manual_seed(ctx.seed * 100_003 + epoch)
             gen = torch.Generator().manual_seed(ctx.seed * 100_003 + epoch)
-            order = repeat_factor_indices(train_labels, len(classes), hp["oversample_thr"])
+            order = repeat_factor_indices(train_labels, len(classes), hp.oversample_thr)
             perm = [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
             dl = DataLoader(torch.utils.data.Subset(ds["train"], perm), batch_size=bs, shuffle=False, num_workers=loader_workers(ctx), collate_fn=collate, drop_last=len(perm) > bs)
             model.train()
             t_ep = time.perf_counter()
             losses: list[float] = []
             for batch in tqdm(dl, desc=f"detection e{epoch}/{epochs}", disable=not ctx.progress, leave=False):
-                if hp["hflip"]:
+                if hp.augment and hp.hflip:
                     flips = torch.rand(len(batch), generator=gen) < 0.5
                     batch = [hflip(s) if f else s for s, f in zip(batch, flips.tolist())]
                 images = [to_input(s) for s in batch]
@@ -167,29 +152,38 @@ class Detection(Protocol):
                 with autocast(ctx.device, amp):
                     loss_dict = backend.losses(model, images, targets)
                 loss = sum(v.float() for v in loss_dict.values())
+                guard.check(loss, epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if hp["grad_clip"]:
-                    nn.utils.clip_grad_norm_(params, float(hp["grad_clip"]))
+                if hp.grad_clip:
+                    nn.utils.clip_grad_norm_(params, hp.grad_clip)
                 opt.step()
+                sched.step()
                 losses.append(float(loss.detach()))
                 state["steps"] += 1
+            guard.end_epoch(epoch)
             state["train_s"] += time.perf_counter() - t_ep
             rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
-            if not paper and len(ds["val"]) and (epoch % int(hp["val_every"]) == 0 or epoch == epochs):
-                rec["val_ap50"] = evaluate("val", predict("val"))["ap50"]
-                if rec["val_ap50"] > state["best_val"]:
-                    state.update(best_val=rec["val_ap50"], best_epoch=epoch, best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            if not paper and (epoch % hp.val_every == 0 or epoch == epochs):
+                val = evaluate("val", predict("val"))[select]
+                rec[f"val_{select}"] = val
+                # strict, finite: the earliest epoch wins ties and a NaN score never wins
+                if np.isfinite(val) and val > state["best_val"]:
+                    state.update(best_val=val, best_epoch=epoch, best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             state["history"].append(rec)
             state["epoch"] = epoch
             if epoch < epochs:
-                _save(resume_path, {**state, "model": model.state_dict(), "optimizer": opt.state_dict()})
+                _save(resume_path, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
 
-        if paper or state["best_state"] is None:
-            chosen = {"epoch": state["epoch"], "rule": "last epoch" + (" (paper_eval)" if paper else "")}
+        flags = ["paper-eval"] if paper else []
+        if paper:
+            chosen = {"epoch": state["epoch"], "rule": "last epoch (paper_eval)"}
+        elif state["best_state"] is None:
+            chosen = {"epoch": state["epoch"], "rule": "last (every validation score was undefined)"}
+            flags.append("validation-undefined")
         else:
             model.load_state_dict(state["best_state"])
-            chosen = {"epoch": state["best_epoch"], "val_ap50": state["best_val"], "rule": "best validation AP50"}
+            chosen = {"epoch": state["best_epoch"], f"val_{select}": state["best_val"], "rule": f"best validation {select.upper() if select.startswith('ap') else select}"}
         t_test = time.perf_counter()
         preds = predict("test")
         metrics = evaluate("test", preds)
@@ -198,20 +192,20 @@ class Detection(Protocol):
         d = ds["test"]
         gts = [d.ground_truth(i) for i in range(len(d))]
         sizes = [d.original_size(i) for i in range(len(d))]
-        per_case = _per_case(splits["test"], match_records(gts, preds, 0.5), float(hp["count_score_thr"]))
+        per_case = _per_case(splits["test"], match_records(gts, preds, 0.5), hp.count_score_thr)
         prior = _box_prior(ds["train"])
         chance = random_box_baseline(gts, sizes, prior, classes, seed=ctx.seed)
 
         resume_path.unlink(missing_ok=True)
-        used = {**hp, "backend": backend.name, "image_size": size, "test_resize": test_resize.mode, "frozen_parameters": len(frozen), "frozen_modules": _top_modules(frozen), "selected": chosen, "amp": amp}
+        used = {"image_size": size, "test_resize": test_resize.mode, "frozen_parameters": len(frozen), "frozen_modules": _top_modules(frozen), "selected": chosen, "amp": amp}
         steps = max(int(state["steps"]), 1)
         return ProtocolOutput(
             metrics=metrics,
             per_case=per_case,
             hparams=used,
             counts={k: len(v) for k, v in splits.items()},
-            extra={"val_history": state["history"], "random_box": chance, "boxes": {k: int(sum(len(t[1]) for t in v.targets)) for k, v in ds.items()}},
-            flags=["paper-eval"] if paper else [],
+            extra={"val_history": state["history"], "random_box": chance, "baseline": {"metric": "ap50", "value": float(chance["ap50"]), "predictor": "random boxes drawn from the training boxes' sizes"}, "boxes": {k: int(sum(len(t[1]) for t in v.targets)) for k, v in ds.items()}},
+            flags=flags,
             timings={"total_s": time.perf_counter() - t0, "train_s": float(state["train_s"]), "train_step_s": float(state["train_s"]) / steps, "test_s": test_s},
         )
 
@@ -243,10 +237,14 @@ def _top_modules(names: list[str]) -> list[str]:
 
 def _save(path, obj: dict) -> None:
     """Atomic write: a crash mid-save leaves the previous epoch's checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write the detection resume checkpoint ({e.strerror})", path=path.parent, fix="free disk space, or pass a writable --cache-dir") from None
 
 
-__all__ = ["DEFAULTS", "Detection"]
+__all__ = ["Detection"]

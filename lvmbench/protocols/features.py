@@ -9,6 +9,8 @@ extract in eval mode — the cache-friendly equivalent of the paper's drift).
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import os
 import time
 from contextlib import nullcontext
@@ -19,7 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lvmbench.data.cache import ArrayCache, cache_key
+from lvmbench.interrupt import interruptible
+from lvmbench.data.cache import ArrayCache, cache_key, content_stamp
 from lvmbench.data.cases import Case
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.transforms import normalize_batch
@@ -63,20 +66,49 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-def _size_mtime(path) -> list[int]:
-    """``file_stamp(path)[1:]`` (the key holds sizes and mtimes, not paths) without resolving the
-    path: one ``stat`` instead of a ``realpath`` walk, for every file of every split of every unit."""
+# Bump when the embed path changes (normalisation, memory layout, pooling, autocast, BN
+# adaptation): every cached feature array then becomes stale and is recomputed.
+EMBED_VERSION = 1
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str]:
+    """The libraries that define the architectures: a new release can change a model's features."""
+    out = {}
+    for name in ("timm", "torchvision"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _size_mtime(path, rel: str = "") -> list:
+    """``[rel, size, mtime_ns, content stamp]`` (the key holds the file's path relative to the
+    data root, not its resolved path) without resolving the path: one ``stat`` instead of a
+    ``realpath`` walk, for every file of every split of every unit; the content stamp is
+    remembered per process (``lvmbench.data.cache.content_stamp``)."""
     st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
+    return [rel, st.st_size, st.st_mtime_ns, content_stamp(path, st)]
+
+
+def _case_stamps(root, cases: list[Case]) -> list[list]:
+    return [[c.id, *(_size_mtime(root / f, f) for f in (c.files or (c.image,)))] for c in cases]
 
 
 def feature_key(ctx: RunContext, cases: list[Case], bn_mode: str) -> str:
     ident = ctx.identity
     pre = ctx.task.preprocess
-    stamps = [[c.id, *(_size_mtime(ctx.data.root / f) for f in (c.files or (c.image,)))] for c in cases]
+    stamps = _case_stamps(ctx.data.root, cases)
+    # bn_mode adapt re-estimates BatchNorm statistics on the whole training split (split_features):
+    # its cases move the features of every part, val and test included.
+    bn_train = _case_stamps(ctx.data.root, ctx.data.split.train) if bn_mode == "adapt" else None
     seed_part = ctx.seed if ident.weights_sha256 == RANDOM_INIT else None
     return cache_key(
         "features",
+        EMBED_VERSION,
+        _library_versions(),
+        bn_train,
         ident.name,
         ident.weights_sha256,
         seed_part,
@@ -86,6 +118,9 @@ def feature_key(ctx: RunContext, cases: list[Case], bn_mode: str) -> str:
         bn_mode,
         stamps,
         bool(ctx.options.get("amp", False)),
+        # the protocol's normalisation setting and the encoder's pooling change every feature
+        ctx.settings.model_dump(mode="json").get("normalize"),
+        getattr(ident, "pooling", None),
     )
 
 
@@ -100,7 +135,7 @@ def _batches(ctx: RunContext, cases: list[Case], batch_size: int, desc: str):
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=False,
     )
-    return tqdm(dl, desc=desc, disable=not ctx.progress, leave=False)
+    return interruptible(tqdm(dl, desc=desc, disable=not ctx.progress, leave=False))
 
 
 @torch.no_grad()
@@ -114,7 +149,7 @@ def adapt_batchnorm(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_
         m.momentum = None
     encoder.train()
     for x, _, _ in _batches(ctx, cases, batch_size, "bn-adapt"):
-        encoder.embed(model_layout(normalize_batch(x.to(ctx.device), encoder.input_spec, ctx.task.preprocess.intensity)))
+        encoder.embed(model_layout(normalize_batch(x.to(ctx.device), ctx.input_norm(encoder.input_spec))))
     encoder.eval()
 
 
@@ -123,8 +158,9 @@ def embed_cases(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_size
     encoder.eval()
     out = []
     amp = bool(ctx.options.get("amp", False))
+    norm = ctx.input_norm(encoder.input_spec)
     for x, _, _ in _batches(ctx, cases, batch_size, desc):
-        x = model_layout(normalize_batch(x.to(ctx.device, non_blocking=True), encoder.input_spec, ctx.task.preprocess.intensity))
+        x = model_layout(normalize_batch(x.to(ctx.device, non_blocking=True), norm))
         with autocast(ctx.device, amp):
             f = encoder.embed(x)
         out.append(f.float().cpu().numpy())

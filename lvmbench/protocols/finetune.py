@@ -29,9 +29,12 @@ from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.heads import HEADS
 from lvmbench.losses import metric_objective
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score
+from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score
 from lvmbench.protocols.features import autocast, image_dataset, loader_workers, model_layout
 from lvmbench.protocols.knn import knn_predict
+from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
+from lvmbench.protocols.settings import FinetuneSettings
 
 
 class Classifier(nn.Module):
@@ -66,29 +69,27 @@ class FineTune(Protocol):
     families = ("classification",)
     uses_head = True
 
+    Settings = FinetuneSettings
+
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = dict(ctx.hparams)
+        hp: FinetuneSettings = ctx.settings  # type: ignore[assignment]
         head_name = ctx.unit.head
-        head_hp = dict(hp.get("head_params", {}).get(head_name, {}))
-        lr = float(hp.get("lr", 1e-4))
-        epochs = int(hp.get("epochs", 30))
-        batch_size = int(hp.get("batch_size", 32))
-        wd = float(hp.get("weight_decay", 0.0))
-        crop = hp.get("crop")
-        hflip = bool(hp.get("hflip", True))
-        random_test_crop = bool(hp.get("paper_random_test_crop", False))
+        head_hp = dict(hp.head_params.get(head_name, {}))
+        batch_size, crop, objective = hp.batch_size, hp.crop, hp.objective
+        hflip = hp.augment and hp.hflip
+        random_train_crop = hp.augment  # off: the centre crop in training too
         amp = bool(ctx.options.get("amp", False))
-        primary = ctx.task.primary_metric
+        primary = str(hp.select_metric)
         n_cls = ctx.task.num_classes
+        require_validation(ctx, ctx.data.split.val)
         gen = seed_everything(ctx.seed)
         splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
         t0 = time.perf_counter()
 
-        objective = hp.get("objective", "ce")
         objective_hp: dict[str, Any] = {}
         y_train = labels_of(splits["train"])
         encoder = ctx.make_encoder()
-        out_dim = n_cls if objective == "ce" else int(hp.get("embedding_dim", 128))
+        out_dim = n_cls if objective == "ce" else hp.embedding_dim
         head = HEADS.get(head_name)(encoder.embed_dim, out_dim, **head_hp)
         model = Classifier(encoder, head).to(ctx.device)
         if ctx.device.type == "cuda":
@@ -96,30 +97,32 @@ class FineTune(Protocol):
         compiled = bool(ctx.options.get("compile", False))
         if compiled:
             model.compile()  # in place: state_dict keys stay those of the plain model
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+        opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if objective == "ce":
             loss_fn: nn.Module = nn.CrossEntropyLoss()
         else:
-            loss_fn, objective_hp = metric_objective(objective, hp)
-        spec = encoder.input_spec
-        intensity = ctx.task.preprocess.intensity
+            loss_fn, objective_hp = metric_objective(objective, hp.model_dump())
+        norm = ctx.input_norm(encoder.input_spec)
         train_ds = image_dataset(ctx, splits["train"])
         if objective == "ce":
+            drop_last = len(train_ds) > batch_size
             dl = DataLoader(
                 train_ds,
                 batch_size=batch_size,
                 shuffle=True,
-                drop_last=len(train_ds) > batch_size,
+                drop_last=drop_last,
                 num_workers=loader_workers(ctx),
                 pin_memory=ctx.device.type == "cuda",
                 persistent_workers=loader_workers(ctx) > 0,
                 generator=torch.Generator().manual_seed(ctx.seed),
             )
         else:
-            p, k = (int(v) for v in hp.get("pk", [max(1, batch_size // 4), 4]))
+            p, k = hp.pk or (max(1, batch_size // 4), 4)
             sampler = PKBatchSampler(y_train, p, k, seed=ctx.seed)
             objective_hp.update({"P": sampler.p, "K": k})
             dl = DataLoader(train_ds, batch_sampler=sampler, num_workers=loader_workers(ctx), pin_memory=ctx.device.type == "cuda", persistent_workers=loader_workers(ctx) > 0)
+        sched = make_scheduler(opt, hp.schedule, hp.epochs, len(dl))
+        guard = FiniteLoss("fine-tuning")
 
         eval_loaders: dict[int, DataLoader] = {}  # one per case list: workers start once, not every epoch
 
@@ -128,7 +131,7 @@ class FineTune(Protocol):
             if id(cases) not in eval_loaders:
                 workers = loader_workers(ctx)
                 eval_loaders[id(cases)] = DataLoader(
-                    image_dataset(ctx, cases), batch_size=max(batch_size, 64), num_workers=workers,
+                    image_dataset(ctx, cases), batch_size=int(hp.eval_batch_size or 64), num_workers=workers,
                     pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
                 )
             out = []
@@ -136,7 +139,7 @@ class FineTune(Protocol):
                 for x, _, _ in eval_loaders[id(cases)]:
                     x = augment(x.to(ctx.device, non_blocking=True), crop, False, random_crop, gen)
                     with autocast(ctx.device, amp):
-                        out.append(model(model_layout(normalize_batch(x, spec, intensity))).float().cpu())
+                        out.append(model(model_layout(normalize_batch(x, norm))).float().cpu())
             return torch.cat(out)
 
         def predict(cases: list[Case], random_crop: bool = False) -> np.ndarray:
@@ -144,50 +147,52 @@ class FineTune(Protocol):
             if objective == "ce":
                 return torch.softmax(out, 1).numpy()
             ref = outputs(splits["train"])
-            k_nn, temp = int(hp.get("knn_k", 10)), float(hp.get("knn_temperature", 0.07))
-            return knn_predict(ref, torch.from_numpy(y_train), out, k_nn, n_cls, temp)
+            return knn_predict(ref, torch.from_numpy(y_train), out, hp.knn_k, n_cls, hp.knn_temperature)
 
-        best_val, best_state, chosen = -float("inf"), None, {}
+        selector = BestOnValidation()
         history: list[dict[str, float]] = []
         data_wait = loop_s = val_s = 0.0
         steps = images = 0
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, hp.epochs + 1):
             model.train()
             t_loop = t_wait = time.perf_counter()
             for x, y, _ in tqdm(dl, desc=f"finetune e{epoch}", disable=not ctx.progress, leave=False):
                 data_wait += time.perf_counter() - t_wait
                 steps += 1
                 images += len(x)
-                x = augment(x.to(ctx.device, non_blocking=True), crop, hflip, True, gen)
+                x = augment(x.to(ctx.device, non_blocking=True), crop, hflip, random_train_crop, gen)
                 y = y.to(ctx.device, non_blocking=True)
                 with autocast(ctx.device, amp):
-                    loss = loss_fn(model(model_layout(normalize_batch(x, spec, intensity))).float(), y)
+                    loss = loss_fn(model(model_layout(normalize_batch(x, norm))).float(), y)
+                guard.check(loss, epoch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if hp.get("grad_clip"):
-                    nn.utils.clip_grad_norm_(model.parameters(), float(hp["grad_clip"]))
+                if hp.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
                 opt.step()
+                sched.step()
                 t_wait = time.perf_counter()
+            guard.end_epoch(epoch)
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize(ctx.device)  # the loop's time includes its queued GPU work
             t_val = time.perf_counter()
             loop_s += t_val - t_loop
             val = score(splits["val"], predict(splits["val"]), n_cls)[primary]
             val_s += time.perf_counter() - t_val
-            history.append({"epoch": epoch, "val": val, "loss": float(loss.detach())})
-            if val > best_val:
-                best_val, chosen = val, {"epoch": epoch, "val_primary": val}
-                best_state = copy.deepcopy(model.state_dict())
+            history.append({"epoch": epoch, "val": val, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
+            selector.offer(val, lambda: copy.deepcopy(model.state_dict()), {"epoch": epoch, "val_primary": val})
+        best_state, chosen = selector.result("fine-tuning")
         model.load_state_dict(best_state)
-        prob = predict(splits["test"], random_crop=random_test_crop)
-        flags = ["paper-random-test-crop"] if random_test_crop else []
-        used: dict[str, Any] = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp, "compile": compiled, "objective": objective, **objective_hp}
+        prob = predict(splits["test"], random_crop=hp.paper_random_test_crop)
+        flags = ["paper-random-test-crop"] if hp.paper_random_test_crop else []
+        flags += ["validation-undefined"] if chosen.get("validation_undefined") else []
+        used: dict[str, Any] = {"head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp, "compile": compiled, **objective_hp}
         return ProtocolOutput(
             metrics=score(splits["test"], prob, n_cls),
             per_case=per_case_records(splits["test"], prob),
             hparams=used,
             counts=counts(splits),
-            extra={"val_history": history},
+            extra={"val_history": history, "baseline": prior_baseline(splits["train"], splits["test"], n_cls, ctx.task.primary_metric)},
             flags=flags,
             timings={
                 "total_s": time.perf_counter() - t0,

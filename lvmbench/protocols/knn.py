@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext
-from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score
+from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
 from lvmbench.protocols.features import split_features
+from lvmbench.protocols.selection import BestOnValidation, require_validation
+from lvmbench.protocols.settings import KNNSettings
 
 
 def knn_predict(train: torch.Tensor, train_y: torch.Tensor, query: torch.Tensor, k: int, num_classes: int, temperature: float, chunk: int = 1024) -> np.ndarray:
@@ -37,24 +39,31 @@ class KNN(Protocol):
     name = "knn"
     families = ("classification",)
 
+    Settings = KNNSettings
+
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = dict(ctx.hparams)
-        ks = [int(v) for v in hp.get("ks", [10, 20, 50])]
-        temperature = float(hp.get("temperature", 0.07))
+        hp: KNNSettings = ctx.settings  # type: ignore[assignment]
+        temperature = hp.temperature
         t0 = time.perf_counter()
-        feats, splits, timings = split_features(ctx, bn_mode=hp.get("bn_mode", "eval"), batch_size=int(hp.get("feature_batch_size", 64)))
+        require_validation(ctx, ctx.data.split.val)
+        feats, splits, timings = split_features(ctx, bn_mode=hp.bn_mode, batch_size=hp.feature_batch_size)
         x = {k: torch.from_numpy(v).float().to(ctx.device) for k, v in feats.items()}
         ytr = torch.from_numpy(labels_of(splits["train"])).to(ctx.device)
         n_cls = ctx.task.num_classes
-        primary = ctx.task.primary_metric
-        val_scores = {k: score(splits["val"], knn_predict(x["train"], ytr, x["val"], k, n_cls, temperature), n_cls)[primary] for k in ks}
-        best_k = max(ks, key=lambda k: (val_scores[k], -k))
+        selector = BestOnValidation()
+        val_scores: dict[int, float] = {}
+        for k in sorted(set(hp.ks)):  # the smallest k wins ties
+            val_scores[k] = score_one(splits["val"], knn_predict(x["train"], ytr, x["val"], k, n_cls, temperature), n_cls, str(hp.select_metric))
+            selector.offer(val_scores[k], lambda k=k: k, {"k": k, "val_primary": val_scores[k]})
+        best_k, chosen = selector.result("kNN")
         prob = knn_predict(x["train"], ytr, x["test"], best_k, n_cls, temperature)
         timings["total_s"] = time.perf_counter() - t0
         return ProtocolOutput(
             metrics=score(splits["test"], prob, n_cls),
             per_case=per_case_records(splits["test"], prob),
-            hparams={**hp, "selected": {"k": best_k, "val_primary": val_scores[best_k]}, "val_by_k": val_scores},
+            hparams={"selected": chosen, "val_by_k": val_scores},
             counts=counts(splits),
+            extra={"baseline": prior_baseline(splits["train"], splits["test"], n_cls, ctx.task.primary_metric)},
+            flags=["validation-undefined"] if chosen.get("validation_undefined") else [],
             timings=timings,
         )

@@ -8,6 +8,7 @@ metric is selected and only that head scores the test split.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -17,8 +18,11 @@ from torch import nn
 
 from lvmbench.heads import HEADS
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, score, score_one
+from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
 from lvmbench.protocols.features import split_features
+from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
+from lvmbench.protocols.settings import LinearSettings, Schedule
 
 
 def standardize(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -51,6 +55,7 @@ def train_heads(
     weight_decay: float,
     generator: torch.Generator,
     loss_fn: nn.Module | None = None,
+    schedule: Schedule | None = None,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
     """Train one head per learning rate; return the best head on validation, its settings, history.
 
@@ -63,9 +68,11 @@ def train_heads(
     heads = [make_head().to(x_train.device) for _ in lrs]
     opt = torch.optim.Adam([{"params": h.parameters(), "lr": lr} for h, lr in zip(heads, lrs)], weight_decay=weight_decay, fused=fused_ok(x_train))
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    best_val, best_state, best_info = -float("inf"), None, {}
-    history: list[dict[str, float]] = []
     n = len(x_train)
+    sched = make_scheduler(opt, schedule or Schedule(), epochs, math.ceil(n / batch_size))
+    guard = FiniteLoss("linear-probe head")
+    selector = BestOnValidation()
+    history: list[dict[str, float]] = []
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(n, generator=generator).to(x_train.device)
         for h in heads:
@@ -74,14 +81,18 @@ def train_heads(
             idx = perm[i : i + batch_size]
             xb, yb = x_train[idx], y_train[idx]
             opt.zero_grad(set_to_none=True)
-            sum(loss_fn(h(xb), yb) for h in heads).backward()
+            loss = sum(loss_fn(h(xb), yb) for h in heads)
+            guard.check(loss, epoch)
+            loss.backward()
             opt.step()
+            sched.step()
+        guard.end_epoch(epoch)
         for h, lr in zip(heads, lrs):
             val = evaluate(h)
             history.append({"epoch": epoch, "lr": lr, "val": val})
-            if val > best_val:  # strict: earliest epoch / first lr wins ties, deterministically
-                best_val, best_state = val, copy.deepcopy(h.state_dict())
-                best_info = {"lr": lr, "epoch": epoch, "val_primary": val}
+            # earliest epoch / first lr wins ties, deterministically; a NaN score never wins
+            selector.offer(val, lambda h=h: copy.deepcopy(h.state_dict()), {"lr": lr, "epoch": epoch, "val_primary": val})
+    best_state, best_info = selector.result("linear-probe head")
     best = make_head().to(x_train.device)
     best.load_state_dict(best_state)
     return best, best_info, history
@@ -95,19 +106,17 @@ class LinearProbe(Protocol):
     families = ("classification",)
     uses_head = True
 
+    Settings = LinearSettings
+
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = dict(ctx.hparams)
+        hp: LinearSettings = ctx.settings  # type: ignore[assignment]
         head_name = ctx.unit.head
-        head_hp = dict(hp.get("head_params", {}).get(head_name, {}))
-        lrs = [float(v) for v in hp.get("lrs", [hp.get("lr", 1e-3)])]
-        epochs = int(hp.get("epochs", 20))
-        batch_size = int(hp.get("batch_size", 64))
-        wd = float(hp.get("weight_decay", 0.0))
-        bn_mode = hp.get("bn_mode", "eval")
-        primary = ctx.task.primary_metric
+        head_hp = dict(hp.head_params.get(head_name, {}))
+        primary = hp.select_metric
         t0 = time.perf_counter()
-        feats, splits, timings = split_features(ctx, bn_mode=bn_mode, batch_size=int(hp.get("feature_batch_size", 64)))
-        if hp.get("standardize", True):
+        require_validation(ctx, ctx.data.split.val)
+        feats, splits, timings = split_features(ctx, bn_mode=hp.bn_mode, batch_size=hp.feature_batch_size)
+        if hp.standardize:
             feats = standardize(feats)
         gen = seed_everything(ctx.seed)
         dev = ctx.device
@@ -124,13 +133,15 @@ class LinearProbe(Protocol):
             return score_one(splits["val"], predict(h, x["val"]), k, primary)
 
         t1 = time.perf_counter()
-        head, chosen, history = train_heads(make_head, x["train"], y_train, evaluate, lrs, epochs, batch_size, wd, gen)
+        head, chosen, history = train_heads(make_head, x["train"], y_train, evaluate, list(hp.lrs), hp.epochs, hp.batch_size, hp.weight_decay, gen, schedule=hp.schedule)
         timings["heads_s"] = time.perf_counter() - t1
         prob = predict(head, x["test"])
         metrics = score(splits["test"], prob, k)
         timings["total_s"] = time.perf_counter() - t0
-        used = {**hp, "head": head_name, "head_params": head_hp, "selected": chosen, "standardize": hp.get("standardize", True)}
-        extra: dict[str, Any] = {"val_history": history}
+        used = {"head": head_name, "head_params": head_hp, "selected": chosen}
+        extra_baseline = prior_baseline(splits["train"], splits["test"], k, ctx.task.primary_metric)
+        flags = ["validation-undefined"] if chosen.get("validation_undefined") else []
+        extra: dict[str, Any] = {"val_history": history, "baseline": extra_baseline}
         if hasattr(head, "diagnostics"):
             extra["head_diagnostics"] = head.diagnostics(x["test"])
         return ProtocolOutput(
@@ -139,5 +150,6 @@ class LinearProbe(Protocol):
             hparams=used,
             counts=counts(splits),
             extra=extra,
+            flags=flags,
             timings=timings,
         )

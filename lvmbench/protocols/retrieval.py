@@ -1,15 +1,15 @@
 """Retrieval protocol: Recall@K of the frozen embedding, plus an optional MS-loss projection head.
 
 1. Raw: embed the test split (cached features), L2-normalise, score Recall@1/2/4/8, R-precision
-   and MAP@R with every test image as a query against the rest of the test split (self excluded,
-   cosine). Primary metric ``recall@1``.
+   and MAP@R with every test image as a query against the rest of the test split (cosine; the
+   query's own group, i.e. patient or volume, excluded, not only the query). Primary metric ``recall@1``.
 2. ``train_head: true``: a linear projection (``head_dim``) on standardised cached features is
    trained with the multi-similarity loss + miner (``ms_preset``, default pml) on P×K batches;
    the epoch with the best **validation** Recall@1 (queries and gallery = validation split) is
    kept and scores the test split once. The official MS-loss code selected on the test set
    (reference §2.3); this does not. Reported as ``ms_head/recall@K`` beside the raw numbers.
 
-Per-case records: one per test query with at least one same-class item; ``score`` = raw hit@1.
+Per-case records: one per test query with a same-class item outside its group; ``score`` = raw hit@1.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunCont
 from lvmbench.protocols.classification_common import counts, labels_of
 from lvmbench.protocols.features import split_features
 from lvmbench.protocols.linear import fused_ok, standardize
+from lvmbench.protocols.selection import require_validation
+from lvmbench.protocols.settings import RetrievalSettings
 
 HEAD_PREFIX = "ms_head/"
 
@@ -43,17 +45,15 @@ def project(head: nn.Module, x: torch.Tensor, batch: int = 4096) -> torch.Tensor
 def train_ms_head(
     x: dict[str, torch.Tensor],
     y: dict[str, np.ndarray],
-    hp: dict[str, Any],
+    hp: RetrievalSettings,
     seed: int,
+    groups: dict[str, list[str]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
     """MS-loss projection head on cached features, selected on validation Recall@1."""
     seed_everything(seed)  # the head's initialisation and the sampler are functions of the seed
-    dim = int(hp.get("head_dim", 128))
-    epochs = int(hp.get("head_epochs", 20))
-    lr = float(hp.get("head_lr", 1e-3))
-    wd = float(hp.get("head_weight_decay", 0.0))
-    p, k = (int(v) for v in hp.get("pk", [8, 4]))
-    loss_fn = MultiSimilarityLoss(hp.get("ms_preset", "pml"))
+    dim, epochs, lr, wd = hp.head_dim, hp.head_epochs, hp.head_lr, hp.head_weight_decay
+    p, k = hp.pk
+    loss_fn = MultiSimilarityLoss(hp.ms_preset)
     in_dim = x["train"].shape[1]
     head = nn.Linear(in_dim, dim).to(x["train"].device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=wd, fused=fused_ok(x["train"]))
@@ -61,7 +61,7 @@ def train_ms_head(
     ytr = torch.from_numpy(y["train"]).to(x["train"].device)
 
     def val_r1() -> float:
-        v = retrieval_metrics(project(head, x["val"]).cpu(), y["val"], ks=(1,), with_map=False).metrics()["recall@1"]
+        v = retrieval_metrics(project(head, x["val"]).cpu(), y["val"], ks=(1,), with_map=False, groups=(groups or {}).get("val")).metrics()["recall@1"]
         return -float("inf") if np.isnan(v) else v
 
     best_val, best_state, info = val_r1(), copy.deepcopy(head.state_dict()), {"epoch": 0}
@@ -86,6 +86,21 @@ def train_ms_head(
     return head, info, history
 
 
+def random_ranking_recall1(labels: np.ndarray, groups: list[str]) -> float:
+    """Expected Recall@1 of a random ranking: per query with a positive, the share of same-label
+    items in its gallery (everything outside its own group), averaged over those queries."""
+    labels = np.asarray(labels)
+    g = np.asarray(groups, dtype=object)
+    vals = []
+    for i in range(len(labels)):
+        gallery = g != g[i]
+        n = int(gallery.sum())
+        pos = int((gallery & (labels == labels[i])).sum())
+        if n and pos:
+            vals.append(pos / n)
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def per_query_records(cases, res: RetrievalResult, head_res: RetrievalResult | None) -> list[dict[str, Any]]:
     recs = []
     for i, c in enumerate(cases):
@@ -104,25 +119,31 @@ class Retrieval(Protocol):
     name = "retrieval"
     families = ("classification",)
 
+    Settings = RetrievalSettings
+
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = dict(ctx.hparams)
-        ks = tuple(int(k) for k in hp.get("ks", DEFAULT_KS))
+        hp: RetrievalSettings = ctx.settings  # type: ignore[assignment]
+        ks = tuple(sorted(set(hp.ks)))
         t0 = time.perf_counter()
-        feats, splits, timings = split_features(ctx, bn_mode=hp.get("bn_mode", "eval"), batch_size=int(hp.get("feature_batch_size", 64)))
+        if hp.train_head:
+            require_validation(ctx, ctx.data.split.val)
+        feats, splits, timings = split_features(ctx, bn_mode=hp.bn_mode, batch_size=hp.feature_batch_size)
         y = {k: labels_of(v) for k, v in splits.items()}
-        raw = retrieval_metrics(feats["test"], y["test"], ks)
+        # a query's own patient/volume is masked from its gallery, not only the query itself
+        groups = {k: [c.group for c in v] for k, v in splits.items()}
+        raw = retrieval_metrics(feats["test"], y["test"], ks, groups=groups["test"])
         metrics = raw.metrics()
         metrics["queries"] = float(raw.has_positive.sum())
         metrics["queries_without_positive"] = float((~raw.has_positive).sum())
-        used: dict[str, Any] = {**hp, "ks": list(ks)}
-        extra: dict[str, Any] = {}
+        used: dict[str, Any] = {}
+        extra: dict[str, Any] = {"baseline": {"metric": "recall@1", "value": random_ranking_recall1(y["test"], groups["test"]), "predictor": "a random ranking"}}
         head_res = None
-        if hp.get("train_head", False):
+        if hp.train_head:
             t1 = time.perf_counter()
             std = standardize(feats)
             x = {k: torch.from_numpy(v).float().to(ctx.device) for k, v in std.items()}
-            head, info, history = train_ms_head(x, y, hp, ctx.seed)
-            head_res = retrieval_metrics(project(head, x["test"]).cpu(), y["test"], ks)
+            head, info, history = train_ms_head(x, y, hp, ctx.seed, groups=groups)
+            head_res = retrieval_metrics(project(head, x["test"]).cpu(), y["test"], ks, groups=groups["test"])
             metrics.update(head_res.metrics(HEAD_PREFIX))
             used["selected"] = info
             extra["val_history"] = history

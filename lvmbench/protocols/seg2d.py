@@ -8,7 +8,6 @@ checkpoint on ``dice``; out-of-distribution sets get the same metrics with a ``_
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, slug
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import (
     Scores,
-    SegHParams,
     SegProtocol,
     case_record,
     clean_scores,
@@ -27,9 +25,10 @@ from lvmbench.protocols.seg_common import (
     upsample_argmax,
 )
 from lvmbench.protocols.seg_data import Prepared
+from lvmbench.protocols.settings import SegSettings, Seg2DSettings
 
 
-def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
+def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: str, suffix: str = "") -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
     """Paper and clean metrics of one set of images, with one record per image."""
     k, names = ctx.task.num_classes, list(ctx.task.classes)
     x, y = prep.stacked()
@@ -74,12 +73,10 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: s
 class Seg2D(SegProtocol):
     name = "seg2d"
     volumes = False
+    Settings = Seg2DSettings
 
-    def training_arrays(self, ctx: RunContext, hp: SegHParams, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    def training_arrays(self, ctx: RunContext, hp: SegSettings, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
         return (*train.stacked(), {})
 
-    def evaluate(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> Scores:
+    def evaluate(self, ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: str, suffix: str = "", validation: bool = False) -> Scores:
         return evaluate_2d(ctx, model, prep, hp, split, suffix)
-
-    def validation_score(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams) -> float:
-        return evaluate_2d(ctx, model, prep, dataclasses.replace(hp, hd95=False), "val")[0]["dice"]

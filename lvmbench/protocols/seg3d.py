@@ -14,7 +14,6 @@ per class and averaged over the foreground classes, HD95 in millimetres (voxel s
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, volum
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import (
     Scores,
-    SegHParams,
     SegProtocol,
     case_record,
     clean_scores,
@@ -33,6 +31,7 @@ from lvmbench.protocols.seg_common import (
     upsample_argmax,
 )
 from lvmbench.protocols.seg_data import Prepared
+from lvmbench.protocols.settings import SegSettings, Seg3DSettings
 
 
 def predict_volume(ctx: RunContext, model, slices: torch.Tensor, batch_size: int, native_hw: tuple[int, int] | None) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -64,7 +63,7 @@ def balanced_slices(masks: list[torch.Tensor], score_classes: list[int], balance
     return chosen, {"slices_with_class": len(have), "slices_without": len(non), "train_slices": len(chosen)}
 
 
-def evaluate_3d(ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: str, suffix: str = "", clean: bool = True) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
+def evaluate_3d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: str, suffix: str = "", clean: bool = True) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
     k, names = ctx.task.num_classes, list(ctx.task.classes)
     sc = hp.score_classes
     slice_dice, slice_iou, vol_iou, vol_dice, clean_rows, records = [], [], [], [], [], []
@@ -106,23 +105,15 @@ def evaluate_3d(ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: s
 class Seg3D(SegProtocol):
     name = "seg3d"
     volumes = True
+    Settings = Seg3DSettings
     ood_keys = ("dice", "iou3d")
 
-    def training_arrays(self, ctx: RunContext, hp: SegHParams, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    def training_arrays(self, ctx: RunContext, hp: SegSettings, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+        assert isinstance(hp, Seg3DSettings)
         chosen, slice_counts = balanced_slices(train.masks, hp.score_classes, hp.balanced, np.random.default_rng(ctx.seed))
         x = torch.stack([train.images[v][d] for v, d in chosen])[:, None]
         y = torch.stack([train.masks[v][d] for v, d in chosen])
         return x, y, slice_counts
 
-    def evaluate(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> Scores:
-        return evaluate_3d(ctx, model, prep, hp, split, suffix)
-
-    def validation_score(self, ctx: RunContext, model, prep: Prepared, hp: SegHParams) -> float:
-        return evaluate_3d(ctx, model, prep, dataclasses.replace(hp, hd95=False), "val", clean=False)[0][self.select_metric(ctx)]
-
-    def selection_hparams(self, ctx: RunContext) -> dict[str, Any]:
-        return {"select_metric": self.select_metric(ctx)}
-
-    @staticmethod
-    def select_metric(ctx: RunContext) -> str:
-        return str(ctx.hparams.get("select_metric", "iou3d"))
+    def evaluate(self, ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: str, suffix: str = "", validation: bool = False) -> Scores:
+        return evaluate_3d(ctx, model, prep, hp, split, suffix, clean=not validation)

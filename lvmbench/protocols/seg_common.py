@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,52 +27,18 @@ from lvmbench.heads.unet import UNet
 from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
 from lvmbench.protocols.base import Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.features import autocast, loader_workers, model_layout
+from lvmbench.interrupt import interruptible
+from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
+from lvmbench.protocols.settings import SegSettings
 from lvmbench.spec import OODSet
-
-
-@dataclass
-class SegHParams:
-    lr: float
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    weight_decay: float
-    betas: tuple[float, float]
-    grad_clip: float | None
-    minmax: bool
-    hd95: bool
-    score_classes: list[int]
-    volume_norm: str
-    balanced: bool
-
-    @classmethod
-    def from_ctx(cls, ctx: RunContext) -> "SegHParams":
-        hp = ctx.hparams
-        k = ctx.task.num_classes
-        score = [int(c) for c in hp.get("score_classes", range(1, k))]
-        if not score or any(not 0 < c < k for c in score):
-            raise UserError(f"score_classes {score} must name foreground classes 1..{k - 1}", path=ctx.task.folder or ctx.task.id, fix="fix protocols.<seg2d|seg3d>.score_classes in task.yaml")
-        clip = hp.get("grad_clip", 1.0)
-        return cls(
-            lr=float(hp.get("lr", 1e-3)),
-            epochs=int(hp.get("epochs", 30)),
-            batch_size=int(hp.get("batch_size", 16)),
-            eval_batch_size=int(hp.get("eval_batch_size", max(16, int(hp.get("batch_size", 16))))),
-            weight_decay=float(hp.get("weight_decay", 0.0)),
-            betas=tuple(float(b) for b in hp.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
-            grad_clip=None if clip in (None, 0) else float(clip),
-            minmax=bool(hp.get("minmax", True)),
-            hd95=bool(hp.get("hd95", True)),
-            score_classes=score,
-            volume_norm=str(hp.get("volume_norm", "med3d")),
-            balanced=bool(hp.get("balanced", True)),
-        )
 
 
 def build_model(ctx: RunContext) -> UNet:
     pre = ctx.task.preprocess
-    model = UNet(ctx.make_encoder(), ctx.task.num_classes, in_channels=pre.channels, decoder_channels=ctx.hparams.get("decoder_channels"))
+    hp: SegSettings = ctx.settings  # type: ignore[assignment]
+    model = UNet(ctx.make_encoder(), ctx.task.num_classes, in_channels=pre.channels, decoder_channels=hp.decoder_channels)
     model = model.to(ctx.device)
     if ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -95,12 +60,13 @@ def on_device(ctx: RunContext, *tensors: torch.Tensor, limit_bytes: int = 2 << 3
     return tuple(t.to(ctx.device) for t in tensors)
 
 
-def make_prep(ctx: RunContext, hp: SegHParams) -> Prep:
+def make_prep(ctx: RunContext, hp: SegSettings) -> Prep:
     pre = ctx.task.preprocess
-    return Prep(pre.size, pre.channels, pre.resize, hp.minmax, hp.volume_norm)
+    # 2D protocols have no volume_norm: their images are never volumes
+    return Prep(pre.size, pre.channels, pre.resize, hp.minmax, getattr(hp, "volume_norm", "med3d"))
 
 
-def prepare_cases(ctx: RunContext, reader: DatasetReader, cases: list[Case], hp: SegHParams, *, native: bool, volumes: bool, desc: str) -> Prepared:
+def prepare_cases(ctx: RunContext, reader: DatasetReader, cases: list[Case], hp: SegSettings, *, native: bool, volumes: bool, desc: str) -> Prepared:
     return prepare(
         reader, cases, make_prep(ctx, hp), ctx.decoded_cache, native=native, volumes=volumes,
         workers=loader_workers(ctx), desc=desc, progress=ctx.progress,
@@ -112,7 +78,7 @@ def model_input(ctx: RunContext, model: UNet, x: torch.Tensor) -> torch.Tensor:
     x = x.to(ctx.device, non_blocking=True)
     if x.shape[1] != model.in_channels:
         x = x.expand(-1, model.in_channels, -1, -1)
-    return model_layout(normalize_batch(x, model.encoder.input_spec, ctx.task.preprocess.intensity))
+    return model_layout(normalize_batch(x, ctx.input_norm(model.encoder.input_spec)))
 
 
 def dice_ce_loss() -> nn.Module:
@@ -124,23 +90,23 @@ def dice_ce_loss() -> nn.Module:
 def train_model(
     ctx: RunContext,
     model: UNet,
-    hp: SegHParams,
+    hp: SegSettings,
     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
     n_batches: int,
-    validate: Callable[[], float] | None,
+    validate: Callable[[], float],
 ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]:
     """Train for ``hp.epochs``; keep the state with the best ``validate()``; load it back.
-
-    Without a validation split (``validate`` None) the last epoch is kept.
 
     Returns the selection record, the per-epoch history and timings: ``data_wait_s`` (waiting for
     batches), ``train_loop_s`` (the training steps, data waits included, validation excluded),
     ``val_s``, ``train_steps`` and ``train_images`` (what ``benchmarks/train_throughput.py`` reads).
     """
     opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
+    sched = make_scheduler(opt, hp.schedule, hp.epochs, n_batches)
+    guard = FiniteLoss("segmentation")
     loss_fn = dice_ce_loss()
     amp = bool(ctx.options.get("amp", False))
-    best, best_state, chosen = -float("inf"), None, {}
+    selector = BestOnValidation()
     history: list[dict[str, float]] = []
     wait = loop = val_time = 0.0
     images = all_steps = 0
@@ -157,28 +123,30 @@ def train_model(
             with autocast(ctx.device, amp):
                 logits = model(inp)
             loss = loss_fn(logits.float(), target)
+            guard.check(loss, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if hp.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
             opt.step()
+            sched.step()
             total += loss.detach()
             steps += 1
             images += len(x)
             t_wait = time.perf_counter()
+        guard.end_epoch(epoch)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)  # the loop's time includes its queued GPU work
         t_val = time.perf_counter()
         loop += t_val - t_loop
         all_steps += steps
-        val = float(validate()) if validate is not None else float(epoch)
+        val = float(validate())
         val_time += time.perf_counter() - t_val
         history.append({"epoch": epoch, "loss": float(total) / max(1, steps), "val": val})
-        if val > best:  # strict: the earliest epoch wins ties
-            best, chosen = val, {"epoch": epoch, "val_primary": val}
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        # the earliest epoch wins ties; a NaN score never wins
+        selector.offer(val, lambda: {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}, {"epoch": epoch, "val_primary": val})
+    best_state, chosen = selector.result("segmentation")
+    model.load_state_dict(best_state)
     timings = {"data_wait_s": wait, "train_loop_s": loop, "val_s": val_time, "train_steps": float(all_steps), "train_images": float(images)}
     return chosen, history, timings
 
@@ -188,7 +156,7 @@ def predict_logits(ctx: RunContext, model: UNet, images: torch.Tensor, batch_siz
     """Yield (start index, float logits (B, K, S, S) on the device) over uint8 images (N, C, S, S)."""
     model.eval()
     amp = bool(ctx.options.get("amp", False))
-    for i in range(0, len(images), batch_size):
+    for i in interruptible(range(0, len(images), batch_size)):
         with autocast(ctx.device, amp):
             out = model(model_input(ctx, model, images[i : i + batch_size]))
         yield i, out.float()
@@ -285,9 +253,10 @@ def ood_summary(metrics: dict[str, float], names: list[str], keys: tuple[str, ..
     return extra
 
 
-def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], int]:
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator, hflip: bool = False) -> tuple[Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], int]:
     """A fresh permutation per epoch over in-memory arrays; the last partial batch is dropped
-    (BatchNorm on one image) unless it is the only one. Returns the batch factory and its length."""
+    (BatchNorm on one image) unless it is the only one. ``hflip``: each image and its mask are
+    flipped left-right together with probability 1/2. Returns the batch factory and its length."""
     n = len(x)
     bs = min(batch_size, n)
     stop = (n // bs) * bs if n > bs else n
@@ -296,12 +265,31 @@ def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: tor
         perm = torch.randperm(n, generator=gen)
         for i in range(0, stop, bs):
             idx = perm[i : i + bs]
-            yield x[idx], y[idx]
+            xb, yb = x[idx], y[idx]
+            if hflip:
+                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(xb.device)
+                xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
+                yb = torch.where(flip.view(-1, 1, 1), yb.flip(-1), yb)
+            yield xb, yb
 
     return batches, max(1, stop // bs)
 
 
 Scores = tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]
+
+
+class AllBackground(nn.Module):
+    """The baseline every segmentation result states: predicts background everywhere (through the
+    same scoring code, so the paper's empty-empty = 1 rule counts for it too)."""
+
+    def __init__(self, model: UNet, num_classes: int):
+        super().__init__()
+        self.in_channels, self.encoder, self.k = model.in_channels, model.encoder, num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], self.k, *x.shape[-2:], device=x.device)
+        logits[:, 0] = 1.0
+        return logits
 
 
 class SegProtocol(Protocol):
@@ -315,21 +303,30 @@ class SegProtocol(Protocol):
     volumes: ClassVar[bool] = False
     ood_keys: ClassVar[tuple[str, ...]] = ("dice",)
 
-    def training_arrays(self, ctx: RunContext, hp: SegHParams, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    def training_arrays(self, ctx: RunContext, hp: SegSettings, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
         """uint8 images (N, C, S, S), labels (N, S, S) and counts for the result."""
         raise NotImplementedError
 
-    def evaluate(self, ctx: RunContext, model: UNet, prep: Prepared, hp: SegHParams, split: str, suffix: str = "") -> Scores:
+    def evaluate(self, ctx: RunContext, model: UNet, prep: Prepared, hp: SegSettings, split: str, suffix: str = "", validation: bool = False) -> Scores:
         raise NotImplementedError
 
-    def validation_score(self, ctx: RunContext, model: UNet, prep: Prepared, hp: SegHParams) -> float:
-        raise NotImplementedError
+    def validation_score(self, ctx: RunContext, model: UNet, prep: Prepared, hp: SegSettings) -> float:
+        """The selection metric on the validation split (no HD95, no native-size scores)."""
+        return self.evaluate(ctx, model, prep, hp.model_copy(update={"hd95": False}), "val", validation=True)[0][str(hp.select_metric)]
 
-    def selection_hparams(self, ctx: RunContext) -> dict[str, Any]:
-        return {}
+    def baseline(self, ctx: RunContext, model: UNet, test: Prepared, oods: list, hp: SegSettings) -> dict[str, Any]:
+        """The task's primary metric of an all-background prediction on the same test (and OOD) sets."""
+        null, quick = AllBackground(model, ctx.task.num_classes), hp.model_copy(update={"hd95": False})
+        metrics = self.evaluate(ctx, null, test, quick, "test")[0]
+        for o, prep in oods:
+            metrics.update(self.evaluate(ctx, null, prep, quick, f"ood:{o.name}", f"_{slug(o.name)}")[0])
+        metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
+        primary = ctx.task.primary_metric
+        return {"metric": primary, "value": float(metrics.get(primary, float("nan"))), "predictor": "all background"}
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
-        hp = SegHParams.from_ctx(ctx)
+        hp: SegSettings = ctx.settings  # type: ignore[assignment]
+        require_validation(ctx, ctx.data.split.val)
         gen = seed_everything(ctx.seed)
         # Built first, so its initialisation does not depend on how many loaders ran before it.
         model = build_model(ctx)
@@ -341,8 +338,8 @@ class SegProtocol(Protocol):
         t_data = time.perf_counter() - t0
 
         x_tr, y_tr, train_counts = self.training_arrays(ctx, hp, data["train"])
-        batches, n_batches = shuffled_batches(*on_device(ctx, x_tr, y_tr), hp.batch_size, gen)
-        validate = (lambda: self.validation_score(ctx, model, data["val"], hp)) if "val" in data else None
+        batches, n_batches = shuffled_batches(*on_device(ctx, x_tr, y_tr), hp.batch_size, gen, hflip=hp.augment)
+        validate = lambda: self.validation_score(ctx, model, data["val"], hp)  # noqa: E731
         t1 = time.perf_counter()
         chosen, history, train_timings = train_model(ctx, model, hp, batches, n_batches, validate)
         t_train = time.perf_counter() - t1
@@ -357,12 +354,14 @@ class SegProtocol(Protocol):
             undefined.update(und)
             counts[f"ood:{o.name}"] = len(prep.cases)
         metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
-        used = {**ctx.hparams, **asdict(hp), **self.selection_hparams(ctx), "selected": chosen, "preprocess": ctx.task.preprocess.model_dump(), **runtime_hparams(ctx)}
+        baseline = self.baseline(ctx, model, data["test"], oods, hp)
+        used = {"selected": chosen, **runtime_hparams(ctx)}
         return ProtocolOutput(
             metrics=metrics,
             per_case=per_case,
             hparams=used,
             counts=counts,
-            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods]},
+            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods], "baseline": baseline},
+            flags=["validation-undefined"] if chosen.get("validation_undefined") else [],
             timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
         )

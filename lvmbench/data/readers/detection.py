@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from lvmbench.data.cases import READERS, Box, Case, DatasetReader, Issue
+from lvmbench.data.imageio import image_size as oriented_size
 from lvmbench.data.imageio import read_image
 from lvmbench.errors import DataError
 
@@ -32,15 +32,12 @@ def _norm(name: str) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding pixels."""
+    """(height, width) of the decoded image (EXIF orientation applied, as ``read_image`` does),
+    from the file header."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         ds = _dcmread(path, header_only=True)
         return int(ds.Rows), int(ds.Columns)
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"unreadable image ({str(e)[:100]})", path=path, fix="re-download or re-export this file") from None
+    return oriented_size(path)
 
 
 def _dcmread(path: Path, header_only: bool = False):
@@ -134,10 +131,17 @@ class BoxReader(DatasetReader):
         return list(self._dropped)
 
 
-def _scale(boxes: list[Box], frm: tuple[int, int] | None, to: tuple[int, int]) -> list[Box]:
+def _scale(boxes: list[Box], frm: tuple[int, int] | None, to: tuple[int, int], path: Path | None = None) -> list[Box]:
     """Rescale boxes annotated on an image of size ``frm`` (h, w) to the decoded size ``to``."""
     if not frm or tuple(frm) == tuple(to):
         return boxes
+    if tuple(frm) == tuple(to)[::-1] and path is not None:
+        # an annotation made on the stored pixels of a file whose EXIF tag rotates it on decoding
+        raise DataError(
+            f"the annotation is for a {frm[1]}x{frm[0]} image, the decoded image is {to[1]}x{to[0]} (rotated by its EXIF orientation tag?)",
+            path=path,
+            fix="re-save the image with its pixels upright and no orientation tag, or fix the annotation's size and boxes",
+        )
     sy, sx = to[0] / frm[0], to[1] / frm[1]
     return [Box(b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy, b.label) for b in boxes]
 
@@ -202,7 +206,7 @@ class KvasirBoxes(BoxReader):
         return out
 
     def load_target(self, case: Case) -> list[Box]:
-        return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image))
+        return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image), self.root / case.image)
 
 
 @READERS.register("voc")
@@ -304,7 +308,7 @@ class PascalVOC(BoxReader):
         return out
 
     def load_target(self, case: Case) -> list[Box]:
-        return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image))
+        return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image), self.root / case.image)
 
 
 @READERS.register("coco")
@@ -369,5 +373,5 @@ class CocoJSON(BoxReader):
         return out
 
     def load_target(self, case: Case) -> list[Box]:
-        return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image))
+        return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image), self.root / case.image)
 

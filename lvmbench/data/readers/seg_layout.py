@@ -6,7 +6,9 @@ expression ``pattern`` with named groups applied to each image's relative path, 
 those groups. Every template may use ``{name}`` (file name), ``{stem}`` (name without extension,
 ``.nii.gz`` counted as one), ``{parent}`` (folder of the image, relative) and ``{rel}`` (relative
 path), plus the pattern's groups. A template with glob characters (``*``, ``?``) may match several
-files (BUSI's ``_mask.png`` and ``_mask_1.png``).
+files (BUSI's ``_mask.png`` and ``_mask_1.png``). Only the template's own glob characters count:
+the fields filled in (file names such as ``ISIC_000000[1].jpg``) and the dataset folder are
+escaped, so a name with brackets pairs with its own mask, not with ``ISIC_0000001``'s.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class Layout:
             out.update({k: v for k, v in m.groupdict().items() if v is not None})
         return out
 
+    def glob(self, pattern: str, recursive: bool = False) -> list[str]:
+        """Relative paths matching ``pattern`` under the dataset folder (whose own name may hold
+        glob characters: it is never part of the pattern)."""
+        return globlib.glob(pattern, root_dir=self.root, recursive=recursive)
+
     def excluded(self, rel: str) -> bool:
         return any(e.search(rel) for e in self.exclude)
 
@@ -67,9 +74,9 @@ class Layout:
         """(image path, fields) for every image that fits, sorted; and the globbed paths that do not."""
         found: set[str] = set()
         for g in self.images:
-            for p in globlib.glob(str(self.root / g), recursive=True):
-                if Path(p).is_file():
-                    found.add(Path(p).relative_to(self.root).as_posix())
+            for rel in self.glob(g, recursive=True):
+                if (self.root / rel).is_file():
+                    found.add(Path(rel).as_posix())
         matched, unmatched = [], []
         for rel in sorted(found):
             if self.excluded(rel):
@@ -83,10 +90,12 @@ class Layout:
 
     def resolve(self, template: str | Sequence[str], fields: dict[str, str], option: str) -> list[str]:
         """Relative paths the template (or the first of several alternatives that exists) names."""
+        escaped = {k: globlib.escape(v) for k, v in fields.items()}
         for t in as_list(template):
             path = fill(t, fields, option)
-            if globlib.has_magic(path):
-                hits = sorted(Path(p).relative_to(self.root).as_posix() for p in globlib.glob(str(self.root / path)))
+            pattern = fill(t, escaped, option)
+            if globlib.has_magic(fill(t, {k: "x" for k in fields}, option)):  # the template's own wildcards
+                hits = sorted(Path(p).as_posix() for p in self.glob(pattern) if (self.root / p).is_file())
                 hits = [h for h in hits if not self.excluded(h)]
                 if hits:
                     return hits
@@ -104,7 +113,7 @@ class Layout:
         out: set[str] = set()
         for t in as_list(template):
             pat = _FIELD.sub("*", t)
-            out.update(Path(p).relative_to(self.root).as_posix() for p in globlib.glob(str(self.root / pat)) if Path(p).is_file())
+            out.update(Path(p).as_posix() for p in self.glob(pat) if (self.root / p).is_file())
         out = {o for o in out if not self.excluded(o)}
         if near is not None:
             folders = {str(Path(p).parent) for p in near}

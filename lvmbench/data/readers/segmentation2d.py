@@ -9,9 +9,13 @@ task overrides. Options (templates: see ``seg_layout``):
 - ``id`` / ``group`` / ``split``: templates for the case id (default ``{name}``), the patient group
   (default: the id) and the publisher's split (DRIVE training/test).
 - ``masks``: a template, or a list of ``{path, label, threshold, required}``: each mask file is
-  binarised with ``value > threshold`` and painted with ``label`` in list order (later masks win
+  read as stored (see ``mask_values``) and painted with ``label`` in list order (later masks win
   where they overlap; several files matching one template are united).
-- ``threshold``: default threshold (Kvasir's JPEG masks: 128).
+- ``threshold``: default threshold (Kvasir's JPEG masks: 128). A mask file whose largest value is
+  above it is grey-level (0/255, JPEG noise near 0 and 255) and binarised with ``value >
+  threshold``; a file whose values stay at or below it holds labels: 0/1 (painted with ``label``)
+  or, for a single mask template, class indices 0..N-1 taken as they are. Anything else (0/7 in a
+  2-class task) is refused rather than read as background.
 - ``fov``: template of a field-of-view mask (DRIVE), kept in ``case.meta['fov']``.
 - ``image_mode``: ``RGB`` or ``L``; ``match_size: mask`` resizes the image to its mask (SCR masks
   are 1024² for 2048² JSRT films); ``resize_masks: true`` resizes (nearest) masks whose size differs
@@ -30,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
-from lvmbench.data.imageio import read_image
+from lvmbench.data.imageio import image_size, read_image, read_mask
 from lvmbench.data.readers.seg_layout import Layout, fill, require_cases, unpaired_issues
 from lvmbench.errors import DataError, UserError
 
@@ -145,22 +149,36 @@ class PairedImages(DatasetReader):
         else:
             arr = read_image(path, self.image_mode)
         if self.match_size == "mask" and case.meta.get("mask_files") and case.meta["mask_files"][0]:
-            mpath = self.root / case.meta["mask_files"][0][0]
-            try:
-                with Image.open(mpath) as im:
-                    w, h = im.size
-            except OSError:
-                raise DataError("unreadable mask", path=mpath, fix="re-download or re-export this file") from None
+            h, w = image_size(self.root / case.meta["mask_files"][0][0])
             if arr.shape[:2] != (h, w):
                 arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
         return arr[..., None] if arr.ndim == 2 else arr
 
     def _image_hw(self, case: Case) -> tuple[int, int]:
-        try:
-            with Image.open(self.root / case.image) as im:
-                return im.size[1], im.size[0]
-        except OSError:
-            raise DataError("unreadable image", path=self.root / case.image, fix="re-download or re-export this file") from None
+        if self.raw and case.image.lower().endswith(".img"):
+            return int(self.raw["shape"][0]), int(self.raw["shape"][1])
+        return image_size(self.root / case.image)
+
+    def mask_values(self, m: np.ndarray, spec: MaskSpec, path: Path) -> tuple[np.ndarray, np.ndarray | int] | None:
+        """Where one mask file paints and with what: (where, label or per-pixel labels); None when
+        it is empty. Grey-level files are thresholded, label-valued files read as labels."""
+        top = int(m.max()) if m.size else 0
+        if top <= 0:
+            return None
+        if top > spec.threshold:  # 0/255 (and JPEG noise near both ends)
+            return m > spec.threshold, spec.label
+        if top == 1:  # 0/1: the common re-export of a binary mask
+            return m == 1, spec.label
+        n = len(self.classes)
+        if len(self.masks) == 1 and spec.label == 1 and (not n or top < n) and int(m.min()) >= 0:
+            where = m > 0  # one file holding class indices
+            return where, m[where].astype(np.int64)
+        classes = f"the task's class indices 0..{n - 1}" if n else "class indices"
+        raise DataError(
+            f"mask values go up to {top}: neither binary (0/1, or grey above the threshold {spec.threshold}) nor {classes}",
+            path=path,
+            fix="re-export the mask as 0/255 or as class indices, or set data.options.threshold below its foreground value",
+        )
 
     def load_target(self, case: Case) -> np.ndarray:
         out: np.ndarray | None = None
@@ -168,19 +186,18 @@ class PairedImages(DatasetReader):
         hw = self._image_hw(case) if self.resize_masks else None
         for spec, files in zip(self.masks, case.meta["mask_files"]):
             for f in files:
-                m = read_image(self.root / f, None)
-                if m.ndim == 3:
-                    m = m.max(axis=2)
+                m = read_mask(self.root / f)
                 if hw is not None and m.shape != hw:
-                    m = np.asarray(Image.fromarray(m).resize((hw[1], hw[0]), Image.NEAREST))
+                    m = np.asarray(Image.fromarray(m.astype(np.int32)).resize((hw[1], hw[0]), Image.NEAREST))  # mode I: 16-bit labels survive
                 if out is None:
                     out, first = np.zeros(m.shape, np.int64), f
                 elif m.shape != out.shape:
                     raise DataError(f"mask is {m.shape[1]}x{m.shape[0]} but {first} is {out.shape[1]}x{out.shape[0]}", path=self.root / f, fix="re-export the masks at one size")
-                out[m > spec.threshold] = spec.label
+                paint = self.mask_values(m, spec, self.root / f)
+                if paint is not None:
+                    out[paint[0]] = paint[1]
         if out is None:  # only optional masks, none present: all background
-            with Image.open(self.root / case.image) as im:
-                out = np.zeros(im.size[::-1], np.int64)
+            out = np.zeros(self._image_hw(case), np.int64)
         return out
 
     def check(self, case: Case) -> list[Issue]:
@@ -194,9 +211,9 @@ class PairedImages(DatasetReader):
         if self.resize_masks:
             hw = self._image_hw(case)
             for f in (p for files in case.meta["mask_files"] for p in files):
-                with Image.open(self.root / f) as im:
-                    if (im.size[1], im.size[0]) != hw:
-                        issues.append(Issue(str(self.root / f), f"mask is {im.size[0]}x{im.size[1]}, image {hw[1]}x{hw[0]}; resized (nearest) to the image", "re-export the mask at the image size", fatal=False))
+                mh, mw = image_size(self.root / f)
+                if (mh, mw) != hw:
+                    issues.append(Issue(str(self.root / f), f"mask is {mw}x{mh}, image {hw[1]}x{hw[0]}; resized (nearest) to the image", "re-export the mask at the image size", fatal=False))
         if tgt.shape != img.shape[:2]:
             issues.append(Issue(str(self.root / case.image), f"image {img.shape[:2]} and mask {tgt.shape} differ in size", "re-export the mask at the image size"))
         if self.classes and tgt.size and int(tgt.max()) >= len(self.classes):

@@ -12,10 +12,18 @@ image stem), ``group`` (default: the id), ``split``; ``label``: template or list
 ``label_map``: ``{stored value: class}`` (MMWHS 205/420/... -> 1..7; unlisted non-zero values are
 reported by ``check`` and read as background); ``binarize``: every non-zero label -> 1 (BraTS whole
 tumour); ``slice_axis``: stored axis the 2D network slices along (MMWHS: 2); ``classes``.
+
+Before a volume is decoded its header is checked against the file: an uncompressed file must hold
+the bytes the header's shape and type imply, a gzip file cannot expand beyond deflate's 1032:1
+(nor beyond the size its trailer records), and no volume may exceed ``LVMBENCH_MAX_VOLUME_VOXELS``
+(default 2**31; 0 = no limit), so a damaged header is one case's error, not a MemoryError that
+ends the run. ``check`` also compares the image's and the label's affines (same grid, within a
+small fraction of a voxel).
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +32,11 @@ import numpy as np
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
 from lvmbench.data.readers.seg_layout import Layout, as_list, fill, require_cases, unpaired_issues
-from lvmbench.errors import DataError
+from lvmbench.errors import DataError, UserError
+
+MAX_VOXELS_ENV = "LVMBENCH_MAX_VOLUME_VOXELS"
+DEFAULT_MAX_VOXELS = 2**31  # 8 GiB as float32; the largest LVM-Med volumes (MMWHS CT) are ~0.2G voxels
+DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one compressed byte into more than ~1032 bytes
 
 OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "label", "site", "sites", "label_map", "binarize", "slice_axis", "classes"}
 
@@ -46,9 +58,88 @@ def load_nifti(path: Path):
         raise _nib_error(path, e) from None
 
 
+def max_volume_voxels() -> int | None:
+    raw = os.environ.get(MAX_VOXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_VOXELS
+    try:
+        n = int(float(raw))
+    except ValueError:
+        raise UserError(f"{MAX_VOXELS_ENV}={raw!r} is not a number", fix=f"set {MAX_VOXELS_ENV} to a voxel count (0 = no limit)") from None
+    return None if n <= 0 else n
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _gzip_payload(path: Path) -> int:
+    """Bytes a gzip file really decompresses to (all members), counted in bounded memory."""
+    import gzip
+
+    total = 0
+    with gzip.open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            total += len(chunk)
+    return total
+
+
+def check_nifti_size(img, path: Path) -> None:
+    """Refuse a header whose implied data the file cannot hold, or that exceeds the voxel limit,
+    before anything is allocated."""
+    shape = tuple(int(s) for s in img.shape)
+    dtype = img.header.get_data_dtype()
+    voxels = int(np.prod(shape, dtype=object)) if shape else 0
+    need = int(getattr(img.dataobj, "offset", 352)) + voxels * dtype.itemsize
+    dims = "x".join(str(s) for s in shape)
+    what = f"NIfTI header claims a {dims} {dtype.name} volume ({_human(voxels * dtype.itemsize)})"
+    damaged = "re-download or re-export the file (its header or data is damaged)"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+        if gz and size >= 18:
+            f.seek(-4, os.SEEK_END)
+            isize = int.from_bytes(f.read(4), "little")
+    if not gz:
+        if size < need:
+            raise DataError(f"{what} but the file has only {_human(size)}", path=path, fix=damaged)
+    else:
+        bound = size * DEFLATE_MAX_RATIO
+        if need > bound:
+            raise DataError(f"{what} but {_human(size)} of gzip data can hold at most {_human(bound)}", path=path, fix=damaged)
+        # the trailer holds the (last member's) size mod 2**32; count the stream only when it disagrees
+        if need < 2**32 and size >= 18 and isize < need:
+            have = _gzip_payload(path)
+            if have < need:
+                raise DataError(f"{what} but the compressed stream holds only {_human(have)}", path=path, fix=damaged)
+    limit = max_volume_voxels()
+    if limit is not None and voxels > limit:
+        raise DataError(f"{what}: {voxels} voxels, more than the limit of {limit}", path=path, fix=f"if the volume is genuine, raise the limit with {MAX_VOXELS_ENV} (0 = no limit)")
+
+
+def affine_difference(a: np.ndarray, b: np.ndarray) -> str | None:
+    """None when two affines describe the same grid (float round-off tolerated), else what differs.
+
+    Direction/scale entries may differ by 1e-4 of a voxel (a 512-voxel axis then drifts by less
+    than 0.05 voxel), the origin by 1e-2 of a voxel.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    voxel = float(np.linalg.norm(a[:3, :3], axis=0).min()) or 1.0
+    lin = float(np.abs(a[:3, :3] - b[:3, :3]).max())
+    shift = float(np.abs(a[:3, 3] - b[:3, 3]).max())
+    if lin <= 1e-4 * voxel and shift <= 1e-2 * voxel:
+        return None
+    return f"direction/spacing differ by up to {lin:.3g}, origin by up to {shift:.3g} mm"
+
+
 @READERS.register("nifti_pairs")
 class NiftiPairs(DatasetReader):
     kind = "segmentation"
+    case_unit = "volume"
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, root: str | Path, **options: Any):
@@ -123,10 +214,13 @@ class NiftiPairs(DatasetReader):
     def _array(self, rel: str) -> np.ndarray:
         path = self.root / rel
         img = load_nifti(path)
+        check_nifti_size(img, path)
         try:
             arr = np.asarray(img.dataobj)
         except (OSError, EOFError, ValueError, zlib.error) as e:
             raise _nib_error(path, e) from None
+        except MemoryError:
+            raise DataError(f"not enough memory to decode this {'x'.join(map(str, img.shape))} volume", path=path, fix="free memory, or run this task on a machine with more") from None
         if arr.ndim != 3:
             raise DataError(f"expected a 3D volume, got shape {arr.shape}", path=path, fix="pass one 3D volume per file")
         return np.moveaxis(arr, self.axis, 0)
@@ -164,6 +258,20 @@ class NiftiPairs(DatasetReader):
         where = str(self.root / case.target)
         if raw.shape != img.shape:
             issues.append(Issue(where, f"label volume {raw.shape} and image {img.shape} differ in shape", "re-export the label on the image grid"))
+        else:
+            import nibabel as nib
+
+            ia, la = load_nifti(self.root / case.image).affine, load_nifti(self.root / case.target).affine
+            diff = affine_difference(ia, la)
+            if diff is not None:
+                orient = f"{''.join(nib.aff2axcodes(la))} vs the image's {''.join(nib.aff2axcodes(ia))}"
+                issues.append(
+                    Issue(
+                        where,
+                        f"label volume's affine differs from its image's ({self.root / case.image}): {diff}, orientation {orient}; the voxels would be paired off-grid",
+                        "resample the label onto the image grid, or, if only the label's header is wrong, save it with the image's affine",
+                    )
+                )
         values = set(np.unique(raw).tolist())
         if self.label_map and not self.binarize:
             unknown = sorted(v for v in values - set(self.label_map) if v != 0)

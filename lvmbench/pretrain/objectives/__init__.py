@@ -7,6 +7,7 @@ registered submodules, so ``objective.parameters()`` is exactly what the optimis
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from dataclasses import dataclass
 from typing import ClassVar
@@ -42,6 +43,18 @@ class PretrainObjective(nn.Module):
     def forward(self, batch: PretrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Return (scalar loss, logs) for one batch."""
         raise NotImplementedError
+
+    def settings(self, options: dict) -> dict:
+        """Every constructor setting, defaults included, as this objective was built from
+        ``options`` (what pretrain.json and the resume check record: a default that changes
+        between versions must not go unnoticed). Subclasses expand nested configs."""
+        out: dict = {}
+        for name, p in inspect.signature(type(self).__init__).parameters.items():
+            if name in ("self", "encoder") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[name] = options.get(name, p.default)
+        out.update({k: v for k, v in options.items() if k not in out})  # **kwargs objectives
+        return out
 
 
 def _load(reg: Registry[type[PretrainObjective]]) -> None:

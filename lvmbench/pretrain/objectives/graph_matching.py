@@ -1,6 +1,7 @@
 """LVM-Med's second-order graph-matching objective (Nguyen et al., NeurIPS 2023, §3.2, Alg. 1).
 
-Per step: both views of N images -> encoder feature maps y -> average pool -> projector z (128-d)
+Per step: both views of N images -> encoder feature maps y -> pooled vector (the encoder's
+``pooling``, by default ``avg``: the average-pooled last backbone map) -> projector z (128-d)
 -> the batch is cut into graphs of ``graph_size`` (16) images; graph G^s holds their s-views, G^t
 their t-views -> k-NN edges (k = 5) in z space -> shared 2-layer GCN -> ẑ -> vertex affinities
 (global cosine + local feature-map term) and edge affinities (cosines of ẑ differences) -> one
@@ -9,7 +10,8 @@ Hamming loss to the identity matching (view i of G^s is image i of G^t) -> IMLE 
 
 The pretraining code was never released (reference §0); choices the paper does not fix are
 documented where they are made. Ablation switches (paper Table 6): ``second_order=False`` (vertex
-matching only: an exact linear assignment), ``message_passing=False`` (ẑ = z), ``gumbel=False``
+matching only: an exact linear assignment), ``message_passing=False`` (ẑ = z), ``gcn_residual=True``
+(ẑ = z + g(z) instead of the paper's ẑ = g(z); not in the paper), ``gumbel=False``
 (no noise; a constant ``margin`` is added to the wrong pairs' scores instead, the blackbox-
 differentiation recipe the paper refers to) and ``local=False`` (vertex score = global cosine).
 """
@@ -17,7 +19,8 @@ differentiation recipe the paper refers to) and ``local=False`` (vertex score = 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -27,7 +30,7 @@ from lvmbench.pretrain.affinity import edge_affinity, local_affinity, vertex_aff
 from lvmbench.pretrain.gcn import GCN, knn_adjacency
 from lvmbench.pretrain.imle import SectionTimer, gumbel_like, hamming, imle_match
 from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective
-from lvmbench.pretrain.solver import SolverConfig, solve_qap, solve_qap_loop
+from lvmbench.pretrain.solver import SolverConfig, no_autocast, solve_qap, solve_qap_loop
 
 SOLVERS = {"batched": solve_qap, "loop": solve_qap_loop}
 
@@ -56,7 +59,7 @@ class GraphMatching(PretrainObjective):
         graph_size: int = 16,
         knn: int = 5,
         gcn_hidden: int = 128,
-        gcn_residual: bool = True,
+        gcn_residual: bool = False,
         alpha: float = 0.8,
         gamma: int = 20,
         lam: float = 80.0,
@@ -81,11 +84,18 @@ class GraphMatching(PretrainObjective):
         self.second_order, self.message_passing, self.gumbel, self.local = second_order, message_passing, gumbel, local
         self.solver_name = solver
         self.solver_cfg = SolverConfig(**(solver_options or {}))
-        self.projector = make_projector(encoder.feature_info.channels[-1], proj_dim, proj_hidden)
+        # Fed the encoder's own pooled vector (``forward_pooled``), the one ``embed`` returns at
+        # evaluation: the pretrainer records ``encoder.pooling`` in the checkpoint's metadata.
+        self.projector = make_projector(encoder.embed_dim, proj_dim, proj_hidden)
         # Only built when used: every parameter must receive a gradient (DistributedDataParallel).
         self.gcn = GCN(proj_dim, gcn_hidden, proj_dim) if message_passing else None
         self.gcn_residual = gcn_residual
         self.timer = SectionTimer()
+
+    def settings(self, options: dict) -> dict:
+        out = super().settings(options)
+        out["solver_options"] = dataclasses.asdict(self.solver_cfg)  # every solver field, resolved
+        return out
 
     def _solve(self, theta_v: torch.Tensor, theta_e: torch.Tensor | None) -> torch.Tensor:
         return SOLVERS[self.solver_name](theta_v, theta_e, self.solver_cfg)
@@ -98,24 +108,25 @@ class GraphMatching(PretrainObjective):
         g = n_img // n
         dev = batch.view1.device
         with self.timer("encoder", dev):
-            # Global vector = average-pooled last map (paper §3.2 step 2); for a ViT this is the
-            # pooled stride-32 token map of the encoder's pyramid, not its class token.
-            y = self.encoder.feature_maps(torch.cat([batch.view1, batch.view2]))[-1]
-            z = self.projector(y.mean(dim=(2, 3)))
-        autocast_off = torch.autocast(dev.type, enabled=False) if dev.type == "cuda" else nullcontext()
-        with self.timer("affinity", dev), autocast_off:
-            # Cosines, top-γ selections and the solver's inputs stay in float32 under bf16 autocast.
+            # Global vector = the encoder's pooled embedding: with pooling "avg" the average-pooled
+            # last backbone map (paper §3.2 step 2; for a ViT its last-block token grid). The local
+            # term uses y, the last map of the encoder's pyramid.
+            maps, pooled = self.encoder.forward_pooled(torch.cat([batch.view1, batch.view2]))
+            y = maps[-1]
+            z = self.projector(pooled)
+        with self.timer("affinity", dev), no_autocast(dev):
+            # Cosines, top-γ selections and the solver's inputs stay in float32 under bf16 autocast
+            # (CUDA's in training, CPU's too: the region is off on whichever device runs it).
             y, z = y.float(), z.float()
             ys, yt = y[:n_img].unflatten(0, (g, n)), y[n_img:].unflatten(0, (g, n))
             zs, zt = z[:n_img].unflatten(0, (g, n)), z[n_img:].unflatten(0, (g, n))
             adj_s, adj_t = knn_adjacency(zs, self.knn), knn_adjacency(zt, self.knn)
             if self.gcn is not None:
-                # ẑ = z + g(z) by default (the paper: ẑ = g(z)). Each GCN layer gives a node only
-                # 1/(degree + 1) of its own feature, so after two layers on a k = 5 graph ẑ is
-                # mostly its neighbours' average; the s- and t-graphs have different neighbours,
-                # and on a fixed batch vertex top-1 stayed at chance with the plain GCN while the
-                # residual form (and no message passing at all) learned. gcn_residual=False
-                # restores the paper's literal form.
+                # ẑ = g(z), the paper's form (§3.2 step 3). gcn_residual=True is an ablation:
+                # ẑ = z + g(z). Each GCN layer gives a node only 1/(degree + 1) of its own
+                # feature, so after two layers on a k = 5 graph ẑ is mostly its neighbours'
+                # average and the s- and t-graphs have different neighbours; on one fixed batch
+                # vertex top-1 stayed near chance with g(z) and rose with the residual form.
                 hs, ht = self.gcn(zs, adj_s), self.gcn(zt, adj_t)
                 zs, zt = (zs + hs, zt + ht) if self.gcn_residual else (hs, ht)
             loc = None
@@ -136,8 +147,9 @@ class GraphMatching(PretrainObjective):
                 # The wrong pairs get a head start, so gradients keep flowing until the right
                 # pairs win by ``margin`` (the paper says "a constant"; its value is our choice).
                 eps_v, eps_e = self.margin * (1 - target), None
-        x = imle_match(theta_v, theta_e, self._solve, lam=self.lam, eps_v=eps_v, eps_e=eps_e, timer=self.timer)
-        per_graph = hamming(x, target) / (2 * n)  # fraction of the 2n possible disagreements
+        with no_autocast(dev):  # the solve and its IMLE backward are float32 (imle_match too)
+            x = imle_match(theta_v, theta_e, self._solve, lam=self.lam, eps_v=eps_v, eps_e=eps_e, timer=self.timer)
+            per_graph = hamming(x, target) / (2 * n)  # fraction of the 2n possible disagreements
         loss = per_graph.mean()
         with torch.no_grad():
             top1 = (theta_v.argmax(dim=2) == torch.arange(n, device=dev)).float().mean()

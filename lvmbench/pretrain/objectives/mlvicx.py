@@ -3,7 +3,8 @@
 Re-implemented from the description in reference/similarity-seeds.md §4 (the official code has no
 licence). Siamese, shared weights, no momentum encoder or predictor:
 
-- global branch: average-pooled last stage -> projector (Linear-BN-ReLU ×2, Linear-BN);
+- global branch: the encoder's pooled embedding (``forward_pooled``; with pooling ``avg`` the
+  average-pooled last stage, as in MLVICX) -> projector (Linear-BN-ReLU ×2, Linear-BN);
 - local branch: every stage map of ``encoder.feature_maps(x)`` -> bilinear resize to
   ``local_size``² and a 1×1 conv to ``local_channels`` (in-channels from
   ``encoder.feature_info.channels``, the stage *output* channels; the official code read
@@ -96,7 +97,7 @@ class MLVICX(PretrainObjective):
     ):
         super().__init__(encoder)
         chans = tuple(int(c) for c in encoder.feature_info.channels)
-        self.global_projector = projector(chans[-1], proj_hidden, proj_out)
+        self.global_projector = projector(encoder.embed_dim, proj_hidden, proj_out)
         self.fuse = MultiLevelFuse(chans, local_channels, local_size)
         self.local_pool = local_pool
         self.local_projector = projector(local_channels * local_pool * local_pool, local_hidden, local_out)
@@ -108,8 +109,8 @@ class MLVICX(PretrainObjective):
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(global, local) projections of one view."""
-        maps = self.encoder.feature_maps(x)
-        g = self.global_projector(torch.flatten(F.adaptive_avg_pool2d(maps[-1], 1), 1))
+        maps, pooled = self.encoder.forward_pooled(x)
+        g = self.global_projector(pooled)
         fused = F.adaptive_avg_pool2d(self.fuse(maps), self.local_pool)
         return g, self.local_projector(torch.flatten(fused, 1))
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from lvmbench.encoders.base import Encoder
 from lvmbench.errors import UserError
+from lvmbench.protocols.settings import DetectionSettings
 from lvmbench.registry import Registry
 
 # Chosen from benchmarks/detection_backends.py on the 2-core CPU reference machine (alternating steps,
@@ -37,7 +38,7 @@ class DetectorBackend:
         """Why this backend cannot run here (one line), or None."""
         return None
 
-    def build(self, encoder: Encoder, num_classes: int, hp: dict[str, Any]) -> nn.Module:
+    def build(self, encoder: Encoder, num_classes: int, hp: DetectionSettings) -> nn.Module:
         raise NotImplementedError
 
     def losses(self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

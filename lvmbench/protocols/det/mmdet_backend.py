@@ -19,6 +19,7 @@ from torch import nn
 from lvmbench.encoders.base import Encoder
 from lvmbench.errors import UserError
 from lvmbench.protocols.det import BACKENDS, DetectorBackend
+from lvmbench.protocols.settings import DetectionSettings
 from lvmbench.protocols.det.body import EncoderBody
 
 _REGISTERED = False
@@ -61,7 +62,7 @@ class MMDetBackend(DetectorBackend):
             return f"{e.__class__.__name__}: {str(e).splitlines()[0][:120]}"
         return None
 
-    def build(self, encoder: Encoder, num_classes: int, hp: dict[str, Any]) -> nn.Module:
+    def build(self, encoder: Encoder, num_classes: int, hp: DetectionSettings) -> nn.Module:
         from mmengine.config import Config
         from mmdet.registry import MODELS
 
@@ -69,13 +70,13 @@ class MMDetBackend(DetectorBackend):
         cfg = Config.fromfile(str(base_config_path())).model
         cfg.data_preprocessor = dict(type="DetDataPreprocessor", mean=None, std=None, bgr_to_rgb=False, pad_size_divisor=32)
         cfg.backbone = dict(type="LvmbenchEncoderBody", encoder=encoder)
-        cfg.rpn_head.anchor_generator.scales = [float(hp.get("anchor_scale", 8))]
+        cfg.rpn_head.anchor_generator.scales = [hp.anchor_scale]
         cfg.roi_head.bbox_head.num_classes = int(num_classes)
-        cfg.train_cfg.rpn_proposal.max_per_img = int(hp.get("rpn_proposals_train", 1000))
-        cfg.train_cfg.rcnn.sampler.num = int(hp.get("rois_per_image", 512))
-        cfg.test_cfg.rpn.max_per_img = int(hp.get("rpn_proposals_test", 1000))
-        cfg.roi_head.bbox_head.fc_out_channels = int(hp.get("box_fc", 1024))
-        ch = int(hp.get("fpn_channels", 256))
+        cfg.train_cfg.rpn_proposal.max_per_img = hp.rpn_proposals_train
+        cfg.train_cfg.rcnn.sampler.num = hp.rois_per_image
+        cfg.test_cfg.rpn.max_per_img = hp.rpn_proposals_test
+        cfg.roi_head.bbox_head.fc_out_channels = hp.box_fc
+        ch = hp.fpn_channels
         cfg.neck.out_channels = cfg.rpn_head.in_channels = cfg.rpn_head.feat_channels = ch
         cfg.roi_head.bbox_roi_extractor.out_channels = cfg.roi_head.bbox_head.in_channels = ch
         body_channels = EncoderBody(encoder).channels

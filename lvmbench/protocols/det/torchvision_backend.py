@@ -26,6 +26,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lvmbench.encoders.base import Encoder
 from lvmbench.protocols.det import BACKENDS, DetectorBackend
+from lvmbench.protocols.settings import DetectionSettings
 from lvmbench.protocols.det.body import EncoderBody
 
 
@@ -60,13 +61,13 @@ class PadOnly(GeneralizedRCNNTransform):
 class TorchvisionBackend(DetectorBackend):
     name = "torchvision"
 
-    def build(self, encoder: Encoder, num_classes: int, hp: dict[str, Any]) -> nn.Module:
+    def build(self, encoder: Encoder, num_classes: int, hp: DetectionSettings) -> nn.Module:
         body = EncoderBody(encoder)
-        scale = float(hp.get("anchor_scale", 8))
+        scale = hp.anchor_scale
         strides = (*body.strides, body.strides[-1] * 2)
         anchors = AnchorGenerator(sizes=tuple((scale * s,) for s in strides), aspect_ratios=((0.5, 1.0, 2.0),) * len(strides))
-        fc = int(hp.get("box_fc", 1024))
-        ch = int(hp.get("fpn_channels", 256))
+        fc = hp.box_fc
+        ch = hp.fpn_channels
         model = FasterRCNN(
             EncoderFPN(body, ch),
             num_classes=None,
@@ -75,10 +76,10 @@ class TorchvisionBackend(DetectorBackend):
             box_predictor=FastRCNNPredictor(fc, num_classes + 1),  # + background
             box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
             rpn_pre_nms_top_n_train=2000,
-            rpn_post_nms_top_n_train=int(hp.get("rpn_proposals_train", 1000)),
+            rpn_post_nms_top_n_train=hp.rpn_proposals_train,
             rpn_pre_nms_top_n_test=1000,
-            rpn_post_nms_top_n_test=int(hp.get("rpn_proposals_test", 1000)),
-            box_batch_size_per_image=int(hp.get("rois_per_image", 512)),
+            rpn_post_nms_top_n_test=hp.rpn_proposals_test,
+            box_batch_size_per_image=hp.rois_per_image,
             box_score_thresh=0.05,
             box_nms_thresh=0.5,
             box_detections_per_img=100,
