@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from lvmbench.encoders import create_encoder
 from lvmbench.protocols.det import BACKENDS
+from lvmbench.protocols.settings import DetectionSettings
 
 
 def synthetic_batch(size: int, batch: int, gen: torch.Generator) -> tuple[list[torch.Tensor], list[dict]]:
@@ -47,7 +48,7 @@ def main() -> None:
     device = torch.device(args.device)
     enc, _ = create_encoder(args.encoder, seed=0)
     names = [n for n in ("torchvision", "mmdet") if not BACKENDS.get(n).unavailable()]
-    hp = {"anchor_scale": 8, **json.loads(args.hp)}
+    hp = DetectionSettings.model_validate({"anchor_scale": 8.0, **json.loads(args.hp)})
     runs = {}
     for n in names:
         be = BACKENDS.get(n)()

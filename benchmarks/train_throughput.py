@@ -117,7 +117,7 @@ def bare_finetune(spec: TaskSpec, data: TaskData, encoder_name: str, device: tor
     forward = lambda x: model["head"](model["encoder"].embed(x))  # noqa: E731
     if compile_:
         forward = torch.compile(forward)
-    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)  # as the harness
     mean = torch.tensor(encoder.input_spec.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(encoder.input_spec.std, device=device).view(1, -1, 1, 1)
     loss_fn = nn.CrossEntropyLoss()
@@ -160,7 +160,7 @@ def bare_seg(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, devi
     encoder, _ = create_encoder(encoder_name)
     model = UNet(encoder, spec.num_classes, in_channels=pre.channels, decoder_channels=hp.decoder_channels).to(device)
     forward = torch.compile(model) if compile_ else model
-    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas)
+    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas, fused=True)  # as the harness
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)
     clip = hp.grad_clip
     model.train()
@@ -204,7 +204,7 @@ def warm_decoded_cache(spec: TaskSpec, proto: str, data: TaskData, cache: ArrayC
 def harness(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, device: torch.device, options: dict, cache_dir: Path) -> dict[str, float]:
     unit = RunUnit(suite="bench", task_id=spec.id, protocol=proto, head="linear", encoder=encoder_name, weights_sha256="random-init", seed=0, label_fraction=1.0)
     req = EvalRequest(encoder=encoder_name, device=str(device), cache_dir=cache_dir, progress=False, options=options)
-    record = run_unit(Planned(unit, spec), data, req, device, cache_dir, None)
+    record = run_unit(Planned(unit, spec, spec.settings(proto)), data, req, device, cache_dir, None)
     t = dict(record.timings)
     t["amp"] = float(bool(record.hyperparameters.get("amp", options.get("amp", False))))
     t["compile"] = float(bool(record.hyperparameters.get("compile", False)))

@@ -105,3 +105,52 @@ def test_non_finite_loss_stops_with_one_line():
     guard.end_epoch(1)
     with pytest.raises(TrainingDiverged, match="segmentation loss became NaN/inf in epoch 2.*fix: lower lr"):
         guard.check(torch.tensor(float("inf")), 2)
+
+
+def test_prior_baseline_is_the_majority_class_share():
+    from types import SimpleNamespace
+
+    from lvmbench.protocols.classification_common import prior_baseline
+
+    train = [SimpleNamespace(label=c) for c in [0, 0, 0, 1, 2]]
+    test = [SimpleNamespace(label=c) for c in [0, 1, 1, 2, 0, 0, 1, 2]]
+    acc = prior_baseline(train, test, 3, "accuracy")
+    assert acc["value"] == pytest.approx(3 / 8)  # always class 0, the training majority
+    assert prior_baseline(train, test, 3, "auc")["value"] == pytest.approx(0.5)
+
+
+def test_random_ranking_recall_at_1_matches_a_simulation():
+    from lvmbench.protocols.retrieval import random_ranking_recall1
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 30)
+    groups = [f"p{i // 2}" for i in range(30)]
+    hits = []
+    for _ in range(4000):
+        i = rng.integers(0, 30)
+        gallery = [j for j in range(30) if groups[j] != groups[i]]
+        if any(labels[j] == labels[i] for j in gallery):
+            hits.append(labels[rng.choice(gallery)] == labels[i])
+    assert random_ranking_recall1(labels, groups) == pytest.approx(np.mean(hits), abs=0.03)
+
+
+def test_smoke_units_must_beat_their_baseline(tmp_path, monkeypatch, capsys):
+    from test_bad_inputs import cli, the_line
+    from test_stats_helpers import make_record, write_records
+
+    from lvmbench import runner
+    from lvmbench.runner import Summary, below_baseline
+
+    per_case = [{"case": f"c{i}", "group": f"c{i}", "split": "test", "score": 1.0} for i in range(4)]
+    good = make_record(per_case, "accuracy", seed=0, primary=0.9)
+    good.extra["baseline"] = {"metric": "accuracy", "value": 0.25, "predictor": "training class prior (majority class)"}
+    chance = make_record(per_case, "accuracy", seed=1, primary=0.27)
+    chance.extra["baseline"] = {"metric": "accuracy", "value": 0.25, "predictor": "training class prior (majority class)"}
+    silent = make_record(per_case, "accuracy", seed=2, primary=0.9)  # states no baseline
+    write_records(tmp_path, [good, chance, silent])
+    lines = below_baseline(tmp_path, [good.unit, chance.unit, silent.unit])
+    assert len(lines) == 2 and "accuracy 0.270 vs training class prior (majority class) 0.250" in lines[0] and "no baseline recorded" in lines[1]
+
+    monkeypatch.setattr(runner, "run", lambda req: Summary(done=["a", "b"], below_baseline=lines))
+    code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--suite", "smoke")
+    assert code == 1 and "2 unit(s)" in the_line(err, "not above baseline")

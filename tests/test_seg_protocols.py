@@ -120,6 +120,8 @@ def test_seg2d_ood_result_shape(synth_root, cache_dir):
         CaseScore.model_validate(r)
     # decoded arrays are cached: a second preparation decodes nothing
     assert any((cache_dir / "decoded").rglob("*.npy"))
+    # every synthetic fundus has vessels: an all-background prediction scores 0 everywhere
+    assert out.extra["baseline"] == {"metric": "dice_avg", "value": pytest.approx(0.0, abs=1e-6), "predictor": "all background"}
 
 
 def test_seg3d_prostate_sites_in_one_result(synth_root, cache_dir):
@@ -135,6 +137,18 @@ def test_seg3d_prostate_sites_in_one_result(synth_root, cache_dir):
     assert out.counts["train_slices"] == 2 * out.counts["slices_with_class"]
     assert {r["split"] for r in out.per_case} == {"test", "ood:RUNMC", "ood:BIDMC", "ood:HK"}
     assert out.hparams["selected"]["epoch"] == 1
+    # the stated baseline is the all-background prediction under the paper's rule (an empty slice
+    # predicted empty scores 1): per set, the share of empty slices, averaged like dice_avg
+    from lvmbench.protocols.seg_common import ood_readers, prepare_cases
+
+    sets = [(ctx.data.reader, ctx.data.split.test)] + [(r, cs) for _, r, cs in ood_readers(ctx)]
+    shares = []
+    for reader, cases in sets:
+        masks = torch.cat(prepare_cases(ctx, reader, cases, ctx.settings, native=False, volumes=True, desc="x").masks)
+        shares.append(float((masks.flatten(1) == 1).any(1).logical_not().float().mean()))
+    base = out.extra["baseline"]
+    assert base["metric"] == "dice_avg" and base["predictor"] == "all background"
+    assert base["value"] == pytest.approx(np.mean(shares), abs=1e-6) and 0 < base["value"] < 1
 
 
 @pytest.mark.parametrize("task_id", ["kvasir_seg", "prostate_ood"])

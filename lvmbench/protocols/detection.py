@@ -39,7 +39,7 @@ from lvmbench.protocols.det import get_backend
 from lvmbench.protocols.det.data import DetectionDataset, Resize, collate, hflip, repeat_factor_indices
 from lvmbench.protocols.features import autocast, loader_workers
 from lvmbench.interrupt import interruptible
-from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler
 from lvmbench.protocols.selection import FiniteLoss, require_validation
 from lvmbench.protocols.settings import DetectionSettings
 
@@ -86,7 +86,7 @@ class Detection(Protocol):
             return n // bs if n > bs else 1
 
         def new_optimiser() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = adam(params, ctx.device, lr=hp.lr, weight_decay=hp.weight_decay)
             return opt, make_scheduler(opt, hp.schedule, epochs, steps_per_epoch())
 
         opt, sched = new_optimiser()
@@ -110,10 +110,23 @@ class Detection(Protocol):
                         out.append(ImageBoxes(b, p["labels"].cpu().numpy(), p["scores"].float().cpu().numpy()))
             return out
 
+        truth: dict[str, list[ImageBoxes]] = {}
+
+        def ground_truth(name: str) -> list[ImageBoxes]:
+            if name not in truth:  # native-size boxes: read once, scored every epoch
+                truth[name] = [ds[name].ground_truth(i) for i in range(len(ds[name]))]
+            return truth[name]
+
         def evaluate(name: str, preds: list[ImageBoxes]) -> dict[str, float]:
             d = ds[name]
-            gts = [d.ground_truth(i) for i in range(len(d))]
-            return coco_metrics(gts, preds, classes, [d.original_size(i) for i in range(len(d))])
+            return coco_metrics(ground_truth(name), preds, classes, [d.original_size(i) for i in range(len(d))])
+
+        def validation_score(preds: list[ImageBoxes]) -> float:
+            """AP50 through the per-image match records (equal to pycocotools' to 1e-9, tested;
+            ~20x faster); the other metrics through pycocotools."""
+            if select == "ap50":
+                return ap_from_records(match_records(ground_truth("val"), preds, 0.5))[0]
+            return evaluate("val", preds)[select]
 
         # Resume state ------------------------------------------------------------------------
         resume_path = ctx.cache_dir / "resume" / "detection" / f"{cache_key('det-resume', ctx.unit.key(), hp.model_dump(mode='json'), ctx.task.version, ctx.data.split.hash(), ctx.identity.weights_sha256)[:24]}.pt"
@@ -165,7 +178,7 @@ class Detection(Protocol):
             state["train_s"] += time.perf_counter() - t_ep
             rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
             if not paper and (epoch % hp.val_every == 0 or epoch == epochs):
-                val = evaluate("val", predict("val"))[select]
+                val = validation_score(predict("val"))
                 rec[f"val_{select}"] = val
                 # strict, finite: the earliest epoch wins ties and a NaN score never wins
                 if np.isfinite(val) and val > state["best_val"]:
@@ -186,11 +199,12 @@ class Detection(Protocol):
             chosen = {"epoch": state["best_epoch"], f"val_{select}": state["best_val"], "rule": f"best validation {select.upper() if select.startswith('ap') else select}"}
         t_test = time.perf_counter()
         preds = predict("test")
+        t_score = time.perf_counter()
         metrics = evaluate("test", preds)
         test_s = time.perf_counter() - t_test
 
         d = ds["test"]
-        gts = [d.ground_truth(i) for i in range(len(d))]
+        gts = ground_truth("test")
         sizes = [d.original_size(i) for i in range(len(d))]
         per_case = _per_case(splits["test"], match_records(gts, preds, 0.5), hp.count_score_thr)
         prior = _box_prior(ds["train"])
@@ -206,7 +220,8 @@ class Detection(Protocol):
             counts={k: len(v) for k, v in splits.items()},
             extra={"val_history": state["history"], "random_box": chance, "baseline": {"metric": "ap50", "value": float(chance["ap50"]), "predictor": "random boxes drawn from the training boxes' sizes"}, "boxes": {k: int(sum(len(t[1]) for t in v.targets)) for k, v in ds.items()}},
             flags=flags,
-            timings={"total_s": time.perf_counter() - t0, "train_s": float(state["train_s"]), "train_step_s": float(state["train_s"]) / steps, "test_s": test_s},
+            timings={"total_s": time.perf_counter() - t0, "train_s": float(state["train_s"]), "train_step_s": float(state["train_s"]) / steps,
+                      "test_s": test_s, "test_predict_s": t_score - t_test, "test_score_s": test_s - (t_score - t_test)},
         )
 
 

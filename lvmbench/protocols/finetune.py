@@ -32,7 +32,7 @@ from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunCont
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score
 from lvmbench.protocols.features import autocast, image_dataset, loader_workers, model_layout
 from lvmbench.protocols.knn import knn_predict
-from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.settings import FinetuneSettings
 
@@ -97,7 +97,7 @@ class FineTune(Protocol):
         compiled = bool(ctx.options.get("compile", False))
         if compiled:
             model.compile()  # in place: state_dict keys stay those of the plain model
-        opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = adam(model.parameters(), ctx.device, lr=hp.lr, weight_decay=hp.weight_decay)
         if objective == "ce":
             loss_fn: nn.Module = nn.CrossEntropyLoss()
         else:

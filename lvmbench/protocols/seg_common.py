@@ -28,7 +28,7 @@ from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
 from lvmbench.protocols.base import Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.features import autocast, loader_workers, model_layout
 from lvmbench.interrupt import interruptible
-from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
 from lvmbench.protocols.settings import SegSettings
@@ -101,7 +101,7 @@ def train_model(
     batches), ``train_loop_s`` (the training steps, data waits included, validation excluded),
     ``val_s``, ``train_steps`` and ``train_images`` (what ``benchmarks/train_throughput.py`` reads).
     """
-    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
+    opt = adam(model.parameters(), ctx.device, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
     sched = make_scheduler(opt, hp.schedule, hp.epochs, n_batches)
     guard = FiniteLoss("segmentation")
     loss_fn = dice_ce_loss()

@@ -63,6 +63,7 @@ class DetectionDataset(Dataset):
         self._reader_id = [type(reader).__name__, {k: v for k, v in reader.options.items() if k != "classes"}]
         # Targets are small; read them once (VinDr fuses radiologists' boxes here) and keep them.
         self.targets = [boxes_array(reader.load_target(c)) for c in cases]
+        self._sizes: dict[int, tuple[int, int]] = {}  # native (h, w): scoring asks for it per epoch
 
     def _key(self, case: Case, what: str) -> str:
         return cache_key("det-" + what, self._reader_id, case.id, file_stamp(self.reader.root / case.image), self.resize.mode, self.resize.size, self.channels)
@@ -86,7 +87,12 @@ class DetectionDataset(Dataset):
         return img, (int(size[0]), int(size[1]))
 
     def original_size(self, i: int) -> tuple[int, int]:
-        return self.arrays(i)[1]
+        """The image's native size, without loading its pixels (scoring needs only this)."""
+        if i not in self._sizes:
+            case = self.cases[i]
+            size = self.cache.get_or_compute(self._key(case, "size"), lambda: self._decode(case)[1])
+            self._sizes[i] = (int(size[0]), int(size[1]))
+        return self._sizes[i]
 
     def ground_truth(self, i: int) -> ImageBoxes:
         b, lab = self.targets[i]
