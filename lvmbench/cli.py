@@ -29,6 +29,7 @@ def _csv(text: str | None) -> list[str] | None:
 def eval_cmd(
     encoder: Annotated[str, typer.Option(help="timm/torchvision name, lvmmed-r50, lvmmed-vitb or a plugin")],
     weights: Annotated[Optional[Path], typer.Option(help="checkpoint (.pth/.pt/.torch state_dict or .safetensors); none = random-init")] = None,
+    pretrained: Annotated[bool, typer.Option(help="the encoder's released weights, from the local Hugging Face / torch hub cache (never downloaded; see `lvmbench encoders`)")] = False,
     suite: Annotated[str, typer.Option(help="lvmmed (real data) | smoke (synthetic) | shared-data")] = "lvmmed",
     tasks: Annotated[Optional[str], typer.Option(help="comma-separated task ids (default: the whole suite)")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="comma-separated protocols (default: each task's own)")] = None,
@@ -47,9 +48,26 @@ def eval_cmd(
     workers: Annotated[Optional[int], typer.Option(help="data-loader workers")] = None,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
     deterministic: Annotated[bool, typer.Option(help="deterministic torch kernels (slower on GPU; CPU runs are deterministic already)")] = False,
+    decoder_weights: Annotated[Optional[Path], typer.Option(help="prompt protocols: SAM-layout checkpoint of the prompt encoder + mask decoder (e.g. sam_vit_b_01ec64.pth); none = random init")] = None,
+    # launchers (issue 16): lvmbench/launch/
+    launcher: Annotated[str, typer.Option(help="where units run: none (this process), local (--jobs worker processes), slurm (a job array via submitit)", rich_help_panel="Launch")] = "none",
+    jobs: Annotated[Optional[int], typer.Option(help="local: worker processes (CPU: the cores are divided among them)", rich_help_panel="Launch")] = None,
+    devices: Annotated[Optional[str], typer.Option(help="local: GPU indices, one per worker, e.g. 0,1,2,3", rich_help_panel="Launch")] = None,
+    bundle: Annotated[Optional[int], typer.Option(help="local/slurm: short feature-based units run together (one job start), at most this many (default 8)", rich_help_panel="Launch")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the units left to run (slurm: and the sbatch script) without running or submitting", rich_help_panel="Launch")] = False,
+    partition: Annotated[Optional[str], typer.Option(help="slurm: --partition", rich_help_panel="Slurm")] = None,
+    account: Annotated[Optional[str], typer.Option(help="slurm: --account", rich_help_panel="Slurm")] = None,
+    gpus_per_task: Annotated[Optional[int], typer.Option(help="slurm: GPUs per array task (default 0)", rich_help_panel="Slurm")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option(help="slurm: CPUs per array task", rich_help_panel="Slurm")] = None,
+    mem_gb: Annotated[Optional[float], typer.Option(help="slurm: memory per array task, GB", rich_help_panel="Slurm")] = None,
+    time: Annotated[Optional[str], typer.Option(help="slurm: time limit per array task: minutes, HH:MM:SS or D-HH:MM (default 240 min); a unit still running is requeued", rich_help_panel="Slurm")] = None,
+    max_parallel: Annotated[Optional[int], typer.Option(help="slurm: array tasks running at once (default 256)", rich_help_panel="Slurm")] = None,
+    sbatch: Annotated[Optional[list[str]], typer.Option(help="slurm: extra sbatch flag KEY=VALUE (repeatable), e.g. --sbatch qos=high", rich_help_panel="Slurm")] = None,
+    max_requeue: Annotated[Optional[int], typer.Option(help="slurm: requeues after a time-out (default 3; preemptions always requeue)", rich_help_panel="Slurm")] = None,
+    wait: Annotated[bool, typer.Option(help="slurm: wait for the array and print the summary", rich_help_panel="Slurm")] = False,
 ) -> None:
     """Evaluate one encoder on a suite (or some tasks); finished units are skipped."""
-    from lvmbench.runner import BASELINE_MARGIN, EvalRequest, parse_shard, run
+    from lvmbench.runner import BASELINE_MARGIN, EvalRequest, parse_shard
 
     for name, value in (("--tasks", tasks), ("--protocol", protocol), ("--head", head), ("--seeds", seeds), ("--label-fraction", label_fraction)):
         if value is not None and not _csv(value):
@@ -66,11 +84,16 @@ def eval_cmd(
     if workers is not None and not 0 <= workers <= 64:
         raise UserError(f"--workers {workers} is not in 0 .. 64", fix="e.g. --workers 4 (0 = load data in the main process)")
     check_device(device)
+    from lvmbench.encoders.pretrained import released_weights
+
+    weights = released_weights(encoder, weights, pretrained)  # --pretrained / a preset: the cached release file
     options = {"amp": amp, "compile": compile}
     if deterministic:
         options["deterministic"] = True
     if workers is not None:
         options["workers"] = workers
+    if decoder_weights is not None:
+        options["decoder_weights"] = str(decoder_weights)
     req = EvalRequest(
         encoder=encoder,
         weights=weights,
@@ -90,7 +113,14 @@ def eval_cmd(
         progress=progress,
         options=options,
     )
-    summary = run(req)
+    from lvmbench.launch import launch_eval
+    from lvmbench.launch.options import parse_pairs, parse_time
+
+    slurm = {"partition": partition, "account": account, "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+             "time_min": parse_time(time), "max_parallel": max_parallel, "sbatch": parse_pairs(sbatch, "--sbatch") or None, "max_requeue": max_requeue, "wait": wait or None}
+    summary = launch_eval(req, launcher, jobs=jobs, devices=devices, bundle=bundle, dry_run=dry_run, slurm={k: v for k, v in slurm.items() if v is not None})
+    if summary is None:  # a dry run, or a job array left running
+        return
     kept = f", {len(summary.stale)} stale kept" if keep_stale and summary.stale else ""
     print(
         f"{len(summary.done)} done, {len(summary.skipped)} skipped (already done){kept}, {len(summary.busy)} busy, "
@@ -153,6 +183,13 @@ def tasks_cmd(
         status = data_status(t, root, suite or "lvmmed")
         rows.append([t.id, t.family, t.dims, t.primary_metric, ", ".join(protos), member[t.id], status])
     print(tabulate(rows, headers=["task", "family", "dims", "metric", "protocols", "suites", "data"], tablefmt="simple"))
+    from lvmbench.tasks import broken_tasks
+
+    broken = broken_tasks()
+    for name, (path, err) in broken.items():  # listed, never a reason to hide the other tasks
+        print(f"error: task '{name}' is broken (left out): {err}", file=sys.stderr)
+    if broken:
+        raise typer.Exit(2)
 
 
 @app.command("encoders")
@@ -165,6 +202,10 @@ def encoders_cmd() -> None:
     rows += [[n, "torchvision"] for n in TORCHVISION_RESNETS]
     rows.append(["<any timm model name>", "timm (e.g. convnext_tiny, vit_base_patch16_224)"])
     print(tabulate(rows, headers=["encoder", "kind"], tablefmt="simple"))
+    from lvmbench.encoders.pretrained import hub_cache, listing, torch_checkpoints
+
+    print(f"\nReleased weights (read from the local caches only: {hub_cache()} and {torch_checkpoints()}; a preset name implies them):\n")
+    print(tabulate(listing(), headers=["encoder", "architecture", "weights from", "paper rows", "cached here"], tablefmt="simple"))
 
 
 @app.command("protocols")
@@ -177,15 +218,76 @@ def protocols_cmd(
     print(settings_table(name))
 
 
+@app.command("readers")
+def readers_cmd(
+    name: Annotated[Optional[str], typer.Argument(help="one reader (default: all)")] = None,
+) -> None:
+    """Every dataset reader a task.yaml may name: its options (type, default, meaning) and one example."""
+    from lvmbench.data.readers_doc import readers_table
+
+    print(readers_table(name), end="")
+
+
+@app.command("suites")
+def suites_cmd() -> None:
+    """List suites: built-in, described by plugin packages, and named by tasks; their tasks and data."""
+    from lvmbench.suites import all_suites
+    from lvmbench.tasks import all_tasks
+
+    specs = all_tasks()
+    rows = []
+    for name, st in all_suites().items():
+        members = sorted(t.id for t in specs if t.in_suite(name))
+        data = "synthetic (generated)" if st.synthetic else (f"default {st.default_data_root}" if st.default_data_root else "--data-root / LVMBENCH_DATA")
+        shown = ", ".join(members[:6]) + (f" (+{len(members) - 6})" if len(members) > 6 else "")
+        rows.append([name, st.declared_by, len(members), shown, data, st.description])
+    print(tabulate(rows, headers=["suite", "from", "tasks", "members", "data", "description"], tablefmt="simple", maxcolwidths=[None, None, None, 40, 30, 50]))
+
+
+task_app = typer.Typer(no_args_is_help=True, help="Write and check task folders (out-of-tree tasks, plugins).")
+app.add_typer(task_app, name="task")
+
+
+@task_app.command("new")
+def task_new_cmd(
+    task_id: Annotated[str, typer.Argument(help="new task id (lower case, digits, _)")],
+    family: Annotated[str, typer.Option(help="classification | segmentation | detection")],
+    from_: Annotated[Path, typer.Option("--from", help="the dataset folder to infer the data options from")],
+    out: Annotated[Path, typer.Option(help="folder of task folders to write into (put it on LVMBENCH_TASK_PATH)")] = Path("."),
+    suite: Annotated[Optional[str], typer.Option(help="the task's own suite (default: <task id with - for _>)")] = None,
+    verify: Annotated[bool, typer.Option(help="run `data verify` on the new task")] = True,
+) -> None:
+    """Write OUT/ID/task.yaml from the closest built-in task of FAMILY, with data options inferred from --from."""
+    from lvmbench.scaffold import new_task
+
+    new_task(task_id, family, from_, out, suite=suite, verify=verify, log=lambda s: print(s))
+
+
+@task_app.command("check")
+def task_check_cmd(
+    folder: Annotated[Path, typer.Argument(help="a task folder (holding task.yaml) or the task.yaml itself")],
+    data_root: Annotated[Optional[Path], typer.Option(help="also verify the data under this folder")] = None,
+) -> None:
+    """Validate an out-of-tree task folder: spec, protocol settings, reader options, metric names (and data)."""
+    from lvmbench.scaffold import check_task
+
+    if not check_task(folder, data_root, log=lambda s: print(s)):
+        raise typer.Exit(1)
+
+
 @app.command("leaderboard")
 def leaderboard_cmd(
     results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    out: Annotated[Path, typer.Option(help="output markdown file (label-efficiency PNGs are written next to it)")] = Path("leaderboard.md"),
+    out: Annotated[Path, typer.Option(help="output markdown file (its per-family and label-efficiency PNGs are written next to it)")] = Path("leaderboard.md"),
     reference: Annotated[Optional[str], typer.Option(help="reference encoder of the normalised score (NAME or NAME@SHA12)")] = None,
     random_anchor: Annotated[Optional[str], typer.Option(help="random-init anchor of the normalised score (default: the reference's architecture, random-init)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples per CI and paired test")] = 2000,
+    html: Annotated[Optional[Path], typer.Option(help="also write FOLDER/index.html: one self-contained page, sortable and filterable, cells linking to their result JSON")] = None,
+    csv: Annotated[Optional[Path], typer.Option(help="also write one row per result unit (identity, metrics, CIs) as CSV")] = None,
+    parquet: Annotated[Optional[Path], typer.Option(help="the same table as Parquet (needs pyarrow: pip install \"lvmbench[parquet]\")")] = None,
 ) -> None:
-    """Aggregate every result JSON into a markdown leaderboard (exit 1 if a result file was unreadable)."""
+    """Aggregate every result JSON into a markdown leaderboard with per-family plots, optionally an
+    HTML page and CSV/Parquet exports (exit 1 if a result file was unreadable)."""
     from lvmbench.leaderboard import write
 
     problems: list[str] = []
@@ -195,8 +297,9 @@ def leaderboard_cmd(
             problems.append(line)
         print(line, file=sys.stderr)
 
-    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"))
-    print(f"wrote {out}" + (f"; {len(problems)} unreadable file(s) left out (see above)" if problems else ""), file=sys.stderr)
+    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"), html=html, csv=csv, parquet=parquet)
+    extra = "".join(f", {p}" for p in (html / "index.html" if html else None, csv, parquet) if p)
+    print(f"wrote {out}{extra}" + (f"; {len(problems)} unreadable file(s) left out (see above)" if problems else ""), file=sys.stderr)
     if problems:
         raise typer.Exit(1)
 
@@ -353,6 +456,47 @@ def import_splits_cmd(
     print(f"wrote {out_path}: train {c['train']} / val {c['val']} / test {c['test']}, split hash {result.split.hash()}{flags}")
 
 
+@app.command("status")
+def status_cmd(
+    results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    suite: Annotated[Optional[str], typer.Option(help="only this suite (with --encoder: the suite whose plan is shown)")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="the encoder whose plan to show: adds the units still missing")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="with --encoder: its checkpoint (names its results folder)")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="with --encoder: comma-separated task ids of the plan")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="with --encoder: comma-separated protocols of the plan")] = None,
+    head: Annotated[Optional[str], typer.Option(help="with --encoder: comma-separated heads of the plan")] = None,
+    seeds: Annotated[str, typer.Option(help="with --encoder: seeds of the plan")] = "0",
+    label_fraction: Annotated[str, typer.Option(help="with --encoder: label fractions of the plan")] = "1.0",
+    data_root: Annotated[Optional[Path], typer.Option(help="datasets, to check that finished results are still current (default: as eval)")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="cache holding the smoke suite's data (default: as eval)")] = None,
+    check: Annotated[bool, typer.Option(help="check each result's identity against its data (--no-check: faster, results shown as unchecked)")] = True,
+    clear_stale: Annotated[bool, typer.Option(help="remove claims whose process is gone (lvmbench's own lock files only)")] = False,
+) -> None:
+    """The grid at a glance: per encoder x task, done / stale / running / failed / missing."""
+    from lvmbench.launch.status import clear_stale as clear, collect, report
+    from lvmbench.runner import EvalRequest
+
+    if suite and not (results / suite).is_dir():  # a typo would otherwise print an empty grid
+        from lvmbench.suites import get_suite
+
+        get_suite(suite)
+    req = None
+    if encoder:
+        try:
+            seed_list = [int(s) for s in _csv(seeds) or ["0"]]
+            fractions = [float(f) for f in _csv(label_fraction) or ["1.0"]]
+        except ValueError:
+            raise UserError("--seeds must be integers and --label-fraction numbers", fix="e.g. --seeds 0,1,2 --label-fraction 0.1,1.0") from None
+        req = EvalRequest(encoder=encoder, weights=weights, suite=suite or "lvmmed", tasks=_csv(tasks), protocols=_csv(protocol), heads=_csv(head),
+                          seeds=seed_list, fractions=fractions, data_root=data_root, results=results, cache_dir=cache_dir)
+    elif weights or tasks or protocol or head:
+        raise UserError("--weights, --tasks, --protocol and --head describe a plan and need --encoder", fix="add --encoder NAME, or drop them to see what exists")
+    grid = collect(results, suite or (req.suite if req else None), req, check=check, data_root=data_root, cache_dir=cache_dir)
+    if clear_stale:
+        clear(grid)
+    print(report(grid, results, clear_stale), end="")
+
+
 def main() -> None:
     try:
         rv = app(standalone_mode=False)
@@ -366,13 +510,31 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):  # click turns a KeyboardInterrupt into Abort
         print("interrupted; finished units are saved (a unit stopped half-way is not), rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors (typer vendors its own click: matched by class name)
+        if any(c.__name__ == "ClickException" for c in type(e).__mro__):
+            print(f"error: {usage_line(e)}", file=sys.stderr)
+            sys.exit(getattr(e, "exit_code", 2))
         raise
+
+
+def usage_line(e: Exception) -> str:
+    """A command-line usage error (unknown option or command, bad value) as one line with the fix."""
+    msg = " ".join(str(e.format_message() if hasattr(e, "format_message") else e).split())
+    ctx = getattr(e, "ctx", None)
+    names, c = [], ctx
+    while c is not None and c.parent is not None:  # the root's name is however python was started
+        names.append(c.info_name)
+        c = c.parent
+    where = " ".join(["lvmbench", *reversed(names)])
+    name = getattr(e, "option_name", None)
+    if name and not getattr(e, "possibilities", None) and ctx is not None:
+        from lvmbench.registry import suggest
+
+        opts = [o for p in ctx.command.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", []) if o.startswith("--")]
+        hint = suggest(name.lstrip("-"), [o[2:] for o in opts])
+        if hint:
+            msg += f" (did you mean --{hint}?)"
+    return f"{where}: {msg.rstrip('.')}; fix: see `{where} --help`"
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
 """One registry type for every pluggable name (tasks, encoders, protocols, readers, heads).
 
-Lookups of unknown names fail with a near-match suggestion, as lm-evaluation-harness does.
+Lookups of unknown names fail with a near-match suggestion, as lm-evaluation-harness does. Plugin
+packages add names through entry-point groups (``lvmbench.tasks``, ``lvmbench.encoders``,
+``lvmbench.readers``, ``lvmbench.protocols``, ``lvmbench.synth``, ``lvmbench.suites``); a plugin
+that fails to load is recorded as broken under its name, so it spoils only lookups of that name.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import os
 from collections.abc import Callable, Iterator
+from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
-from lvmbench.errors import UnknownNameError
+from lvmbench.errors import UnknownNameError, UserError
+
+PLUGIN_GROUPS = ("lvmbench.tasks", "lvmbench.encoders", "lvmbench.readers", "lvmbench.protocols", "lvmbench.synth", "lvmbench.suites")
 
 T = TypeVar("T")
 
@@ -20,8 +28,14 @@ def suggest(name: str, choices: list[str]) -> str | None:
     key = name.lower().replace("-", "_")
     if key in norm:
         return norm[key]
-    close = difflib.get_close_matches(key, list(norm), n=1, cutoff=0.6)
-    return norm[close[0]] if close else None
+    close = difflib.get_close_matches(key, list(norm), n=5, cutoff=0.6)
+    if not close:
+        return None
+    # equal similarity: the one sharing the longer start (lable -> label, not table)
+    def rank(c: str) -> tuple[float, int]:
+        return (round(difflib.SequenceMatcher(None, key, c).ratio(), 6), len(os.path.commonprefix([key, c])))
+
+    return norm[max(close, key=rank)]
 
 
 class Registry(Generic[T]):
@@ -30,6 +44,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, loader: Callable[["Registry[T]"], None] | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._broken: dict[str, UserError] = {}
         self._loader = loader
         self._loaded = loader is None
 
@@ -51,10 +66,21 @@ class Registry(Generic[T]):
 
         return deco
 
+    def add_broken(self, name: str, error: UserError) -> None:
+        """A name whose definition could not be loaded: looking it up raises ``error``."""
+        if name not in self._items:
+            self._broken[name] = error
+
+    def broken(self) -> dict[str, UserError]:
+        self._ensure_loaded()
+        return dict(sorted(self._broken.items()))
+
     def get(self, name: str) -> T:
         self._ensure_loaded()
         if name in self._items:
             return self._items[name]
+        if name in self._broken:
+            raise self._broken[name]
         hint = suggest(name, list(self._items))
         msg = f"no {self.kind} '{name}'"
         if hint:
@@ -74,3 +100,52 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         self._ensure_loaded()
         return iter(sorted(self._items.items()))
+
+
+def dist_label(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an unnamed package"
+
+
+def load_entry_points(reg: Registry, group: str, adapt: Callable[[str, object], object] | None = None) -> None:
+    """Add every entry point of ``group`` to ``reg`` (``adapt(name, loaded)`` may wrap or check the
+    loaded object); one that fails to import is recorded as broken with a one-line error."""
+    for ep in entry_points(group=group):
+        if ep.name in reg._items:
+            continue  # registered by the import of another entry point's module (a decorator)
+        try:
+            obj = ep.load()
+            if adapt is not None:
+                obj = adapt(ep.name, obj)
+        except UserError as e:
+            reg.add_broken(ep.name, e)
+            continue
+        except Exception as e:  # noqa: BLE001 - a plugin's import error must not break other names
+            reg.add_broken(ep.name, plugin_error(ep, group, e))
+            continue
+        reg.add(ep.name, obj, replace=True)
+
+
+def plugin_error(ep: EntryPoint, group: str, e: BaseException) -> UserError:
+    msg = str(e).splitlines()[0][:160] if str(e) else ""
+    return UserError(
+        f"plugin {reg_kind(group)} '{ep.name}' from {dist_label(ep)} failed to load ({e.__class__.__name__}{': ' + msg if msg else ''})",
+        fix=f"fix or reinstall that package (entry point {ep.value} in group {group}), or uninstall it",
+    )
+
+
+def reg_kind(group: str) -> str:
+    return group.split(".", 1)[-1].rstrip("s")
+
+
+@functools.cache
+def plugin_packages() -> dict[str, str]:
+    """Installed packages that plug into lvmbench (any ``lvmbench.*`` entry point): name -> version.
+    Once per process; every result records them, since a plugin can move a number."""
+    out: dict[str, str] = {}
+    for group in PLUGIN_GROUPS:
+        for ep in entry_points(group=group):
+            dist = getattr(ep, "dist", None)
+            if dist is not None and dist.name != "lvmbench":
+                out[dist.name] = dist.version
+    return dict(sorted(out.items()))

@@ -180,6 +180,17 @@ def iter_results(results: Path, *, strict: bool = False) -> Iterator[tuple[Path,
         yield path, rec
 
 
+def owner_info() -> dict:
+    """What a claim records of its owner: host, pid and, inside a Slurm job, the job id (so that
+    ``lvmbench status`` can ask Slurm about a claim made on another node)."""
+    info: dict = {"pid": os.getpid(), "host": socket.gethostname()}
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    if job:
+        info["job"] = job
+    return info
+
+
 class Claim:
     """An exclusive claim on a unit: ``<result>.lock`` held with ``flock``.
 
@@ -224,7 +235,7 @@ class Claim:
                     os.close(fd)
                     raise ResultsDirError(f"cannot lock in results folder ({e.strerror})", path=self.lock, fix="pass a writable --results DIR") from None
                 if created:  # no flock here; creating the file exclusively is the claim
-                    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+                    os.write(fd, json.dumps(owner_info()).encode())
                     os.close(fd)
                     self.held = True
                     return True
@@ -238,7 +249,7 @@ class Claim:
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+            os.write(fd, json.dumps(owner_info()).encode())
             self._fd = fd
             self.held = True
             return True
@@ -256,7 +267,7 @@ class Claim:
             except OSError as e:
                 raise ResultsDirError(f"cannot write in results folder ({e.strerror})", path=self.lock.parent, fix="pass a writable --results DIR") from None
             with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+                json.dump(owner_info(), f)
             self.held = True
             return True
         return False

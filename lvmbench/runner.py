@@ -29,8 +29,10 @@ from lvmbench.data.task_data import TaskData, load_task_data
 from lvmbench.data.verify import preflight
 from lvmbench.encoders import create_encoder, is_known, weights_identity
 from lvmbench.encoders.base import Encoder, EncoderIdentity
+from lvmbench.encoders.channels import check_channels, takes_channels
 from lvmbench.encoders import _unknown as unknown_encoder
 from lvmbench.errors import DataError, UserError
+from lvmbench.failures import clear_failure, note_failure
 from lvmbench.paths import usable_cache_dir
 from lvmbench import interrupt
 from lvmbench.heads import HEADS
@@ -40,8 +42,9 @@ from lvmbench.protocols.settings import ProtocolSettings
 from lvmbench.results import Claim, read_result, result_path, write_result
 from lvmbench.runtime import data_fingerprint, runtime_info, set_deterministic, train_subset_hash
 from lvmbench.spec import CaseScore, ResultRecord, RunUnit, TaskSpec
-from lvmbench.suites import get_suite
-from lvmbench.tasks import get_task, tasks_in_suite
+from lvmbench.suites import check_membership, get_suite
+from lvmbench.tasks import get_task, task_origin, tasks_in_suite
+from lvmbench.registry import plugin_packages
 
 
 @dataclass
@@ -63,6 +66,7 @@ class EvalRequest:
     cache_dir: Path | None = None
     progress: bool = True
     options: dict = field(default_factory=dict)
+    units: list[str] | None = None  # only these unit keys (a launcher worker's share of the plan)
 
 
 @dataclass
@@ -107,6 +111,7 @@ def select_tasks(req: EvalRequest) -> list[TaskSpec]:
         for s in specs:
             if suite.name != "lvmmed" and not s.in_suite(suite.name):
                 raise UserError(f"task '{s.id}' has no '{suite.name}' profile", fix="drop it from --tasks or run it with --suite lvmmed")
+            check_membership(s, suite.name)  # an out-of-tree task stays in its own suites
     else:
         specs = tasks_in_suite(suite.name)
     return [s.for_suite(suite.name) for s in specs]
@@ -131,6 +136,8 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                 continue
             cls = PROTOCOLS.get(proto)
             settings = resolve_settings(task, proto)
+            if hasattr(cls, "plan_settings"):  # CLI options that belong to the settings (--decoder-weights)
+                settings = cls.plan_settings(settings, req.options)
             heads = list(getattr(settings, "heads", ["linear"])) if cls.uses_head else ["linear"]
             if req.heads and cls.uses_head:
                 for h in req.heads:
@@ -152,6 +159,9 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                         planned.append(Planned(unit, task, settings))
     planned.sort(key=lambda p: p.unit.key())
     check_unique(planned)
+    if req.units is not None:
+        wanted = set(req.units)
+        planned = [p for p in planned if p.unit.key() in wanted]
     if req.shard:
         i, n = req.shard
         planned = planned[i::n]
@@ -183,6 +193,7 @@ def package_versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
+    out.update(plugin_packages())  # installed packages that plug readers, encoders, tasks ... in
     return out
 
 
@@ -272,6 +283,7 @@ def build_record(
         flags=sorted(set(out.flags) | set(getattr(data.split, "flags", []))),
         timings={**out.timings, "wall_s": elapsed},
         versions=package_versions(),
+        origin={**task_origin(task), "plugins": plugin_packages()},
         git_commit=git_commit(),
         device=device_name(device),
         runtime=runtime or {},
@@ -290,12 +302,14 @@ class EncoderPool:
 
     def __init__(self, name: str, weights: Path | None):
         self.name, self.weights = name, weights
-        self._loaded: dict[int, tuple[Encoder, EncoderIdentity]] = {}
+        self._loaded: dict[int | tuple[int, int], tuple[Encoder, EncoderIdentity]] = {}
 
-    def get(self, seed: int) -> tuple[Encoder, EncoderIdentity]:
-        if seed not in self._loaded:
-            self._loaded[seed] = create_encoder(self.name, self.weights, seed=seed)
-        return self._loaded[seed]
+    def get(self, seed: int, channels: int | None = None) -> tuple[Encoder, EncoderIdentity]:
+        # a plugin builder told the task's channel count builds one encoder per channel count
+        key = (seed, channels) if channels is not None and takes_channels(self.name) else seed
+        if key not in self._loaded:
+            self._loaded[key] = create_encoder(self.name, self.weights, seed=seed, in_channels=channels)
+        return self._loaded[key]
 
     def info(self, seed: int) -> dict:
         """What, beyond the weights, decides the encoder's outputs (its pooling): part of identity."""
@@ -304,7 +318,10 @@ class EncoderPool:
 
 def encoder_info(encoder: Encoder) -> dict:
     pooling = getattr(encoder, "pooling", None)
-    return {"pooling": pooling} if pooling is not None else {}
+    info = {"pooling": pooling} if pooling is not None else {}
+    if getattr(encoder, "pyramid_kind", None):  # a ViT's dense pyramid: results of an older one are stale
+        info["pyramid"] = encoder.pyramid_kind  # type: ignore[attr-defined]
+    return info
 
 
 class TaskDataPool:
@@ -413,6 +430,7 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
             if isinstance(data, UserError):
                 summary.failed.append(key)
                 log(f"FAIL  {key}: {data}")
+                note_failure(req.results, p.unit, str(data))
                 continue
             claim = Claim(result_path(req.results, p.unit))
             if not claim.acquire():
@@ -424,9 +442,12 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
                     summary.skipped.append(key)
                     continue
                 runtime = runtime_info(device, req.options, p.task, data, pool.fingerprints[p.task.id], synthetic, p.unit)
+                if "launcher" in req.options:  # which worker of which launch ran it (lvmbench.launch)
+                    runtime["launcher"] = req.options["launcher"]
                 record = run_unit(p, data, req, device, cache_dir, pool.root(), runtime, encoders, pool.fingerprints[p.task.id])
                 keep_aside(result_path(req.results, p.unit), req.overwrite)
                 write_result(req.results, record)
+                clear_failure(result_path(req.results, p.unit))
                 summary.done.append(key)
                 log(f"done  {key}  {record.primary_metric}={record.primary:.4f}  ({record.timings['wall_s']:.1f}s)")
             except interrupt.Interrupted:
@@ -436,9 +457,11 @@ def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
             except UserError as e:
                 summary.failed.append(key)
                 log(f"FAIL  {key}: {user_message(e)}")
+                note_failure(req.results, p.unit, user_message(e))
             except Exception as e:  # a bug, not bad input: keep the traceback, go on with other units
                 summary.failed.append(key)
                 log(f"ERROR {key}: {e.__class__.__name__}: {e}\n{traceback.format_exc()}")
+                note_failure(req.results, p.unit, f"{e.__class__.__name__}: {e}")
             finally:
                 claim.release()
     if get_suite(req.suite).synthetic and not summary.interrupted:
@@ -555,15 +578,19 @@ def run_unit(
     t0 = time.perf_counter()
     # Loaded once per run and seed (validates the checkpoint before any work); protocols get copies.
     encoders = encoders or EncoderPool(req.encoder, req.weights)
-    encoder, ident = encoders.get(unit.seed)
+    encoder, ident = encoders.get(unit.seed, task.preprocess.channels)
+    check_channels(encoder, unit.encoder, task)  # one line, not a torch shape error mid-run
     identity = current_identity(p, data, fingerprint or data_fingerprint(data), encoder_info(encoder))
 
+    from lvmbench.encoders.sizes import size_record, track_input_sizes
+
+    sizes: set[tuple[int, int]] = set()  # the image sizes the encoder ran at (hparams.encoder_input_size)
     ctx = RunContext(
         unit=unit,
         task=task,
         data=data,
         identity=ident,
-        make_encoder=lambda: copy.deepcopy(encoder),
+        make_encoder=lambda: track_input_sizes(copy.deepcopy(encoder), sizes),
         settings=p.settings,
         device=device,
         cache_dir=cache_dir,
@@ -571,4 +598,7 @@ def run_unit(
         options=req.options,
     )
     out = PROTOCOLS.get(unit.protocol)().run(ctx)
+    if not sizes:  # every embedding came from the feature cache, which is keyed by the task's size
+        sizes.add((task.preprocess.size, task.preprocess.size))
+    out.hparams.setdefault("encoder_input_size", size_record(sizes))
     return build_record(p, data, out, ident, identity, started, device, time.perf_counter() - t0, data_root, runtime)

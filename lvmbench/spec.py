@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 SCHEMA_VERSION = 2  # 2: results carry their identity (lvmbench/identity.py)
 
@@ -33,6 +33,20 @@ class DataSpec(_Strict):
     )
     source_url: str | None = None
     licence: str | None = None
+    location: Literal["data_root", "task_folder"] = Field(
+        "data_root", description="where dir is: under the data root, or inside the task's own folder (a small sample a plugin ships)"
+    )
+    limit: int | None = Field(None, gt=0, description="keep at most N cases, whole groups in order, classes taken in turn: a quick sample")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # keys added later are left out at their defaults, so the spec hash of every existing
+        # result (lvmbench/identity.py) stays what it was
+        out = handler(self)
+        for key, default in (("location", "data_root"), ("limit", None)):
+            if out.get(key, default) == default:
+                out.pop(key, None)
+        return out
 
 
 class SplitSpec(_Strict):
@@ -85,7 +99,12 @@ class OODSet(_Strict):
 
 
 class ReportedRow(_Strict):
-    """A number from the paper, shown on the leaderboard marked 'reported'."""
+    """A published number, shown on the leaderboard marked 'reported', in any suite the task runs in.
+
+    ``metric`` (default: the task's primary metric) may be any metric the task reports; ``unit``
+    says how ``value`` and ``std`` are written: ``percent`` (76.8, the LVM-Med tables) or
+    ``fraction`` (0.768). ``percent_value`` / ``percent_std`` give them x100 either way.
+    """
 
     encoder: str
     protocol: str
@@ -93,7 +112,24 @@ class ReportedRow(_Strict):
     value: float
     std: float | None = None
     metric: str | None = None
+    unit: Literal["percent", "fraction"] = "percent"
     source: str
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "ReportedRow":
+        if self.unit == "fraction" and not -1.0 <= self.value <= 1.0 and not (self.metric or "").startswith("hd95"):
+            raise ValueError(f"reported value {self.value} is not a fraction; write unit: percent for 0-100 numbers")
+        return self
+
+    @property
+    def percent_value(self) -> float:
+        return self.value * 100.0 if self.unit == "fraction" else self.value
+
+    @property
+    def percent_std(self) -> float | None:
+        if self.std is None:
+            return None
+        return self.std * 100.0 if self.unit == "fraction" else self.std
 
 
 class TaskSpec(_Strict):
@@ -246,6 +282,8 @@ class ResultRecord(_Strict):
     flags: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+    # where the task came from: its folder, the plugin package providing it, every lvmbench plugin installed
+    origin: dict[str, Any] = Field(default_factory=dict)
     git_commit: str | None = None
     device: str
     # what else can move a metric on one machine: threads, determinism flags, data/cache versions

@@ -2,16 +2,22 @@
 
 A task belongs to suite S when S is in its ``suites`` list or it has a ``profiles.S`` section; the
 profile is deep-merged into the task spec (smaller sizes, fewer epochs, another data folder).
+
+Besides the built-in suites (``lvmmed``, ``smoke``, ``shared-data``), any suite a task names is a
+suite of its own (real data from ``--data-root``, its own leaderboard table, never mixed into the
+LVM-Med tables); a plugin package may describe its suites through the ``lvmbench.suites`` entry
+point group (an object mapping name -> description, or -> ``{description, data_root}``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from lvmbench.errors import UnknownNameError
+from lvmbench.errors import UnknownNameError, UserError
 from lvmbench.paths import cache_root
-from lvmbench.registry import suggest
+from lvmbench.registry import dist_label, suggest
 
 
 @dataclass(frozen=True)
@@ -20,11 +26,12 @@ class Suite:
     description: str
     synthetic: bool = False
     default_data_root: str | None = None
+    declared_by: str = "lvmbench"  # lvmbench | a plugin package | "tasks"
 
 
 SUITES = {
     "lvmmed": Suite("lvmmed", "the 15 LVM-Med downstream tasks on real data from --data-root, paper protocols"),
-    "smoke": Suite("smoke", "every task on generated synthetic data in the publishers' layouts, tiny sizes, 1-2 epochs", synthetic=True),
+    "smoke": Suite("smoke", "every task on generated synthetic data in the publishers' layouts, 32-64 px, 3-10 epochs; checks that every unit beats its baseline", synthetic=True),
     "shared-data": Suite(
         "shared-data",
         "tasks whose real data is in ../shared/data (subsets), small budgets",
@@ -33,11 +40,57 @@ SUITES = {
 }
 
 
+def _plugin_suites() -> dict[str, Suite]:
+    out: dict[str, Suite] = {}
+    for ep in entry_points(group="lvmbench.suites"):
+        try:
+            obj = ep.load()
+            obj = obj() if callable(obj) else obj
+            for name, v in dict(obj).items():
+                info = v if isinstance(v, dict) else {"description": str(v)}
+                root = info.get("data_root")
+                out[str(name)] = Suite(str(name), str(info.get("description", "")), False, str(root) if root else None, dist_label(ep))
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the other suites
+            raise UserError(f"plugin suites '{ep.name}' from {dist_label(ep)} failed to load ({e.__class__.__name__}: {e})", fix="fix or uninstall that package") from None
+    return out
+
+
+def all_suites() -> dict[str, Suite]:
+    """Built-in suites, plugin-described suites, and every other suite a task names."""
+    from lvmbench.tasks import all_tasks
+
+    out = dict(SUITES)
+    for name, suite in _plugin_suites().items():
+        out.setdefault(name, suite)
+    members: dict[str, list[str]] = {}
+    for t in all_tasks():
+        for name in {*t.suites, *t.profiles}:
+            members.setdefault(name, []).append(t.id)
+    for name, ids in sorted(members.items()):
+        if name not in out:
+            out[name] = Suite(name, f"declared by task(s) {', '.join(sorted(ids))}; real data from --data-root", declared_by="tasks")
+    return out
+
+
 def get_suite(name: str) -> Suite:
     if name in SUITES:
         return SUITES[name]
-    hint = suggest(name, list(SUITES))
-    raise UnknownNameError(f"no suite '{name}'" + (f"; did you mean '{hint}'?" if hint else f"; known: {', '.join(SUITES)}"))
+    known = all_suites()
+    if name in known:
+        return known[name]
+    hint = suggest(name, list(known))
+    raise UnknownNameError(f"no suite '{name}'" + (f"; did you mean '{hint}'?" if hint else f"; known: {', '.join(known)}"))
+
+
+def check_membership(spec, suite: str) -> None:
+    """A task from outside the repository runs only in the suites it names: its results never land
+    in another suite's table (``lvmmed`` above all)."""
+    from lvmbench.tasks import is_builtin
+
+    if is_builtin(spec) or spec.in_suite(suite) or not (spec.suites or spec.profiles):
+        return
+    own = sorted({*spec.suites, *spec.profiles})
+    raise UserError(f"task '{spec.id}' belongs to suite(s) {', '.join(own)}, not '{suite}'", fix=f"run it with --suite {own[0]}")
 
 
 def synthetic_root(cache_dir: Path | None = None) -> Path:

@@ -1,6 +1,13 @@
 """Task discovery: every ``tasks/<id>/task.yaml`` next to the package, extra folders from
 ``LVMBENCH_TASK_PATH`` (os.pathsep-separated), and the ``lvmbench.tasks`` entry point group
 (each entry point resolves to a folder of task folders, or a callable returning one).
+
+A task file that does not load (bad YAML, an unknown key, a task id defined twice) never breaks the
+others: it is listed as broken with its one-line error (``broken_tasks``, ``lvmbench tasks``), and
+only naming it (``--tasks``, ``data verify``) raises that error. Tasks from outside this repository
+(``LVMBENCH_TASK_PATH``, plugin packages) state their own suites and may not join ``lvmmed`` (the
+LVM-Med tables and their family averages hold LVM-Med's tasks only); ``task_origin`` says where a
+task came from (folder, plugin package), which every result records.
 """
 
 from __future__ import annotations
@@ -21,13 +28,23 @@ REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks"
 
 
 def task_roots() -> list[Path]:
-    roots = [REPO_TASKS]
+    return [root for root, _ in _task_roots()]
+
+
+def _task_roots() -> list[tuple[Path, str | None]]:
+    """(folder of task folders, the plugin package providing it or None)."""
+    from lvmbench.registry import dist_label, plugin_error
+
+    roots: list[tuple[Path, str | None]] = [(REPO_TASKS, None)]
     for part in os.environ.get("LVMBENCH_TASK_PATH", "").split(os.pathsep):
         if part:
-            roots.append(Path(part))
+            roots.append((Path(part), None))
     for ep in entry_points(group="lvmbench.tasks"):
-        obj = ep.load()
-        roots.append(Path(obj() if callable(obj) else obj))
+        try:
+            obj = ep.load()
+            roots.append((Path(obj() if callable(obj) else obj), dist_label(ep)))
+        except Exception as e:  # noqa: BLE001 - one broken plugin must not hide every task
+            BROKEN[f"<plugin {ep.name}>"] = (Path(ep.value), plugin_error(ep, "lvmbench.tasks", e))
     return roots
 
 
@@ -110,24 +127,81 @@ def load_task_file(path: Path) -> TaskSpec:
     if spec.id != path.parent.name:
         raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path)
     spec.folder = path.parent
+    from lvmbench.data.reader_options import validate_task_readers
+    from lvmbench.metric_names import check_metric_names
     from lvmbench.protocols.base import validate_task_settings  # heavy (torch): only once a spec parsed
 
     validate_task_settings(spec)  # every protocol setting, also in each suite profile, is typed
+    validate_task_readers(spec)  # every reader option, also in profiles and OOD sets, is typed
+    check_metric_names(spec)
+    for suite in spec.profiles:
+        check_metric_names(spec.for_suite(suite), f"profiles.{suite}.")
     return spec
 
 
+def is_builtin(spec: TaskSpec) -> bool:
+    """A task shipped in this repository's tasks/ folder (LVM-Med's tasks and their companions)."""
+    return spec.folder is not None and spec.folder.resolve().parent == REPO_TASKS.resolve()
+
+
+def check_out_of_tree(spec: TaskSpec, raw: dict) -> None:
+    """A task from outside the repository stays out of ``lvmmed``: one that names no suites is in
+    none (run by ``--tasks``), not in LVM-Med's by default; naming ``lvmmed`` is an error."""
+    path = spec.folder / "task.yaml" if spec.folder else None
+    if "suites" not in raw:
+        spec.suites = []
+    if "lvmmed" in spec.suites or "lvmmed" in spec.profiles:
+        raise UserError(
+            f"task '{spec.id}' comes from outside lvmbench and may not join suite 'lvmmed' (LVM-Med's 15 tasks and their family averages)",
+            path=path,
+            fix="name a suite of your own, e.g. `suites: [my-suite]`, and run it with --suite my-suite",
+        )
+
+
+# task folder name -> (task file, its one-line error), for task files that did not load
+BROKEN: dict[str, tuple[Path, UserError]] = {}
+# task id -> {"folder": ..., "package": "name version" or None}
+ORIGINS: dict[str, dict[str, str | None]] = {}
+
+
 def _discover(reg: Registry[TaskSpec]) -> None:
-    for root in task_roots():
+    BROKEN.clear()
+    reg._broken.clear()
+    for root, package in _task_roots():
         if not root.is_dir():
             continue
         for yml in sorted(root.glob("*/task.yaml")):
-            spec = load_task_file(yml)
-            if spec.id in reg._items:
-                raise UserError(f"task '{spec.id}' defined twice (also in {reg._items[spec.id].folder})", path=yml)
+            try:
+                spec = load_task_file(yml)
+                if root.resolve() != REPO_TASKS.resolve():
+                    raw = read_task_yaml(yml)
+                    check_out_of_tree(spec, raw if isinstance(raw, dict) else {})
+                if spec.id in reg._items:
+                    raise UserError(f"task '{spec.id}' defined twice (also in {reg._items[spec.id].folder})", path=yml)
+            except UserError as e:
+                BROKEN[yml.parent.name] = (yml, e)
+                reg.add_broken(yml.parent.name, e)
+                continue
             reg.add(spec.id, spec)
+            ORIGINS[spec.id] = {"folder": str(yml.parent.resolve()), "package": package}
 
 
 TASKS: Registry[TaskSpec] = Registry("task", _discover)
+
+
+def broken_tasks() -> dict[str, tuple[Path, UserError]]:
+    """Task files that did not load: folder name -> (file, error). Discovers the tasks first."""
+    TASKS.names()
+    return dict(sorted(BROKEN.items()))
+
+
+def task_origin(spec: TaskSpec) -> dict[str, str | None]:
+    """Where a task came from: its folder and the plugin package that provides it (if any)."""
+    TASKS.names()
+    got = ORIGINS.get(spec.id)
+    if got is not None and spec.folder is not None and got["folder"] == str(spec.folder.resolve()):
+        return dict(got)
+    return {"folder": str(spec.folder.resolve()) if spec.folder else None, "package": None}
 
 
 def get_task(name: str) -> TaskSpec:

@@ -215,7 +215,7 @@ def test_cli_reports_user_errors(tmp_path):
         (["--batch-size", "16"], "exactly one of --steps and --epochs"),
         (["--steps", "1", "--batch-size", "32"], "fewer than one batch"),
         (["--steps", "1", "--batch-size", "16", "--resume"], "no checkpoint.pt"),
-        (["--steps", "1", "--batch-size", "16", "--encoder", "vit_tiny_patch16_224"], "use --image-size 224"),
+        (["--steps", "1", "--batch-size", "16", "--encoder", "swin_tiny_patch4_window7_224", "--image-size", "42"], "cannot take 42-px views"),
     ]
     for extra, message in cases:
         result = runner.invoke(app, base + extra)

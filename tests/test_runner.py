@@ -129,4 +129,4 @@ def test_leaderboard_is_byte_identical(tmp_path, synth_root, cache_dir):
     a = build(req.results)
     b = build(req.results)
     assert a == b
-    assert "brain_tumor_linear/linear" in a and "(n=2)" in a and "Smoke suite" in a
+    assert "| brain_tumor_linear" in a and "| linear " in a and "(n=2)" in a and "Smoke suite" in a

@@ -2,7 +2,9 @@
 
 A reader turns one publisher layout into a list of ``Case`` records (cheap: file names only) and
 decodes one case on demand. Readers are configured from ``task.yaml`` (``data.reader`` +
-``data.options``) and registered by name with ``@READERS.register("name")``.
+``data.options``, typed by the reader's ``Options`` model, see ``reader_options``) and registered by
+name with ``@READERS.register("name")`` or, from a plugin package, through the ``lvmbench.readers``
+entry-point group (the entry point names a ``DatasetReader`` subclass).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lvmbench.data.reader_options import ReaderOptions, validate_options
 from lvmbench.errors import DataError, UserError
-from lvmbench.registry import Registry
+from lvmbench.registry import Registry, load_entry_points
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class DatasetReader:
     """
 
     kind: ClassVar[str] = "classification"
+    # every key data.options may hold, typed (None: an older plugin reader, options unchecked)
+    Options: ClassVar[type[ReaderOptions] | None] = None
+    # one data section that uses the reader, for `lvmbench readers`
+    example: ClassVar[dict[str, Any]] = {}
     # what one case is: a split's ``group_by`` equal to it needs no group information (a volume
     # reader's cases are volumes; an image reader needs a group template to know patients)
     case_unit: ClassVar[str] = "image"
@@ -135,10 +142,20 @@ def _load_readers(reg: Registry[type[DatasetReader]]) -> None:
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    load_entry_points(reg, "lvmbench.readers", _reader_class)
+
+
+def _reader_class(name: str, obj: object) -> type[DatasetReader]:
+    if not (isinstance(obj, type) and issubclass(obj, DatasetReader)):
+        raise UserError(f"plugin reader '{name}' is not a DatasetReader subclass ({obj!r})", fix="point the lvmbench.readers entry point at a class deriving from lvmbench.data.cases.DatasetReader")
+    return obj
 
 
 READERS: Registry[type[DatasetReader]] = Registry("reader", _load_readers)
 
 
 def make_reader(name: str, root: str | Path, options: dict[str, Any] | None = None) -> DatasetReader:
-    return READERS.get(name)(root, **(options or {}))
+    """The reader on ``root``; its options are checked against its typed model first."""
+    cls = READERS.get(name)
+    validate_options(name, cls, options or {})
+    return cls(root, **(options or {}))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lvmbench.data.split_import import ImportResult, import_lists, load_paper_lists
 from lvmbench.data.splits import Split, frozen_split_path, make_split, write_split_file
-from lvmbench.data.task_data import dataset_root, task_reader
+from lvmbench.data.task_data import dataset_root, limit_cases, task_reader
 from lvmbench.data.cases import issue_from
 from lvmbench.data.verify import TaskReport
 from lvmbench.errors import DataError, UserError
@@ -59,13 +59,13 @@ def select(task_ids: list[str] | None, suite: str | None) -> list[TaskSpec]:
 
 def data_status(spec: TaskSpec, root: Path | None, suite: str | None) -> str:
     """Cheap: folder present and the reader lists its cases (no decoding; that is `data verify`)."""
-    if root is None:
+    if root is None and spec.data.location != "task_folder":  # a sample in the task folder needs no root
         return "no --data-root"
     try:
         folder = dataset_root(spec, root)  # raises for a task whose data.dir leaves the root
         if not folder.is_dir():
             return f"missing {spec.data.dir}/"
-        n = len(task_reader(spec, folder).cases())
+        n = len(limit_cases(task_reader(spec, folder).cases(), spec.data.limit))
     except UserError as e:
         problem = issue_from(e, spec.data.dir).problem
         return f"error: {problem[:60]}{'...' if len(problem) > 60 else ''} (see `lvmbench data verify {spec.id}`)"
@@ -95,7 +95,7 @@ def _task_cases(spec: TaskSpec, data_root: Path | None):
     if not folder.is_dir():
         raise DataError(f"dataset folder for task '{spec.id}' not found", path=folder, fix="fix --data-root (or pass --suite) so that it holds the dataset")
     reader = task_reader(spec, folder)
-    return folder, reader.cases()
+    return folder, limit_cases(reader.cases(), spec.data.limit)
 
 
 def freeze_split(spec: TaskSpec, suite: str, data_root: Path | None, out: Path | None = None, force: bool = False) -> tuple[Path, Split]:

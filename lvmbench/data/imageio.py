@@ -5,6 +5,11 @@ masks alike, so an image rotated by its camera stays aligned with a mask drawn o
 image). A file whose header claims more than ``LVMBENCH_MAX_IMAGE_PIXELS`` pixels (default
 150 million; ``0`` = no limit) is refused before anything is decoded: a few hundred KB of PNG can
 claim gigapixels. Float images with NaN/inf pixels are refused rather than silently zeroed.
+
+TIFFs PIL cannot decode (more than one sample per pixel beyond RGB/RGBA, float colour, codecs PIL
+lacks) are read with tifffile: samples 1 (grey), 2 (grey + alpha), 3 (RGB), 4 and more (the first
+three samples as RGB); 16-bit and float pixels are windowed min..max to 0-255 as PIL's 16-bit greys
+are. An error says "cannot decode" only after every decoder failed.
 """
 
 from __future__ import annotations
@@ -91,8 +96,77 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise _bomb(p, e, limit) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        if _is_tiff(p):
+            return _tiff_page(p, msg)[1][:2]
         raise DataError(f"unreadable or truncated image ({msg[:100]})", path=p, fix="re-download or re-export this file") from None
     return h, w
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_tiff(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) in _TIFF_MAGIC
+    except OSError:
+        return False
+
+
+def _tiff_page(p: Path, pil_error: str, decode: bool = False) -> tuple[np.ndarray | None, tuple[int, ...]]:
+    """(pixels with samples last or None, (h, w[, samples])) of the first page, through tifffile."""
+    import logging
+
+    import tifffile
+
+    quiet = logging.getLogger("tifffile")
+    level, quiet.level = quiet.level, logging.CRITICAL  # its warnings would repeat our one line
+    try:
+        with tifffile.TiffFile(p) as tf:
+            page = tf.pages[0]
+            axes, shape = page.axes, tuple(int(s) for s in page.shape)
+            if "Y" not in axes or "X" not in axes:
+                raise ValueError(f"page axes {axes} hold no image plane")
+            order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
+            dims = tuple(shape[i] for i in order)
+            _check_pixels(dims[1], dims[0], p, _apply_limit())
+            arr = None
+            if decode:
+                arr = np.transpose(page.asarray(), order)
+                arr = arr.reshape(dims[0], dims[1], -1) if arr.ndim > 2 else arr
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tifffile raises many types (TiffFileError, ValueError, codec errors)
+        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise DataError(
+            f"unreadable or truncated image: cannot decode it (PIL: {pil_error[:80]}; tifffile: {msg[:80]})",
+            path=p,
+            fix="re-download or re-export this file",
+        ) from None
+    finally:
+        quiet.level = level
+    return arr, dims
+
+
+def _tiff_image(p: Path, pil_error: str, mode: str | None) -> np.ndarray:
+    """``read_image`` of a TIFF only tifffile decodes."""
+    arr, _ = _tiff_page(p, pil_error, decode=True)
+    assert arr is not None
+    arr = _finite(arr, p)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.ndim == 3:
+        arr = arr[..., :1] if arr.shape[2] == 2 else arr[..., :3] if arr.shape[2] >= 3 else arr
+        arr = arr[..., 0] if arr.shape[2] == 1 else arr
+    if mode is None:
+        return np.ascontiguousarray(arr)
+    if arr.dtype != np.uint8:
+        arr = _to_uint8(arr.astype(np.float32))
+    if mode == "RGB" and arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif mode == "L" and arr.ndim == 3:
+        arr = np.asarray(Image.fromarray(arr).convert("L"))
+    return np.ascontiguousarray(arr)
 
 
 def _finite(a: np.ndarray, path: Path) -> np.ndarray:
@@ -103,9 +177,13 @@ def _finite(a: np.ndarray, path: Path) -> np.ndarray:
     return a
 
 
-def _load(p: Path) -> Image.Image:
-    """The decoded file (pixel limit checked from the header first, orientation applied), or one
-    DataError naming it."""
+class _PILCannot(Exception):
+    """PIL could not decode the file (another decoder may)."""
+
+
+def _pil(p: Path) -> Image.Image:
+    """The decoded file (pixel limit checked from the header first, orientation applied); a file
+    PIL cannot decode raises ``_PILCannot`` (another decoder may)."""
     if not p.is_file():
         raise DataError("file not found", path=p, fix="restore the file or remove the case from the dataset")
     limit = _apply_limit()
@@ -117,15 +195,26 @@ def _load(p: Path) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise _bomb(p, e, limit) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        raise DataError(f"unreadable or truncated image ({msg[:100]})", path=p, fix="re-download or re-export this file") from None
+        raise _PILCannot(str(e).splitlines()[0] if str(e) else e.__class__.__name__) from None
+
+
+def _decoded(p: Path, mode: str | None) -> Image.Image | np.ndarray:
+    """PIL's image, else (a TIFF) tifffile's array, else one DataError naming both failures."""
+    try:
+        return _pil(p)
+    except _PILCannot as e:
+        if _is_tiff(p):
+            return _tiff_image(p, str(e), mode)
+        raise DataError(f"unreadable or truncated image ({str(e)[:100]})", path=p, fix="re-download or re-export this file") from None
 
 
 def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
     """Decode a PNG/JPEG/GIF/TIFF/BMP file. ``mode`` 'RGB' -> HxWx3 uint8, 'L' -> HxW uint8,
     None -> as stored (palette images converted to 'L')."""
     p = Path(path)
-    im = _load(p)
+    im = _decoded(p, mode)
+    if isinstance(im, np.ndarray):
+        return im
     if mode is None:
         arr = _finite(np.asarray(im.convert("L") if im.mode == "P" else im), p)
     elif im.mode.startswith(("I", "F")):
@@ -160,7 +249,12 @@ def read_mask(path: str | Path) -> np.ndarray:
     alpha channel would otherwise read as foreground everywhere); float masks are rounded.
     """
     p = Path(path)
-    im = _load(p)
+    im = _decoded(p, None)
+    if isinstance(im, np.ndarray):
+        arr = im.max(axis=2) if im.ndim == 3 else im
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.rint(arr)
+        return np.ascontiguousarray(arr.astype(np.int64) if arr.dtype != np.uint8 else arr)
     if im.mode == "P":
         idx = np.asarray(im)
         pal = np.asarray(im.getpalette() or [], np.int64).reshape(-1, 3)

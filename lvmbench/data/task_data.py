@@ -21,7 +21,13 @@ class TaskData:
 
 
 def dataset_root(spec: TaskSpec, data_root: Path | None) -> Path:
-    """The task's dataset folder; refuses a task whose folders lie outside the data root."""
+    """The task's dataset folder; refuses a task whose folders lie outside the data root.
+
+    ``data.location: task_folder`` puts it inside the task's own folder instead (a plugin ships a
+    small sample for its smoke profile); the data root is then not needed."""
+    if spec.data.location == "task_folder" and spec.folder is not None:
+        check_dirs_inside_root(spec)
+        return spec.folder / spec.data.dir
     if data_root is None:
         raise DataError(
             f"task '{spec.id}' needs real data and no data root was given",
@@ -69,18 +75,40 @@ def load_task_data(spec: TaskSpec, data_root: Path | None, suite: str | None = N
             fix=f"download the dataset into {root} (layout: see tasks/{spec.id}/task.yaml) or fix --data-root",
         )
     reader = task_reader(spec, root)
-    cases = reader.cases()
+    cases = limit_cases(reader.cases(), spec.data.limit)
     split = resolve_split(cases, spec.split, spec.id, suite, spec.folder)
     return TaskData(spec=spec, root=root, reader=reader, cases=cases, split=split)
 
 
 def task_reader(spec: TaskSpec, root: Path) -> DatasetReader:
     """The task's reader on ``root`` with the task's classes filled in (shared with ``data verify``)."""
+    from lvmbench.data.cases import READERS
+    from lvmbench.data.reader_options import options_model
+
     options = dict(spec.data.options)
-    if spec.family == "classification" and "classes" not in options and spec.data.reader == "class_folders":
+    wants = "classes" in getattr(options_model(READERS.get(spec.data.reader)), "model_fields", {})
+    if "classes" not in options and (wants or spec.family in ("detection", "segmentation")):
+        # label readers map names onto, and check label ranges against, the task's classes
         options["classes"] = spec.classes
-    if spec.family == "detection" and "classes" not in options:
-        options["classes"] = spec.classes  # box readers map publisher names onto the task's classes
-    if spec.family == "segmentation" and "classes" not in options:
-        options["classes"] = spec.classes  # mask readers check label ranges against the task's classes
     return make_reader(spec.data.reader, root, options)
+
+
+def limit_cases(cases: list[Case], limit: int | None) -> list[Case]:
+    """``data.limit``: a quick sample of at most ``limit`` cases, taken as whole groups (a patient
+    is never cut in two) in group order, classes in turn (the first group of each class, then the
+    second ...), so a small sample still holds every class and a grouped split still holds."""
+    if limit is None or len(cases) <= limit:
+        return cases
+    groups: dict[str, list[Case]] = {}
+    for c in sorted(cases, key=lambda c: (c.group, c.id)):
+        groups.setdefault(c.group, []).append(c)
+    by_label: dict[object, list[list[Case]]] = {}
+    for members in groups.values():
+        by_label.setdefault(members[0].label, []).append(members)
+    queues = [by_label[k] for k in sorted(by_label, key=lambda k: (k is None, k if isinstance(k, int) else 0, str(k)))]
+    out: list[Case] = []
+    for i in range(max(len(q) for q in queues)):
+        for q in queues:
+            if i < len(q) and len(out) + len(q[i]) <= limit:
+                out += q[i]
+    return sorted(out, key=lambda c: c.id)

@@ -7,7 +7,10 @@ every mask is empty is an error, not a warning: its Dice would be a perfect scor
 reader's ``dataset_checks()`` (unpaired files, dropped boxes), the split (the user's split file or
 the task's rule; overlap by case and patient; ``split.group_by`` against the groups the reader
 produces) and byte-identical images sitting in two split parts. Every problem is an ``Issue``: the
-file, what is wrong, the fix, and whether the task can still run.
+file, what is wrong, the fix, and whether the task can still run. Paired readers add warnings when
+the folders' names lie (a "mask" that looks like a photograph, an "image" holding two values:
+``lvmbench.data.content_hints``); table readers add one line per bad row kind (missing image,
+unknown label, duplicate id).
 
 ``preflight`` runs the same per-case checks before ``lvmbench eval`` uses a dataset, so a run fails
 with the very lines verify prints; cases already checked (same files by path, size, mtime and
@@ -35,7 +38,7 @@ from tqdm.auto import tqdm
 from lvmbench.data.cache import ArrayCache, cache_key, file_stamp
 from lvmbench.data.cases import Box, Case, DatasetReader, Issue, issue_from, make_reader
 from lvmbench.data.splits import SPLITS, Split, resolve_split
-from lvmbench.data.task_data import TaskData, dataset_root, task_reader
+from lvmbench.data.task_data import TaskData, dataset_root, limit_cases, task_reader
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
 
@@ -273,7 +276,7 @@ def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None
         return report
     try:
         reader = task_reader(spec, root)
-        cases = reader.cases()
+        cases = limit_cases(reader.cases(), spec.data.limit)
     except UserError as e:
         report.issues.append(issue_from(e, root))
         return report

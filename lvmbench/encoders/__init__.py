@@ -13,16 +13,16 @@ safetensors metadata (the pooling its objective trained), the adapter's default.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
 
 from lvmbench.encoders.adapters import TORCHVISION_RESNETS, TimmEncoder, TorchvisionResNet
 from lvmbench.encoders.base import POOLINGS, Encoder, EncoderIdentity, FeatureInfo, InputSpec
+from lvmbench.encoders.channels import accepts_in_channels
 from lvmbench.encoders.checkpoint import DEFAULT_ALLOW, load_into, read_metadata, read_state_dict, sha256_file
 from lvmbench.errors import CheckpointError, UnknownNameError, UserError
-from lvmbench.registry import Registry, suggest
+from lvmbench.registry import Registry, load_entry_points, suggest
 
 RANDOM_INIT = "random-init"
 
@@ -31,10 +31,10 @@ Builder = Callable[[Path | None], Encoder]
 
 
 def _load_plugins(reg: Registry[Builder]) -> None:
-    from lvmbench.encoders import lvmmed  # noqa: F401  (registers lvmmed-*)
+    from lvmbench.encoders import lvmmed, sam  # noqa: F401  (registers lvmmed-*, sam-vitb, medsam-vitb)
+    from lvmbench.encoders import pretrained  # noqa: F401  (registers the presets: imagenet-r50-tv, dino-r50, ...)
 
-    for ep in entry_points(group="lvmbench.encoders"):
-        reg.add(ep.name, ep.load())
+    load_entry_points(reg, "lvmbench.encoders")  # a broken plugin spoils only its own name
 
 
 ENCODERS: Registry[Builder] = Registry("encoder", _load_plugins)
@@ -97,18 +97,27 @@ def _apply_pooling(enc: Encoder, name: str, pooling: str | None, trained: str | 
 
 
 def create_encoder(
-    name: str, weights: str | Path | None = None, *, seed: int = 0, pooling: str | None = None
+    name: str, weights: str | Path | None = None, *, seed: int = 0, pooling: str | None = None, in_channels: int | None = None,
+    pretrained: bool = False,
 ) -> tuple[Encoder, EncoderIdentity]:
     """Build the encoder and load ``weights`` strictly (only allow-listed keys may differ).
 
+    ``in_channels``: the task's channel count, passed to a registered builder that takes it.
+
     ``pooling`` overrides how ``embed`` pools (see ``Encoder.poolings``); by default a checkpoint
     from ``lvmbench pretrain`` is evaluated with the pooling its objective trained."""
+    if pretrained:  # the released weights, from the local cache only (encoders/pretrained.py)
+        from lvmbench.encoders.pretrained import released_weights
+
+        weights = released_weights(name, Path(weights) if weights else None, pretrained=True)
     wpath = Path(weights) if weights else None
     if wpath is not None and not wpath.is_file():
         raise CheckpointError("weights file not found", path=wpath, fix="pass an existing file to --weights")
     torch.manual_seed(seed)
     if name in ENCODERS:
-        enc = ENCODERS.get(name)(wpath)
+        builder = ENCODERS.get(name)
+        # a plugin builder with an in_channels keyword is told the task's channel count (encoders/channels.py)
+        enc = builder(wpath, in_channels=in_channels) if in_channels is not None and accepts_in_channels(builder) else builder(wpath)
         report = getattr(enc, "_load_report", {})
     else:
         if not is_known(name):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torchvision
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from lvmbench.encoders.base import Encoder, FeatureInfo, InputSpec, global_avg
@@ -73,7 +74,7 @@ class TimmEncoder(Encoder):
         kw = dict(kwargs)
         if img_size is not None:
             kw["img_size"] = img_size
-        self.model = timm.create_model(name, pretrained=False, num_classes=0, **kw)
+        self.model, self.dynamic_size = _create_any_size(name, kw)
         info = getattr(self.model, "feature_info", None)
         if not info:
             raise ValueError(f"timm model '{name}' exposes no feature_info; it cannot give a feature pyramid")
@@ -93,10 +94,11 @@ class TimmEncoder(Encoder):
         )
         self._single_stride = len(set(strides)) == 1
         if self._single_stride:
-            # A ViT: take four evenly spaced blocks and resample them to strides 4/8/16/32
-            # (ViTDet-style simple pyramid), so dense heads see the same shape of pyramid as a CNN.
-            n = len(info)
-            self._indices = sorted({max(0, round(n * q) - 1) for q in (0.25, 0.5, 0.75, 1.0)})
+            # A plain ViT: ViTDet's simple feature pyramid from the last block only, resampled to
+            # strides 4/8/16/32, so dense heads see the same shape of pyramid as a CNN (README:
+            # "ViT encoders and prompt-based segmentation" says why the last block).
+            self._indices = [len(info) - 1]
+            self.pyramid_kind = "vitdet-last-block"  # in the result identity (runner.encoder_info)
             c, s = chans[-1], strides[-1]
             self.pyramid = SimplePyramid(c, s)
             self.feature_info = FeatureInfo(channels=self.pyramid.channels, strides=self.pyramid.strides)
@@ -112,10 +114,31 @@ class TimmEncoder(Encoder):
     def _maps(self, inter: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.pyramid(list(inter)) if self._single_stride else list(inter)
 
+    def _fit(self, x: torch.Tensor) -> None:
+        """Models without a dynamic image size (e.g. BEiT) are re-sized to the input once (timm
+        ``set_input_size`` resamples the position embeddings), as a task's image size requires."""
+        if self.dynamic_size:
+            return
+        hw = tuple(int(v) for v in x.shape[-2:])
+        pe = getattr(self.model, "patch_embed", None)
+        current = tuple(getattr(pe, "img_size", None) or ()) if pe is not None and getattr(pe, "strict_img_size", False) else None
+        if current and current != hw and hasattr(self.model, "set_input_size"):
+            self.model.set_input_size(img_size=hw)
+
+    def image_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The single map a prompt decoder reads: the last block's token grid (N, C, H/16, W/16) for a
+        plain ViT; SAM-style models (``has_sam_neck``) give their neck's 256-channel output."""
+        self._fit(x)
+        if getattr(self, "has_sam_neck", False):
+            return self.model.forward_features(x)
+        return self.model.forward_intermediates(x, indices=[self._indices[-1]], intermediates_only=True)[-1]
+
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self._fit(x)
         return self._maps(self.model.forward_intermediates(x, indices=self._indices, intermediates_only=True))
 
     def forward_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        self._fit(x)
         if self.pooling == "head":
             final, inter = self.model.forward_intermediates(x, indices=self._indices)
             return self._maps(inter), self.model.forward_head(final, pre_logits=True)
@@ -124,6 +147,7 @@ class TimmEncoder(Encoder):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         # Without the pyramid: feature extraction runs once per image of every frozen protocol.
+        self._fit(x)
         if self.pooling == "head":
             return self.model(x)
         return global_avg(self.model.forward_intermediates(x, indices=[self._indices[-1]], intermediates_only=True)[-1])
@@ -135,22 +159,43 @@ class TimmEncoder(Encoder):
         return self.model.load_state_dict(sd, strict=strict)
 
 
+def _create_any_size(name: str, kw: dict) -> tuple[nn.Module, bool]:
+    """A timm model that runs at the task's image size: transformers that support it are built
+    with ``dynamic_img_size`` (position embeddings interpolated per input) and, where the model has
+    it, ``dynamic_img_pad``: a side that is not a multiple of the patch (any size for a patch-14
+    EVA-02 / DINOv2, 520 px for a patch-16 ViT) is zero-padded to the next multiple instead of
+    failing; sizes that are multiples are untouched. CNNs and models without these options are built
+    as they are (``TimmEncoder._fit`` re-sizes the latter). Returns (model, dynamic)."""
+    import timm
+
+    if "img_size" not in kw:
+        for extra in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}):
+            try:
+                return timm.create_model(name, pretrained=False, num_classes=0, **extra, **kw), True
+            except TypeError as e:
+                if not any(k in str(e) for k in extra):
+                    raise
+    model = timm.create_model(name, pretrained=False, num_classes=0, **kw)
+    # SAM's ViT pads to its windows and resamples its own position tables at any size
+    return model, type(model).__name__ == "VisionTransformerSAM"
+
+
 class SimplePyramid(nn.Module):
-    """Four single-stride token maps -> strides (s/4, s/2, s, 2s) by deconv/identity/pool (ViTDet)."""
+    """ViTDet's simple feature pyramid: the last block's map (stride s) -> strides (s/4, s/2, s, 2s)
+    by deconv-LN-GELU-deconv / deconv / identity / max-pool (Li et al. 2022, "Exploring Plain
+    Vision Transformer Backbones for Object Detection")."""
 
     def __init__(self, channels: int, stride: int):
         super().__init__()
         c = channels
         self.up4 = nn.Sequential(
-            nn.ConvTranspose2d(c, c // 2, 2, 2), nn.GELU(), nn.ConvTranspose2d(c // 2, c // 4, 2, 2)
+            nn.ConvTranspose2d(c, c // 2, 2, 2), LayerNorm2d(c // 2), nn.GELU(), nn.ConvTranspose2d(c // 2, c // 4, 2, 2)
         )
         self.up2 = nn.ConvTranspose2d(c, c // 2, 2, 2)
-        self.down2 = nn.MaxPool2d(2)
+        self.down2 = nn.MaxPool2d(2, ceil_mode=True)  # ceil: a 1x1 token map (tiny inputs) stays 1x1
         self.channels = (c // 4, c // 2, c, c)
         self.strides = (stride // 4, stride // 2, stride, stride * 2)
 
     def forward(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        while len(maps) < 4:
-            maps = [maps[0], *maps]
-        a, b, c, d = maps[-4:]
-        return [self.up4(a), self.up2(b), c, self.down2(d)]
+        last = maps[-1]
+        return [self.up4(last), self.up2(last), last, self.down2(last)]

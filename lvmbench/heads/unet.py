@@ -33,8 +33,9 @@ def adapt_first_conv(encoder: nn.Module, in_channels: int) -> nn.Module:
     repeated input trains three weight slices whose sum moves up to three times faster than the
     single summed kernel. Summing is what the paper's networks did.
     """
-    if in_channels == 3:
-        return encoder
+    spec = getattr(encoder, "input_spec", None)
+    if in_channels == 3 or getattr(spec, "channels", 3) == in_channels:
+        return encoder  # an encoder built for the task's channel count (a plugin told in_channels)
     conv = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None)
     if conv is None:
         raise ValueError(f"{encoder.__class__.__name__} has no 3-channel convolution to adapt to {in_channels} channel(s)")

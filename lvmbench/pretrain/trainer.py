@@ -93,18 +93,17 @@ def _device(cfg: PretrainConfig, local_rank: int) -> torch.device:
 
 
 def _check_view_size(encoder: torch.nn.Module, cfg: PretrainConfig, device: torch.device) -> None:
-    """Fail early, in one line, when the encoder cannot take views of this size (a timm ViT is
-    built for one input size)."""
+    """Fail early, in one line, when the encoder cannot take views of this size (a ViT needs a multiple
+    of its patch size)."""
     was_training = encoder.training
     encoder.eval()
     try:
         with torch.no_grad():
             encoder.feature_maps(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=device))
     except (AssertionError, RuntimeError, ValueError) as e:
-        native = getattr(getattr(encoder, "input_spec", None), "size", None)
         raise UserError(
             f"encoder '{cfg.encoder}' cannot take {cfg.image_size}-px views ({str(e).splitlines()[0][:120]})",
-            fix=f"use --image-size {native}" if native else "choose another --image-size",
+            fix="choose an --image-size the encoder accepts (for a ViT: a multiple of its patch size)",
         ) from None
     finally:
         encoder.train(was_training)

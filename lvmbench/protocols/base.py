@@ -25,7 +25,7 @@ from lvmbench.data.transforms import InputNorm, input_norm
 from lvmbench.encoders.base import Encoder, EncoderIdentity, InputSpec
 from lvmbench.errors import UserError
 from lvmbench.protocols.settings import ProtocolSettings, settings_error
-from lvmbench.registry import Registry
+from lvmbench.registry import Registry, load_entry_points
 from lvmbench.spec import RunUnit, TaskSpec
 
 
@@ -93,6 +93,13 @@ def _load(reg: Registry[type[Protocol]]) -> None:
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name != "base":
             importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    load_entry_points(reg, "lvmbench.protocols", _protocol_class)  # plugin packages
+
+
+def _protocol_class(name: str, obj: object) -> type[Protocol]:
+    if not (isinstance(obj, type) and issubclass(obj, Protocol)):
+        raise UserError(f"plugin protocol '{name}' is not a Protocol subclass ({obj!r})", fix="point the lvmbench.protocols entry point at a class deriving from lvmbench.protocols.base.Protocol")
+    return obj
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", _load)

@@ -34,6 +34,7 @@ from lvmbench.data.cache import cache_key
 from lvmbench.errors import UserError
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.metrics.detection import ImageBoxes, ap_from_records, coco_metrics, counts_at, match_records, random_box_baseline
+from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.det import get_backend
 from lvmbench.protocols.det.data import DetectionDataset, Resize, collate, hflip, repeat_factor_indices
@@ -184,6 +185,7 @@ class Detection(Protocol):
                 if np.isfinite(val) and val > state["best_val"]:
                     state.update(best_val=val, best_epoch=epoch, best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             state["history"].append(rec)
+            epoch_line(ctx, epoch, epochs, t_ep, **{k: v for k, v in rec.items() if k != "epoch"})
             state["epoch"] = epoch
             if epoch < epochs:
                 _save(resume_path, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})

@@ -28,6 +28,7 @@ from lvmbench.data.transforms import normalize_batch
 from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.heads import HEADS
 from lvmbench.losses import metric_objective
+from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score
 from lvmbench.protocols.features import autocast, image_dataset, loader_workers, model_layout
@@ -180,6 +181,7 @@ class FineTune(Protocol):
             val = score(splits["val"], predict(splits["val"]), n_cls)[primary]
             val_s += time.perf_counter() - t_val
             history.append({"epoch": epoch, "val": val, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
+            epoch_line(ctx, epoch, hp.epochs, t_loop, loss=history[-1]["loss"], **{f"val_{primary}": val})
             selector.offer(val, lambda: copy.deepcopy(model.state_dict()), {"epoch": epoch, "val_primary": val})
         best_state, chosen = selector.result("fine-tuning")
         model.load_state_dict(best_state)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import nn
 
 from lvmbench.heads import HEADS
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
 from lvmbench.protocols.features import split_features
 from lvmbench.protocols.schedule import make_scheduler
@@ -56,6 +58,7 @@ def train_heads(
     generator: torch.Generator,
     loss_fn: nn.Module | None = None,
     schedule: Schedule | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, float]]]:
     """Train one head per learning rate; return the best head on validation, its settings, history.
 
@@ -92,6 +95,8 @@ def train_heads(
             history.append({"epoch": epoch, "lr": lr, "val": val})
             # earliest epoch / first lr wins ties, deterministically; a NaN score never wins
             selector.offer(val, lambda h=h: copy.deepcopy(h.state_dict()), {"lr": lr, "epoch": epoch, "val_primary": val})
+        if on_epoch is not None:  # one line per epoch with --no-progress (epoch_log)
+            on_epoch(epoch, {"loss": float(loss.detach()), **{f"val@lr={r['lr']:g}": r["val"] for r in history[-len(heads):]}})
     best_state, best_info = selector.result("linear-probe head")
     best = make_head().to(x_train.device)
     best.load_state_dict(best_state)
@@ -133,7 +138,8 @@ class LinearProbe(Protocol):
             return score_one(splits["val"], predict(h, x["val"]), k, primary)
 
         t1 = time.perf_counter()
-        head, chosen, history = train_heads(make_head, x["train"], y_train, evaluate, list(hp.lrs), hp.epochs, hp.batch_size, hp.weight_decay, gen, schedule=hp.schedule)
+        head, chosen, history = train_heads(make_head, x["train"], y_train, evaluate, list(hp.lrs), hp.epochs, hp.batch_size, hp.weight_decay, gen, schedule=hp.schedule,
+                                            on_epoch=lambda e, v: epoch_line(ctx, e, hp.epochs, **v))
         timings["heads_s"] = time.perf_counter() - t1
         prob = predict(head, x["test"])
         metrics = score(splits["test"], prob, k)

@@ -25,6 +25,8 @@ from lvmbench.data.transforms import normalize_batch
 from lvmbench.errors import UserError
 from lvmbench.heads.unet import UNet
 from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
+from lvmbench.protocols.epoch_log import epoch_line
+from lvmbench.protocols.resume import EpochResume
 from lvmbench.protocols.base import Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.features import autocast, loader_workers, model_layout
 from lvmbench.interrupt import interruptible
@@ -94,8 +96,11 @@ def train_model(
     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
     n_batches: int,
     validate: Callable[[], float],
+    gen: torch.Generator | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]:
     """Train for ``hp.epochs``; keep the state with the best ``validate()``; load it back.
+    A unit stopped half-way continues after its last saved epoch (``lvmbench.protocols.resume``;
+    ``gen``: the generator ``batches`` draws from, saved and restored with it).
 
     Returns the selection record, the per-epoch history and timings: ``data_wait_s`` (waiting for
     batches), ``train_loop_s`` (the training steps, data waits included, validation excluded),
@@ -110,7 +115,32 @@ def train_model(
     history: list[dict[str, float]] = []
     wait = loop = val_time = 0.0
     images = all_steps = 0
-    for epoch in range(1, hp.epochs + 1):
+    resume = EpochResume(ctx, hp, runtime_hparams(ctx))
+    first = 1
+    saved = resume.load()
+    if saved is not None:
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}  # to undo a failed resume
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            selector.best, selector.state, selector.info, selector.undefined = float(saved["best"]), saved["best_state"], dict(saved["best_info"]), int(saved["undefined"])
+            history = list(saved["history"])
+            wait, loop, val_time, images, all_steps = saved["timings"]
+            if gen is not None:
+                gen.set_state(saved["gen"])
+            torch.set_rng_state(saved["rng"])
+            first = int(saved["epoch"]) + 1
+        except Exception as e:  # noqa: BLE001 - saved by other code: start over rather than fail the unit
+            tqdm.write(f"{ctx.unit.protocol}: ignoring resume checkpoint {resume.path} ({e.__class__.__name__}: {e}); starting at epoch 1")
+            model.load_state_dict(initial)
+            opt = adam(model.parameters(), ctx.device, lr=hp.lr, betas=hp.betas, weight_decay=hp.weight_decay)
+            sched = make_scheduler(opt, hp.schedule, hp.epochs, n_batches)
+            selector, history = BestOnValidation(), []
+            wait = loop = val_time = 0.0
+            images = all_steps = 0
+            resume.clear()
+    for epoch in range(first, hp.epochs + 1):
         model.train()
         # the epoch's loss is summed on the device (float64, as Python floats would) so that no
         # step waits for the GPU to report its loss
@@ -143,8 +173,15 @@ def train_model(
         val = float(validate())
         val_time += time.perf_counter() - t_val
         history.append({"epoch": epoch, "loss": float(total) / max(1, steps), "val": val})
+        epoch_line(ctx, epoch, hp.epochs, t_loop, loss=history[-1]["loss"], **{f"val_{hp.select_metric}": val})
         # the earliest epoch wins ties; a NaN score never wins
         selector.offer(val, lambda: {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}, {"epoch": epoch, "val_primary": val})
+        if epoch < hp.epochs and resume.due():
+            resume.save({
+                "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
+                "best": selector.best, "best_state": selector.state, "best_info": selector.info, "undefined": selector.undefined,
+                "timings": [wait, loop, val_time, images, all_steps], "gen": gen.get_state() if gen is not None else torch.empty(0), "rng": torch.get_rng_state(),
+            })
     best_state, chosen = selector.result("segmentation")
     model.load_state_dict(best_state)
     timings = {"data_wait_s": wait, "train_loop_s": loop, "val_s": val_time, "train_steps": float(all_steps), "train_images": float(images)}
@@ -341,7 +378,7 @@ class SegProtocol(Protocol):
         batches, n_batches = shuffled_batches(*on_device(ctx, x_tr, y_tr), hp.batch_size, gen, hflip=hp.augment)
         validate = lambda: self.validation_score(ctx, model, data["val"], hp)  # noqa: E731
         t1 = time.perf_counter()
-        chosen, history, train_timings = train_model(ctx, model, hp, batches, n_batches, validate)
+        chosen, history, train_timings = train_model(ctx, model, hp, batches, n_batches, validate, gen)
         t_train = time.perf_counter() - t1
 
         metrics, per_case, undefined = self.evaluate(ctx, model, data["test"], hp, "test")
@@ -355,6 +392,7 @@ class SegProtocol(Protocol):
             counts[f"ood:{o.name}"] = len(prep.cases)
         metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
         baseline = self.baseline(ctx, model, data["test"], oods, hp)
+        EpochResume(ctx, hp, runtime_hparams(ctx)).clear()  # scored: a stop now would not train again
         used = {"selected": chosen, **runtime_hparams(ctx)}
         return ProtocolOutput(
             metrics=metrics,

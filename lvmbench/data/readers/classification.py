@@ -8,14 +8,26 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
 from lvmbench.data.imageio import read_image
+from lvmbench.data.reader_options import Bool, ReaderOptions, Str
+from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class ClassFoldersOptions(ReaderOptions):
+    splits: list[Str] = Field(default_factory=lambda: ["Training", "Testing"], description="publisher split folders above the class folders; [] = class folders directly in the dataset folder")
+    classes: list[Str] = Field(default_factory=list, description="the task's classes (filled in from the task)")
+    aliases: dict[Str, Str] = Field(default_factory=dict, description="folder name -> class, for other spellings of a class")
+    group_identical: Bool | Literal["bytes", "pixels"] = Field(False, description="identical files share a group: bytes (or true) | pixels (re-encoded copies too)")
+    group: GroupSource | None = Field(None, description="patient/lesion group: template over name, stem, parent, rel, class, split; or column/regex/file/ranges (see Group sources)")
 
 
 @READERS.register("class_folders")
@@ -26,17 +38,22 @@ class ClassFolders(DatasetReader):
     order); ``aliases`` (folder name -> class, for the several published spellings, e.g.
     ``glioma_tumor`` -> ``glioma``); ``group_identical`` (``bytes``/true or ``pixels``: identical
     files share one group, so a grouped split cannot put copies of one image on both sides; the
-    Kaggle brain-tumour folders hold such copies). Case ids are ``<split>/<class-folder>/<file>``.
+    Kaggle brain-tumour folders hold such copies); ``group`` (a group source, see ``groups``; default:
+    each image is its own group). Case ids are ``<split>/<class-folder>/<file>``.
     """
 
     kind = "classification"
+    Options = ClassFoldersOptions
+    example = {"reader": "class_folders", "dir": "derm_folders", "options": {"splits": [], "aliases": {"melanoma_cases": "melanoma"}, "group": {"regex": "^(?P<group>P\\d+)_", "input": "{name}"}}}
 
-    def __init__(self, root, splits=("Training", "Testing"), classes=(), aliases=None, group_identical=False, **options):
+    def __init__(self, root, splits=("Training", "Testing"), classes=(), aliases=None, group_identical=False, group=None, **options):
         super().__init__(root, **options)
         self.splits = list(splits)
         self.classes = list(classes)
         self.aliases = dict(aliases or {})
         self.group_identical = "bytes" if group_identical is True else (group_identical or None)
+        self.group = GroupSource.model_validate(group) if group is not None else None
+        self._group_issues: list[Issue] = []
 
     def _class_of(self, folder: str) -> int | None:
         name = self.aliases.get(folder, folder)
@@ -47,6 +64,7 @@ class ClassFolders(DatasetReader):
         out: list[Case] = []
         bases = [(s, self.root / s) for s in self.splits] if self.splits else [("", self.root)]
         found_any = False
+        groups = GroupResolver(self.group, self.root)
         for split, base in bases:
             if not base.is_dir():
                 continue
@@ -64,16 +82,21 @@ class ClassFolders(DatasetReader):
                     if f.suffix.lower() not in IMAGE_SUFFIXES:
                         continue
                     rel = f.relative_to(self.root).as_posix()
-                    out.append(Case(id=rel, group=rel, image=rel, label=label, files=(rel,), meta={"split": split}))
+                    fields = {"name": f.name, "stem": f.stem, "parent": cdir.relative_to(self.root).as_posix(), "rel": rel, "class": cdir.name, "split": split}
+                    out.append(Case(id=rel, group=groups(fields, rel), image=rel, label=label, files=(rel,), meta={"split": split}))
         if not found_any:
             want = " or ".join(f"'{s}/'" for s in self.splits) or "class folders"
             raise DataError(f"no {want} found in the dataset folder", path=self.root, fix="check --data-root and the dataset layout")
         if not out:
             raise DataError("no images found", path=self.root, fix="check --data-root and the dataset layout")
+        self._group_issues = groups.issues(self.root)
         return _group_identical(self.root, out, self.group_identical) if self.group_identical else out
 
     def load_image(self, case: Case) -> np.ndarray:
         return read_image(self.root / case.image, "RGB")
+
+    def dataset_checks(self, cases: list[Case]) -> list[Issue]:
+        return list(self._group_issues)
 
 
 def _group_identical(root: Path, cases: list[Case], how: str) -> list[Case]:
@@ -99,6 +122,11 @@ def _group_identical(root: Path, cases: list[Case], how: str) -> list[Case]:
     return out
 
 
+class FGADROptions(ReaderOptions):
+    images: Str = Field("Original_Images", description="image folder")
+    labels: Str = Field("DR_Seg_Grading_Label.csv", description="grading CSV: name,grade")
+
+
 @READERS.register("fgadr")
 class FGADR(DatasetReader):
     """FGADR Seg-set: ``Original_Images/NNNN_x.png`` with grades 0-4 from a CSV (``name,grade``).
@@ -108,6 +136,8 @@ class FGADR(DatasetReader):
     """
 
     kind = "classification"
+    Options = FGADROptions
+    example = {"reader": "fgadr", "dir": "FGADR", "options": {"images": "Original_Images", "labels": "DR_Seg_Grading_Label.csv"}}
 
     def __init__(self, root, images="Original_Images", labels="DR_Seg_Grading_Label.csv", **options):
         super().__init__(root, **options)

@@ -13,14 +13,18 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from lvmbench.data.cases import READERS, Box, Case, DatasetReader, Issue
 from lvmbench.data.imageio import image_size as oriented_size
 from lvmbench.data.imageio import read_image
+from lvmbench.data.reader_options import Bool, ReaderOptions, Str
+from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -76,17 +80,40 @@ def read_dicom(path: Path) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+class BoxOptions(ReaderOptions):
+    classes: list[Str] = Field(default_factory=list, description="the task's classes (filled in from the task)")
+    aliases: dict[Str, Str] = Field(default_factory=dict, description="publisher class name -> task class")
+
+
+class GroupedBoxOptions(BoxOptions):
+    group: GroupSource | None = Field(None, description="patient group: template over id, name, stem, parent, rel of the image, or a group source (default: the image)")
+
+
 class BoxReader(DatasetReader):
     """Shared parts of the box layouts: class mapping, box cleaning, checks."""
 
     kind = "detection"
+    Options = BoxOptions
 
-    def __init__(self, root, classes=(), aliases=None, **options):
+    def __init__(self, root, classes=(), aliases=None, group=None, **options):
         super().__init__(root, **options)
         self.classes = list(classes)
         self.aliases = {_norm(k): v for k, v in (aliases or {}).items()}
         self._index = {_norm(c): i for i, c in enumerate(self.classes)}
         self._dropped: list[Issue] = []
+        self.group = GroupSource.model_validate(group) if group is not None else None
+
+    def regroup(self, cases: list[Case]) -> list[Case]:
+        """Cases with the groups of ``data.options.group`` (unplaced ones reported by verify)."""
+        if self.group is None:
+            return cases
+        groups = GroupResolver(self.group, self.root)
+        out = []
+        for c in cases:
+            p = Path(c.image)
+            out.append(replace(c, group=groups({"id": c.id, "name": p.name, "stem": p.stem, "parent": p.parent.as_posix(), "rel": c.image}, c.group)))
+        self._dropped += groups.issues(self.root)
+        return out
 
     def label_of(self, name: str, where: Path | str) -> int:
         key = _norm(self.aliases.get(_norm(name), name))
@@ -156,6 +183,12 @@ class KvasirBoxes(BoxReader):
     declares (e.g. a resized copy of the dataset).
     """
 
+    class Options(BoxOptions):
+        images: Str = Field("images", description="image folder")
+        boxes: Str = Field("kavsir_bboxes.json", description="the box JSON file")
+
+    example = {"reader": "kvasir_boxes", "dir": "Kvasir-SEG", "options": {"images": "images", "boxes": "kavsir_bboxes.json"}}
+
     def __init__(self, root, images="images", boxes="kavsir_bboxes.json", **options):
         super().__init__(root, **options)
         self.images = images
@@ -219,6 +252,16 @@ class PascalVOC(BoxReader):
     start at 1: ``xmin - 1``; default true); ``difficult`` (keep | drop, default keep). Boxes whose
     raw ``xmax <= xmin`` or ``ymax <= ymin`` are dropped and reported.
     """
+
+    class Options(GroupedBoxOptions):
+        annotations: Str = Field("Annotations", description="folder of the XML files")
+        images: Str = Field("JPEGImages", description="image folder")
+        imagesets: Str = Field("ImageSets/Main", description="folder of the image-set lists")
+        sets: list[Str] = Field(default_factory=lambda: ["train", "val", "test"], description="lists giving the publisher split ([] = every XML, no split)")
+        one_based: Bool = Field(True, description="VOC pixel indices start at 1")
+        difficult: Literal["keep", "drop"] = Field("keep", description="objects marked difficult")
+
+    example = {"reader": "voc", "dir": "BCCD", "options": {"sets": ["train", "val", "test"], "aliases": {"wbc": "WBC"}}}
 
     def __init__(self, root, annotations="Annotations", images="JPEGImages", imagesets="ImageSets/Main", sets=("train", "val", "test"), one_based=True, difficult="keep", **options):
         super().__init__(root, **options)
@@ -305,7 +348,7 @@ class PascalVOC(BoxReader):
             out.append(Case(id=xml.stem, group=xml.stem, image=rel, target=tuple(boxes), files=(rel, xml.relative_to(self.root).as_posix()), meta=meta))
         if not out:
             raise DataError("no annotated images found", path=ann_dir, fix="check the VOC layout and data.options.sets")
-        return out
+        return self.regroup(out)
 
     def load_target(self, case: Case) -> list[Box]:
         return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image), self.root / case.image)
@@ -319,6 +362,12 @@ class CocoJSON(BoxReader):
     task's classes by name; ``iscrowd`` regions are not objects and are skipped. Case ids are the
     ``file_name``s; the mapping's key goes to ``meta['split']``.
     """
+
+    class Options(GroupedBoxOptions):
+        annotations: Str | dict[Str, Str] = Field("annotations.json", description="the COCO JSON, or {publisher split: file}")
+        images: Str = Field("", description="folder the file_names are relative to (default: the dataset folder)")
+
+    example = {"reader": "coco", "dir": "lesions_coco", "options": {"annotations": {"train": "train.json", "val": "val.json", "test": "test.json"}, "images": "images"}}
 
     def __init__(self, root, annotations="annotations.json", images="", **options):
         super().__init__(root, **options)
@@ -370,7 +419,7 @@ class CocoJSON(BoxReader):
                 raise DataError(f"malformed COCO entry ({e.__class__.__name__}: {e})", path=path, fix="re-export the COCO file") from None
         if not out:
             raise DataError("no images listed", path=self.root, fix="check data.options.annotations")
-        return out
+        return self.regroup(out)
 
     def load_target(self, case: Case) -> list[Box]:
         return _scale(list(case.target), case.meta.get("size"), image_size(self.root / case.image), self.root / case.image)

@@ -15,10 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import Field
+
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.reader_options import ReaderOptions, Str
 from lvmbench.errors import DataError
 
 SPLITS = ("train", "val", "test")
+
+
+class MedMNISTOptions(ReaderOptions):
+    file: Str = Field(description="the .npz file inside the dataset folder, e.g. retinamnist.npz")
+    md5: Str | None = Field(None, description="official checksum; verify warns when the copy differs")
 
 
 @READERS.register("medmnist")
@@ -28,6 +36,8 @@ class MedMNIST(DatasetReader):
     not comparable with published ones). Label range is checked by verify against the task's classes."""
 
     kind = "classification"
+    Options = MedMNISTOptions
+    example = {"reader": "medmnist", "dir": "medmnist", "options": {"file": "retinamnist.npz", "md5": "bd4c0672f1bba3e3a89f0e4e876791e4"}}
 
     def __init__(self, root: str | Path, file: str = "", md5: str | None = None, **options: Any):
         super().__init__(root, **options)

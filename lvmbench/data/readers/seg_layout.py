@@ -40,8 +40,9 @@ def as_list(value: str | Sequence[str] | None) -> list[str]:
 class Layout:
     """Finds images and formats the templates that name their paired files."""
 
-    def __init__(self, root: Path, images: str | Sequence[str], pattern: str | None = None, exclude: Iterable[str] = ()):
+    def __init__(self, root: Path, images: str | Sequence[str], pattern: str | None = None, exclude: Iterable[str] = (), dirs: bool = False):
         self.root = root
+        self.dirs = dirs  # a folder counts as one file (a DICOM series)
         self.images = as_list(images)
         if not self.images:
             raise UserError("segmentation reader needs an 'images' glob", fix="set data.options.images in the task (e.g. images/*.jpg)")
@@ -50,6 +51,10 @@ class Layout:
             self.exclude = [re.compile(e) for e in exclude]
         except re.error as e:
             raise UserError(f"invalid regular expression in the task's data options ({e})", fix="check data.options.pattern/exclude") from None
+
+    def exists(self, rel: str) -> bool:
+        p = self.root / rel
+        return p.is_file() or (self.dirs and p.is_dir())
 
     def fields(self, rel: str) -> dict[str, str] | None:
         """Template fields of one image path, or None when the path does not fit the layout."""
@@ -75,7 +80,7 @@ class Layout:
         found: set[str] = set()
         for g in self.images:
             for rel in self.glob(g, recursive=True):
-                if (self.root / rel).is_file():
+                if self.exists(rel):
                     found.add(Path(rel).as_posix())
         matched, unmatched = [], []
         for rel in sorted(found):
@@ -95,11 +100,11 @@ class Layout:
             path = fill(t, fields, option)
             pattern = fill(t, escaped, option)
             if globlib.has_magic(fill(t, {k: "x" for k in fields}, option)):  # the template's own wildcards
-                hits = sorted(Path(p).as_posix() for p in self.glob(pattern) if (self.root / p).is_file())
+                hits = sorted(Path(p).as_posix() for p in self.glob(pattern) if self.exists(p))
                 hits = [h for h in hits if not self.excluded(h)]
                 if hits:
                     return hits
-            elif (self.root / path).is_file():
+            elif self.exists(path):
                 return [path]
         return []
 
@@ -113,7 +118,7 @@ class Layout:
         out: set[str] = set()
         for t in as_list(template):
             pat = _FIELD.sub("*", t)
-            out.update(Path(p).as_posix() for p in self.glob(pat) if (self.root / p).is_file())
+            out.update(Path(p).as_posix() for p in self.glob(pat) if self.exists(p))
         out = {o for o in out if not self.excluded(o)}
         if near is not None:
             folders = {str(Path(p).parent) for p in near}

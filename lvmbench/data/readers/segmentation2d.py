@@ -6,8 +6,12 @@ task overrides. Options (templates: see ``seg_layout``):
 
 - ``images``: glob(s) of image files; ``pattern``: regex with named groups; ``exclude``: regexes of
   paths to leave out (images and masks; BUSI's ``normal`` folder for the paper's BUID task).
-- ``id`` / ``group`` / ``split``: templates for the case id (default ``{name}``), the patient group
-  (default: the id) and the publisher's split (DRIVE training/test).
+- ``id`` / ``split``: templates for the case id (default ``{name}``) and the publisher's split (DRIVE
+  training/test); ``group``: the patient/video group (default: the id), a template or any group
+  source of ``groups`` (a mapping file, a regex, numeric ranges of frame numbers).
+- The folder names are free: ``images: images/*.png, masks: "labels/{stem}.png"`` or a publisher
+  copy whose ``images/`` holds the masks (``images: masks/*.png, masks: "images/{name}"``); ``check``
+  warns when the mask side looks like photographs or the image side looks binary.
 - ``masks``: a template, or a list of ``{path, label, threshold, required}``: each mask file is
   read as stored (see ``mask_values``) and painted with ``label`` in list order (later masks win
   where they overlap; several files matching one template are united).
@@ -28,17 +32,52 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
+from lvmbench.data.content_hints import swapped_sides
 from lvmbench.data.imageio import image_size, read_image, read_mask
+from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str, StrOrList
+from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.data.readers.seg_layout import Layout, fill, require_cases, unpaired_issues
 from lvmbench.errors import DataError, UserError
 
 OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "masks", "threshold", "fov", "image_mode", "match_size", "resize_masks", "raw", "classes"}
+
+
+class MaskEntry(ReaderOptions):
+    path: StrOrList = Field(description="template (or alternatives) of the mask file(s)")
+    label: Int = Field(1, ge=0, description="class painted where this mask is set")
+    threshold: Int | None = Field(None, ge=0, description="grey-level threshold of this mask (default: data.options.threshold)")
+    required: Bool = Field(True, description="an image without this mask is left out")
+
+
+class RawSpec(ReaderOptions):
+    shape: list[Int] = Field(min_length=2, max_length=2, description="rows, columns of the headerless image")
+    dtype: Str = Field(">u2", description="numpy dtype of the stored pixels")
+    bits: Int = Field(12, ge=1, le=32, description="bits used per pixel (scales to 0-255)")
+    invert: Bool = Field(False, description="bright-is-low storage")
+
+
+class PairedImagesOptions(ReaderOptions):
+    images: StrOrList = Field(description="glob(s) of the image files, relative to the dataset folder (any folder name)")
+    pattern: Str | None = Field(None, description="regex with named groups over each image's relative path")
+    exclude: list[Str] = Field(default_factory=list, description="regexes of paths to leave out")
+    id: Str = Field("{name}", description="template of the case id")
+    group: GroupSource | None = Field(None, description="patient/video group: template or group source (default: the id)")
+    split: Str | None = Field(None, description="template of the publisher split (for split.source: publisher)")
+    masks: StrOrList | list[Str | MaskEntry] = Field(description="template of the mask file (any folder name), or a list of {path, label, threshold, required}")
+    threshold: Int | None = Field(None, ge=0, description="masks above it are grey-level and thresholded (default 127); at or below: labels")
+    fov: Str | None = Field(None, description="template of a field-of-view mask (DRIVE)")
+    image_mode: Literal["RGB", "L"] = Field("RGB", description="decode images as RGB or greyscale")
+    match_size: Literal["mask"] | None = Field(None, description="mask: resize the image to its mask")
+    resize_masks: Bool = Field(False, description="resize masks of another size to the image (nearest) instead of refusing them")
+    raw: RawSpec | None = Field(None, description="decode headerless .IMG files: {shape, dtype, bits, invert}")
+    classes: list[Str] = Field(default_factory=list, description="the task's classes (filled in from the task)")
 
 
 @dataclass(frozen=True)
@@ -81,8 +120,16 @@ def read_raw(path: Path, shape: list[int], dtype: str = ">u2", bits: int = 12, i
 
 @READERS.register("paired_images")
 class PairedImages(DatasetReader):
+    """Images paired with mask files by templates (any folder names), with a group source."""
+
     kind = "segmentation"
     defaults: ClassVar[dict[str, Any]] = {}
+    Options = PairedImagesOptions
+    example = {
+        "reader": "paired_images",
+        "dir": "polyp_frames",
+        "options": {"images": "frames/*.png", "masks": "labels/{stem}.png", "id": "{stem}", "group": {"input": "{stem}", "ranges": [{"from": 1, "to": 25, "group": "seq01"}, {"from": 26, "to": 50, "group": "seq02"}]}},
+    }
 
     def __init__(self, root: str | Path, **options: Any):
         opts = checked_options(self.defaults, options, OPTIONS, "2D segmentation reader", "masks", "set data.options.masks in the task")
@@ -95,6 +142,7 @@ class PairedImages(DatasetReader):
         self.match_size = opts.get("match_size")
         self.resize_masks = bool(opts.get("resize_masks", False))
         self.raw = dict(opts["raw"]) if opts.get("raw") else None
+        self.group = GroupSource.model_validate(opts["group"]) if opts.get("group") is not None else None
         self._issues: list[Issue] | None = None
 
     # -- listing -------------------------------------------------------------------------------
@@ -105,6 +153,7 @@ class PairedImages(DatasetReader):
         cases: list[Case] = []
         issues = unpaired_issues(self.root, unmatched, "fits the images glob but not the layout pattern; ignored", "rename it or adjust data.options.pattern")
         referenced: set[str] = set()
+        groups = GroupResolver(self.group, self.root)
         for rel, f in matched:
             found = [self.layout.resolve(m.path, f, "masks") for m in self.masks]
             missing = [m for m, hits in zip(self.masks, found) if m.required and not hits]
@@ -123,7 +172,7 @@ class PairedImages(DatasetReader):
                     issues.append(Issue(str(self.root / rel), "no field-of-view mask", "restore the FOV mask (only needed for FOV-restricted scoring)", fatal=False))
             flat = [p for hits in found for p in hits]
             referenced.update(flat)
-            group = fill(o["group"], f, "group") if o.get("group") else cid
+            group = groups({**f, "id": cid}, cid)
             cases.append(Case(id=cid, group=group, image=rel, target=flat[0] if flat else None, files=(rel, *flat), meta=meta))
         ids = [c.id for c in cases]
         if len(set(ids)) != len(ids):
@@ -132,7 +181,7 @@ class PairedImages(DatasetReader):
         for m in self.masks:
             orphans = self.layout.candidates(m.path, near=referenced) - referenced
             issues += unpaired_issues(self.root, orphans, "mask without an image; ignored", "restore the image or remove the mask")
-        self._issues = issues
+        self._issues = issues + groups.issues(self.root)
         require_cases(cases, self.root, "image/mask pairs")
         return cases
 
@@ -218,6 +267,9 @@ class PairedImages(DatasetReader):
             issues.append(Issue(str(self.root / case.image), f"image {img.shape[:2]} and mask {tgt.shape} differ in size", "re-export the mask at the image size"))
         if self.classes and tgt.size and int(tgt.max()) >= len(self.classes):
             issues.append(Issue(str(self.root / case.image), f"mask label {int(tgt.max())} is outside the task's {len(self.classes)} classes", "fix data.options.masks labels or the task's classes"))
+        first_mask = next((p for files in case.meta["mask_files"] for p in files), None)
+        if first_mask is not None:
+            issues += swapped_sides(self.root / case.image, img, self.root / first_mask, read_mask(self.root / first_mask))
         return issues
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from pydantic import Field
+
 from lvmbench.data.cases import READERS, Box, Case, Issue
-from lvmbench.data.readers.detection import DICOM_SUFFIXES, IMAGE_SUFFIXES, BoxReader, _norm, _scale, image_size, read_dicom
+from lvmbench.data.reader_options import Bool, Float, Str
+from lvmbench.data.readers.detection import DICOM_SUFFIXES, IMAGE_SUFFIXES, BoxOptions, BoxReader, _norm, _scale, image_size, read_dicom
 from lvmbench.data.imageio import read_image
 from lvmbench.errors import DataError
 
@@ -36,6 +39,18 @@ class VinDrCXR(BoxReader):
     """Options: ``images`` (folder), ``csv`` (file), ``fusion`` (wbf | none), ``wbf_iou`` (0.2),
     ``wbf_skip`` (1e-4), ``keep_negatives`` (false), ``no_finding`` (class name of the negative
     rows), ``csv_order_split`` (fractions for train/valid/test, or null)."""
+
+    class Options(BoxOptions):
+        images: Str = Field("train", description="image folder (DICOM or PNG)")
+        csv: Str = Field("train.csv", description="annotation CSV")
+        fusion: Literal["wbf", "none"] = Field("wbf", description="fuse the radiologists' boxes per class (weighted box fusion) or keep every box")
+        wbf_iou: Float = Field(0.2, gt=0, le=1, description="fusion IoU threshold")
+        wbf_skip: Float = Field(1e-4, ge=0, le=1, description="fusion score threshold")
+        keep_negatives: Bool = Field(False, description="keep images with only 'No finding' rows as box-free cases")
+        no_finding: Str = Field("No finding", description="class name of the negative rows")
+        csv_order_split: list[Float] | None = Field(None, min_length=3, max_length=3, description="train/valid/test fractions cut in CSV order (LVM-Med), or null")
+
+    example = {"reader": "vindr_cxr", "dir": "vinbigdata", "options": {"images": "train", "csv": "train.csv", "csv_order_split": [0.7, 0.1, 0.2]}}
 
     def __init__(self, root, images="train", csv="train.csv", fusion="wbf", wbf_iou=0.2, wbf_skip=1e-4, keep_negatives=False, no_finding="No finding", csv_order_split=None, **options):
         super().__init__(root, **options)

@@ -7,7 +7,7 @@ stored array) and returned with the slicing axis first, ``(D, H, W)``; ``case.me
 spacing (same axis order), the stored shape, the orientation codes and the affine's axis codes.
 
 Options (templates: see ``seg_layout``): ``images``, ``pattern``, ``exclude``, ``id`` (default: the
-image stem), ``group`` (default: the id), ``split``; ``label``: template or list of alternatives;
+image stem), ``group`` (default: the id; a template or any group source of ``groups``), ``split``; ``label``: template or list of alternatives;
 ``site``: template naming the acquisition site, ``sites``: the sites to keep (prostate: BMC);
 ``label_map``: ``{stored value: class}`` (MMWHS 205/420/... -> 1..7; unlisted non-zero values are
 reported by ``check`` and read as background); ``binarize``: every non-zero label -> 1 (BraTS whole
@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
+from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str, StrOrList
+from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.data.readers.seg_layout import Layout, as_list, fill, require_cases, unpaired_issues
 from lvmbench.errors import DataError, UserError
 
@@ -39,6 +42,22 @@ DEFAULT_MAX_VOXELS = 2**31  # 8 GiB as float32; the largest LVM-Med volumes (MMW
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one compressed byte into more than ~1032 bytes
 
 OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "label", "site", "sites", "label_map", "binarize", "slice_axis", "classes"}
+
+
+class VolumeOptions(ReaderOptions):
+    images: StrOrList = Field(description="glob(s) of the image volumes, relative to the dataset folder")
+    pattern: Str | None = Field(None, description="regex with named groups over each image's relative path")
+    exclude: list[Str] = Field(default_factory=list, description="regexes of paths to leave out")
+    id: Str | None = Field(None, description="template of the case id (default: the image stem)")
+    group: GroupSource | None = Field(None, description="patient group: template or group source (default: the id)")
+    split: Str | None = Field(None, description="template of the publisher split")
+    label: StrOrList = Field(description="template (or alternatives) of the label volume")
+    site: Str | None = Field(None, description="template naming the acquisition site")
+    sites: list[Str] = Field(default_factory=list, description="sites to keep (default: all)")
+    label_map: dict[Int, Int] = Field(default_factory=dict, description="stored label value -> class index (unlisted values: background)")
+    binarize: Bool = Field(False, description="every non-zero label -> 1")
+    slice_axis: Int = Field(2, ge=0, le=2, description="stored axis the 2D network slices along")
+    classes: list[Str] = Field(default_factory=list, description="the task's classes (filled in from the task)")
 
 
 def _nib_error(path: Path, e: Exception) -> DataError:
@@ -138,12 +157,17 @@ def affine_difference(a: np.ndarray, b: np.ndarray) -> str | None:
 
 @READERS.register("nifti_pairs")
 class NiftiPairs(DatasetReader):
+    """NIfTI image volumes paired with NIfTI label volumes by templates (read with nibabel)."""
+
     kind = "segmentation"
     case_unit = "volume"
     defaults: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type[ReaderOptions]] = VolumeOptions
+    example = {"reader": "nifti_pairs", "dir": "liver_ct", "options": {"images": "scans/*.nii.gz", "label": "segs/{stem}.nii.gz", "group": {"regex": "^(?P<group>pat\\d+)_"}, "slice_axis": 2}}
+    option_names: ClassVar[set[str]] = OPTIONS
 
     def __init__(self, root: str | Path, **options: Any):
-        opts = checked_options(self.defaults, options, OPTIONS, "volume reader", "label", "set data.options.label (template of the label file) in the task")
+        opts = checked_options(self.defaults, options, self.option_names, "volume reader", "label", "set data.options.label (template of the label file) in the task")
         super().__init__(root, **opts)
         self.layout = Layout(self.root, opts.get("images") or [], opts.get("pattern"), opts.get("exclude") or ())
         self.label_t = as_list(opts["label"])
@@ -152,6 +176,7 @@ class NiftiPairs(DatasetReader):
         self.binarize = bool(opts.get("binarize", False))
         self.axis = int(opts.get("slice_axis", 2))
         self.classes = list(opts.get("classes") or [])
+        self.group = GroupSource.model_validate(opts["group"]) if opts.get("group") is not None else None
         self._issues: list[Issue] | None = None
 
     def cases(self) -> list[Case]:
@@ -163,6 +188,7 @@ class NiftiPairs(DatasetReader):
         issues = unpaired_issues(self.root, [u for u in unmatched if u not in label_like], "fits the images glob but not the layout pattern; ignored", "rename it or adjust data.options.pattern")
         cases: list[Case] = []
         referenced: set[str] = set()
+        groups = GroupResolver(self.group, self.root)
         for rel, f in matched:
             lab = self.layout.resolve(self.label_t, f, "label")
             referenced.update(lab[:1])
@@ -178,8 +204,8 @@ class NiftiPairs(DatasetReader):
                 meta["split"] = fill(o["split"], f, "split")
             if site is not None:
                 meta["site"] = site
-            meta.update(self._geometry(load_nifti(self.root / rel)))
-            group = fill(o["group"], f, "group") if o.get("group") else cid
+            meta.update(self.geometry(rel))
+            group = groups({**f, "id": cid}, cid)
             cases.append(Case(id=cid, group=group, image=rel, target=lab[0], files=(rel, lab[0]), meta=meta))
         ids = [c.id for c in cases]
         if len(set(ids)) != len(ids):
@@ -187,9 +213,16 @@ class NiftiPairs(DatasetReader):
             raise DataError(f"two volumes give the same case id '{dup}'", path=self.root, fix="make data.options.id unique")
         orphans = self.layout.candidates(self.label_t, near=referenced) - referenced - {rel for rel, _ in matched}
         issues += unpaired_issues(self.root, orphans, "label volume without an image; ignored", "restore the image or remove the label")
-        self._issues = issues
+        self._issues = issues + groups.issues(self.root)
         require_cases(cases, self.root, "image/label volume pairs")
         return cases
+
+    # -- format-specific pieces (``volume_pairs`` reads the same layouts through SimpleITK) -----
+    def geometry(self, rel: str) -> dict[str, Any]:
+        return self._geometry(load_nifti(self.root / rel))
+
+    def affine(self, rel: str) -> np.ndarray:
+        return load_nifti(self.root / rel).affine
 
     def _geometry(self, img) -> dict[str, Any]:
         import nibabel as nib
@@ -261,7 +294,7 @@ class NiftiPairs(DatasetReader):
         else:
             import nibabel as nib
 
-            ia, la = load_nifti(self.root / case.image).affine, load_nifti(self.root / case.target).affine
+            ia, la = self.affine(case.image), self.affine(case.target)
             diff = affine_difference(ia, la)
             if diff is not None:
                 orient = f"{''.join(nib.aff2axcodes(la))} vs the image's {''.join(nib.aff2axcodes(ia))}"
@@ -281,6 +314,8 @@ class NiftiPairs(DatasetReader):
             bad = sorted(v for v in values if v < 0 or v >= len(self.classes))
             if bad:
                 issues.append(Issue(where, f"label values {bad[:5]} are outside the task's {len(self.classes)} classes", "fix the label volume or the task's classes"))
+        if len(values) > 64 and img.size and len(np.unique(img[:: max(1, len(img) // 8)])) <= 8:
+            issues.append(Issue(where, f"this label volume holds {len(values)} distinct values and its image ({case.image}) only a few: are images and labels swapped?", "if so, exchange data.options.images and data.options.label", fatal=False))
         return issues
 
 

@@ -3,7 +3,9 @@
 Each writer draws images with learnable structure (classes look different, masks follow visible
 shapes, boxes surround objects), so a working pipeline scores clearly above chance through the
 same readers real data uses. ``write_all(out)`` writes every registered dataset under ``out``.
-Writers register with ``@SYNTH.register("<folder name>")`` and take ``(out_dir, rng)``.
+Writers register with ``@SYNTH.register("<folder name>")`` and take ``(out_dir, rng)``; a plugin
+package registers its own through the ``lvmbench.synth`` entry-point group (entry point name = the
+dataset folder its task's smoke profile reads).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lvmbench.errors import UserError
-from lvmbench.registry import Registry
+from lvmbench.registry import Registry, load_entry_points
 
 # Bump when any writer changes: the smoke suite regenerates into a new folder.
 SYNTH_VERSION = 2
@@ -36,6 +38,7 @@ def _load(reg: Registry[Writer]) -> None:
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    load_entry_points(reg, "lvmbench.synth")  # a plugin's writer: (out_dir, rng) -> None, named by its folder
 
 
 SYNTH: Registry[Writer] = Registry("synthetic dataset", _load)

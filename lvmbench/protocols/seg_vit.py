@@ -1,0 +1,27 @@
+"""End-to-end segmentation for ViT encoders: ``seg2d-vit`` and ``seg3d-vit``.
+
+The same U-Net runs as ``seg2d``/``seg3d`` (smp's decoder over the encoder's pyramid); a plain ViT's
+pyramid is ViTDet's simple feature pyramid from its last block (``lvmbench.encoders.adapters``), so
+the decoder sees strides 4..32 as from a CNN. Separate protocol names carry the paper's ViT
+schedule ("Foundation Model" column of Tables 7-8: e.g. Kvasir 1e-3 / 200 epochs / batch 64, BraTS
+1e-4 / 100 / 16) in each task file, and keep ViT rows apart from the R50 recipe's on the leaderboard.
+"""
+
+from __future__ import annotations
+
+from lvmbench.protocols.base import PROTOCOLS
+from lvmbench.protocols.seg2d import Seg2D
+from lvmbench.protocols.seg3d import Seg3D
+from lvmbench.protocols.settings import Seg3DViTSettings, SegViTSettings
+
+
+@PROTOCOLS.register("seg2d-vit")
+class Seg2DViT(Seg2D):
+    name = "seg2d-vit"
+    Settings = SegViTSettings
+
+
+@PROTOCOLS.register("seg3d-vit")
+class Seg3DViT(Seg3D):
+    name = "seg3d-vit"
+    Settings = Seg3DViTSettings
