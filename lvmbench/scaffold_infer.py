@@ -233,23 +233,31 @@ def _best_pair(folders: dict[str, list[str]]) -> tuple[str, str, str, int] | Non
     return best
 
 
-def _mask_score(root: Path, folder: str, names: list[str], volumes: bool) -> float:
-    """How mask-like a folder's files are: the share of samples with few distinct values."""
+def _sample_arrays(root: Path, folder: str, names: list[str], volumes: bool, n: int) -> list[np.ndarray]:
+    """Up to ``n`` files spread over ``names``, read as masks (volumes through SimpleITK); an
+    unreadable sample says nothing either way and is left out."""
     from lvmbench.data.imageio import read_mask
 
-    hits = 0
-    sample = names[:: max(1, len(names) // 4)][:4]
-    for n in sample:
-        p = root / folder / n
+    out = []
+    for name in names[:: max(1, len(names) // n)][:n]:
+        p = root / folder / name
         try:
             if volumes:
                 import SimpleITK as sitk
 
-                a = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+                out.append(sitk.GetArrayFromImage(sitk.ReadImage(str(p))))
             else:
-                a = read_mask(p)
-        except Exception:  # noqa: BLE001 - an unreadable sample says nothing either way
+                out.append(read_mask(p))
+        except Exception:  # noqa: BLE001
             continue
+    return out
+
+
+def _mask_score(root: Path, folder: str, names: list[str], volumes: bool) -> float:
+    """How mask-like a folder's files are: the share of samples with few distinct values."""
+    sample = _sample_arrays(root, folder, names, volumes, 4)
+    hits = 0
+    for a in sample:
         values = np.unique(a)
         mid = float(np.mean((a > 0.15 * a.max()) & (a < 0.85 * a.max()))) if a.max() > 0 else 0.0
         hits += len(values) <= 16 or mid < 0.02
@@ -257,20 +265,8 @@ def _mask_score(root: Path, folder: str, names: list[str], volumes: bool) -> flo
 
 
 def _mask_classes(root: Path, folder: str, names: list[str], volumes: bool) -> list[str]:
-    from lvmbench.data.imageio import read_mask
-
     top = 0
-    for n in names[:: max(1, len(names) // 8)][:8]:
-        p = root / folder / n
-        try:
-            if volumes:
-                import SimpleITK as sitk
-
-                a = sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
-            else:
-                a = read_mask(p)
-        except Exception:  # noqa: BLE001
-            continue
+    for a in _sample_arrays(root, folder, names, volumes, 8):
         values = np.unique(a)
         if len(values) <= 16 and values.max() < 32:
             top = max(top, int(values.max()))
