@@ -37,7 +37,8 @@ from lvmbench.paths import usable_cache_dir
 from lvmbench import interrupt
 from lvmbench.heads import HEADS
 from lvmbench.identity import differences, unit_identity
-from lvmbench.protocols.base import PROTOCOLS, ProtocolOutput, RunContext, pick_device, resolve_settings
+from lvmbench.encoders.kinds import encoder_kind
+from lvmbench.protocols.base import PROTOCOLS, ProtocolOutput, RunContext, has_transformer_recipe, pick_device, resolve_settings
 from lvmbench.protocols.settings import ProtocolSettings
 from lvmbench.results import Claim, read_result, result_path, write_result
 from lvmbench.runtime import data_fingerprint, runtime_info, set_deterministic, train_subset_hash
@@ -74,6 +75,7 @@ class Planned:
     unit: RunUnit
     task: TaskSpec
     settings: ProtocolSettings
+    recipe: str = "default"  # "transformer": the task's transformer block was applied
 
 
 @dataclass
@@ -122,6 +124,7 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
     if not is_known(req.encoder):
         raise unknown_encoder(req.encoder)
     sha = weights_identity(req.weights)
+    kind = encoder_kind(req.encoder)
     planned: list[Planned] = []
     unavailable: list[str] = []
     for p in req.protocols or []:
@@ -135,7 +138,8 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                 unavailable.append(f"{task.id}: protocol '{proto}' ({task.family}) is not implemented yet; skipped")
                 continue
             cls = PROTOCOLS.get(proto)
-            settings = resolve_settings(task, proto)
+            settings = resolve_settings(task, proto, kind=kind)
+            recipe = "transformer" if kind == "transformer" and has_transformer_recipe(task, proto) else "default"
             if hasattr(cls, "plan_settings"):  # CLI options that belong to the settings (--decoder-weights)
                 settings = cls.plan_settings(settings, req.options)
             heads = list(getattr(settings, "heads", ["linear"])) if cls.uses_head else ["linear"]
@@ -156,7 +160,7 @@ def plan(req: EvalRequest, log: Callable[[str], None] = print) -> tuple[list[Pla
                             seed=seed,
                             label_fraction=frac,
                         )
-                        planned.append(Planned(unit, task, settings))
+                        planned.append(Planned(unit, task, settings, recipe))
     planned.sort(key=lambda p: p.unit.key())
     check_unique(planned)
     if req.units is not None:
@@ -274,7 +278,7 @@ def build_record(
         per_case=per_case,
         extra=out.extra,
         # the resolved settings (defaults included), then what the protocol chose while running
-        hyperparameters={**p.settings.model_dump(mode="json"), **out.hparams},
+        hyperparameters={**p.settings.model_dump(mode="json"), **({"recipe": p.recipe} if p.recipe != "default" else {}), **out.hparams},
         counts=out.counts,
         split_hash=data.split.hash(),
         identity=identity,

@@ -261,3 +261,22 @@ def test_links_and_file_column_follow_nested_results_trees(tmp_path):
     assert all((site / h).resolve().is_file() for h in hrefs)
     df = pd.read_csv(tmp_path / "u.csv")
     assert sorted(df.file) == ["shared/shared-data/resnet18/random-init/brain_tumor_linear/linear-s0.json", "smoke/resnet18/random-init/brain_tumor_linear/linear-s0.json"]
+
+
+def test_prompt_rows_stand_in_prompt_columns_under_the_prompt_metric(tmp_path):
+    """3D prompt protocols rank by iou3d_prompt / dice_prompt_avg, not Table 3's iou3d or dice_avg:
+    the paper's prompt rows show under that name, prostate_ood's per-site rows never show."""
+    rng = np.random.default_rng(0)
+    recs = [
+        make_record(seg_cases(0.6, rng), "iou3d", encoder="zeta", sha="c" * 64, task="brats2018", protocol="seg3d", suite="lvmmed", family="segmentation"),
+        make_record(seg_cases(0.6, rng), "dice_avg", encoder="zeta", sha="c" * 64, task="prostate_ood", protocol="seg3d", suite="lvmmed", family="segmentation"),
+    ]
+    write_records(tmp_path / "r", recs)
+    text = build(tmp_path / "r", warn=lambda s: None, n_boot=200)
+    assert "seg3d-prompt, seg3d-prompt-zeroshot: iou3d_prompt" in text and "seg3d-prompt, seg3d-prompt-zeroshot: dice_prompt_avg" in text
+    assert not re.search(r"seg3d-prompt(, seg3d-prompt-zeroshot)?: (iou3d|dice_avg)[.;]", text)
+    assert "not comparable with the volumetric `iou3d`/`dice`" in text
+    rows = {r[1]: r for r in table(text, "### 3D segmentation")["LVM-Med ViT-B (SAM's ViT, prompt) (reported)"]}
+    assert "85.76 ± 0.07" in rows["seg3d-prompt"], "brats2018's Table 11 prompt row"
+    ood = {r[1]: r for r in table(text, "### Out-of-distribution")["LVM-Med ViT-B (SAM's ViT, prompt) (reported)"]}
+    assert "92.73" in ood["seg3d-prompt"] and not any("95.75" in c for r in ood.values() for c in r), "the BMC-only row is not the average"

@@ -114,6 +114,14 @@ BAD_SETTINGS = [
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(backend="mmdett"), ["backend 'mmdett'", "did you mean 'mmdet'"]),
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(frozen_stages=3), ["protocols.detection.frozen_stages"]),
     ("fgadr_finetune", lambda r: r["protocols"]["finetune"].update(ms_beta=40.0), ["ms_beta", "objective: ms"]),
+    # the transformer block: validated like the rest, whatever encoder runs
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer={"lrr": 1e-4}), ["unknown setting 'protocols.detection.transformer.lrr'", "did you mean 'lr'"]),
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer={"lr": -1.0}), ["protocols.detection.transformer.lr", "greater than 0"]),
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer=1e-4), ["protocols.detection.transformer", "must map setting names"]),
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer={}), ["protocols.detection.transformer", "must map setting names"]),
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer={"transformer": {"lr": 1.0}}), ["must map setting names"]),
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(transfomer={"lr": 1e-4}), ["unknown setting 'protocols.detection.transfomer'", "did you mean 'transformer'"]),
+    ("kvasir_det", lambda r: r["profiles"]["smoke"]["protocols"]["detection"]["transformer"].update(epoch=3), ["profiles.smoke.protocols.detection.transformer.epoch", "did you mean 'epochs'"]),
 ]
 
 

@@ -185,6 +185,9 @@ def test_vit_and_swin_run_every_smoke_family(name, tmp_path, synth_root, cache_d
                       data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, progress=False, options={"workers": 0})
     summary = run(req, log=lambda s: None)
     assert summary.done and not summary.failed, summary.failed
+    assert not summary.below_baseline, summary.below_baseline  # every family learns, not just runs
+    recipes = {p.parent.name: json.loads(p.read_text())["hyperparameters"].get("recipe") for p in (tmp_path / "r").rglob("*.json")}
+    assert recipes == {"brain_tumor_finetune": "transformer", "kvasir_det": "transformer", "kvasir_seg": None, "mmwhs_ct": None}
 
 
 def test_lvmmed_vit_feeds_sam_decoder_through_its_own_neck(tmp_path):

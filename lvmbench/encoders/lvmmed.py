@@ -39,6 +39,9 @@ def lvmmed_r50(weights: Path | None) -> TorchvisionResNet:
     return enc
 
 
+lvmmed_r50.architecture = "cnn"  # lvmbench.encoders.kinds: known without the release file
+
+
 class LvmMedViT(SamViT):
     """SAM's ViT-B without absolute position embeddings, built at 1024 px as the release file was
     (its relative position tables load unchanged; timm resamples them to each input size). The
@@ -55,3 +58,6 @@ def lvmmed_vitb(weights: Path | None) -> LvmMedViT:
     enc = LvmMedViT()
     enc._load_report = load_sam_encoder(enc, read_state_dict(path), path, allow_missing=("pos_embed",))
     return enc
+
+
+lvmmed_vitb.architecture = "transformer"

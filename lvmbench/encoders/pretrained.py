@@ -226,6 +226,7 @@ def _builder(preset: Preset):
         return enc
 
     build.__doc__ = preset.what
+    build.arch = preset.arch  # lvmbench.encoders.kinds: the recipe follows the architecture
     return build
 
 

@@ -129,11 +129,15 @@ class IdentityCheck:
 
 def planned_of(unit) -> Planned:
     """The plan entry behind a result's unit, built as ``runner.plan`` builds it."""
-    from lvmbench.protocols.base import resolve_settings
+    from lvmbench.encoders import is_known
+    from lvmbench.encoders.kinds import encoder_kind
+    from lvmbench.protocols.base import has_transformer_recipe, resolve_settings
     from lvmbench.tasks import get_task
 
     task = get_task(unit.task_id).for_suite(unit.suite)
-    return Planned(unit, task, resolve_settings(task, unit.protocol))
+    kind = encoder_kind(unit.encoder) if is_known(unit.encoder) else "cnn"
+    recipe = "transformer" if kind == "transformer" and has_transformer_recipe(task, unit.protocol) else "default"
+    return Planned(unit, task, resolve_settings(task, unit.protocol, kind=kind), recipe)
 
 
 def collect(results: Path, suite: str | None = None, req: EvalRequest | None = None, check: bool = True, data_root: Path | None = None, cache_dir: Path | None = None) -> Grid:

@@ -115,6 +115,7 @@ class Reported:
     value: float
     std: float | None
     source: str
+    metric: str
 
     @property
     def row(self) -> str:
@@ -232,18 +233,31 @@ class SuiteBoard:
         """Published numbers of the suite's tasks, x100 whatever unit the row states. A task's rows
         show in every suite it runs in, except the LVM-Med tasks': those rows are the paper's tables,
         measured on the full datasets with the paper's budgets, so they stand in the ``lvmmed``
-        suite only, never beside synthetic (smoke) or small-budget (shared-data) numbers."""
+        suite only, never beside synthetic (smoke) or small-budget (shared-data) numbers. A row
+        shows only in a column ranked by its own metric (``column_metric``): prostate_ood's per-site
+        rows stay in the task file, a prompt row stands beside prompt results only."""
         out = []
         for t in self.suite_tasks:
             if t in lvmmed_tasks and self.suite != "lvmmed":
                 continue
             spec = self.specs[t]
             for r in spec.reported:
-                if r.metric is not None and r.metric != spec.primary_metric:
-                    continue  # e.g. prostate_ood's per-site rows: cells show the primary metric only
+                metric = r.metric or spec.primary_metric
+                if metric != column_metric(spec, r.protocol):
+                    continue
                 tag = r.protocol if r.head == "linear" else f"{r.protocol}-{r.head}"
-                out.append(Reported(r.encoder, (t, tag), r.percent_value, r.percent_std, r.source))
+                out.append(Reported(r.encoder, (t, tag), r.percent_value, r.percent_std, r.source, metric))
         return sorted(out, key=lambda x: (x.row, x.col))
+
+    def column_metric(self, col: Col) -> str:
+        """The metric a column is ranked by: its results' own, else what its protocol ranks by."""
+        cells = self.cells.get(col)
+        if cells:
+            return next(iter(cells.values())).metric
+        spec = self.specs.get(col[0])
+        if spec is None:  # a task no longer registered: only its results know
+            return ""
+        return next((r.metric for r in self.reported if r.col == col), None) or column_metric(spec, col[1])
 
     def reported_value(self, row: str, col: Col) -> Reported | None:
         return next((r for r in self.reported if r.row == row and r.col == col), None)
@@ -382,3 +396,16 @@ class SuiteBoard:
                             if matches(enc, self.units[e]):
                                 cell.marks += f"†{i}"
         return notes
+
+
+def column_metric(spec: TaskSpec, tag: str) -> str:
+    """The metric a task x protocol column is ranked by: the protocol's ``primary_for(spec)`` where it
+    defines one (3D prompt protocols rank by ``iou3d_prompt``/``dice_prompt*``, not Table 3's names),
+    else the task's primary metric. ``tag`` is a protocol or ``<protocol>-<head>``."""
+    from lvmbench.protocols.base import PROTOCOLS
+
+    for name in (tag, tag.rsplit("-", 1)[0]):
+        if name in PROTOCOLS:
+            primary_for = getattr(PROTOCOLS.get(name), "primary_for", None)
+            return primary_for(spec) if primary_for else spec.primary_metric
+    return spec.primary_metric

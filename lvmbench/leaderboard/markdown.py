@@ -73,7 +73,7 @@ def _metrics_line(board: SuiteBoard, group: Group) -> str:
             col = group.col(t, tag)
             metrics = {c.metric for c in board.cells.get(col, {}).values()}
             if not metrics and board.reported_value_any(col) and t in board.specs:  # reported numbers only
-                metrics = {board.specs[t].primary_metric}
+                metrics = {board.column_metric(col)}
             for m in sorted(metrics):
                 if col[1] not in by_metric.setdefault(m, []):
                     by_metric[m].append(col[1])
@@ -111,6 +111,14 @@ def family_section(board: SuiteBoard, family: str, plot: str | None) -> list[str
         lines += [_metrics_line(board, g), "", group_table(board, g), ""]
     if plot:
         lines += [f"![{FAMILY_TITLES[family]}, {board.suite}]({plot})", ""]
+    prompt_metrics = sorted({board.column_metric(g.col(t, tag)) for g in groups for _, tag in g.rows for t in g.tasks if "_prompt" in board.column_metric(g.col(t, tag))})
+    if prompt_metrics:
+        lines += [
+            f"The prompt protocols' {', '.join(f'`{m}`' for m in prompt_metrics)} score each prompted slice (all foreground "
+            "structures as one object, slices without ground truth not prompted) and average per volume: not comparable with "
+            "the volumetric `iou3d`/`dice` of the other rows (paper Tables 4 and 11 vs Table 3).",
+            "",
+        ]
     sources = sorted({r.source for r in board.reported if r.col[0] in {t for g in groups for t in g.tasks}})
     if sources:
         lines += [f"Sources of the reported rows (per value in each task's `task.yaml`): {'; '.join(sources)}.", ""]

@@ -105,10 +105,19 @@ def _protocol_class(name: str, obj: object) -> type[Protocol]:
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", _load)
 
 
-def resolve_settings(task: TaskSpec, protocol: str, where: str | None = None) -> ProtocolSettings:
+TRANSFORMER_BLOCK = "transformer"  # protocols.<name>.transformer: settings for transformer encoders
+
+
+def resolve_settings(task: TaskSpec, protocol: str, where: str | None = None, kind: str | None = None) -> ProtocolSettings:
     """``task.protocols[protocol]`` validated against the protocol's settings model and resolved for
-    the task; any problem is one line naming the task file, the key and the nearest valid name."""
+    the task; any problem is one line naming the task file, the key and the nearest valid name.
+
+    A ``transformer:`` block inside the protocol's settings holds values that replace the others for
+    transformer encoders (``kind`` = ``lvmbench.encoders.kinds.encoder_kind``; the paper's ViT
+    rows ran with their own rates and batch sizes). Both versions are validated whatever ``kind``."""
     from pydantic import ValidationError
+
+    from lvmbench.spec import deep_merge
 
     where = where or f"protocols.{protocol}"
     path = (task.folder / "task.yaml") if task.folder else None
@@ -116,15 +125,33 @@ def resolve_settings(task: TaskSpec, protocol: str, where: str | None = None) ->
         cls = PROTOCOLS.get(protocol)
     except UserError as e:
         raise UserError(f"task '{task.id}': {where}: {e}", path=path, fix="use a registered protocol (see `lvmbench protocols`)") from None
-    raw = task.protocols.get(protocol) or {}
-    try:
-        settings = cls.Settings.model_validate(raw)
-    except ValidationError as e:
-        raise settings_error(e, cls.Settings, where, task.id, path) from None
-    try:
-        return settings.resolve(task)
-    except ValueError as e:
-        raise UserError(f"task '{task.id}': bad setting under '{where}': {e}", path=path, fix="correct it in task.yaml (see `lvmbench protocols`)") from None
+    raw = dict(task.protocols.get(protocol) or {})
+    override = raw.pop(TRANSFORMER_BLOCK, None)
+    if override is not None and (not isinstance(override, dict) or not override or TRANSFORMER_BLOCK in override):
+        raise UserError(
+            f"task '{task.id}': bad setting '{where}.{TRANSFORMER_BLOCK}': it must map setting names to the values transformer encoders use (got {override!r})",
+            path=path,
+            fix=f"write e.g. {TRANSFORMER_BLOCK}: {{lr: 0.0001}} (see `lvmbench protocols`)",
+        )
+    versions = {"default": (raw, where)}
+    if override is not None:
+        versions["transformer"] = (deep_merge(raw, override), f"{where}.{TRANSFORMER_BLOCK}")
+    resolved = {}
+    for name, (values, at) in versions.items():
+        try:
+            settings = cls.Settings.model_validate(values)
+        except ValidationError as e:
+            raise settings_error(e, cls.Settings, at, task.id, path) from None
+        try:
+            resolved[name] = settings.resolve(task)
+        except ValueError as e:
+            raise UserError(f"task '{task.id}': bad setting under '{at}': {e}", path=path, fix="correct it in task.yaml (see `lvmbench protocols`)") from None
+    return resolved["transformer"] if kind == "transformer" and "transformer" in resolved else resolved["default"]
+
+
+def has_transformer_recipe(task: TaskSpec, protocol: str) -> bool:
+    """Whether the task gives transformer encoders their own settings for ``protocol``."""
+    return isinstance((task.protocols.get(protocol) or {}).get(TRANSFORMER_BLOCK), dict)
 
 
 def validate_task_settings(task: TaskSpec) -> None:

@@ -227,6 +227,7 @@ class LinearSettings(FeatureSettings, HeadSettings):
 class KNNSettings(FeatureSettings):
     ks: list[PosInt] = Field(default_factory=lambda: [10, 20, 50], min_length=1, description="neighbour counts; the best on validation is kept")
     temperature: PosFloat = Field(0.07, description="vote weight exp(similarity / temperature)")
+    center: Bool = Field(True, description="subtract the training features' mean before the L2 normalisation (SimpleShot's CL2N); false = plain cosine (DINO)")
     select_metric: str | None = Field(None, description="validation metric that selects k; default: the task's primary metric")
 
     selectable = CLASSIFICATION_METRICS
@@ -508,6 +509,8 @@ def settings_error(err: ValidationError, model: type[BaseModel], where: str, tas
     if first["type"] == "extra_forbidden":
         parent = model_at(model, loc[:-1])
         valid = sorted(parent.model_fields) if parent is not None else []
+        if len(loc) == 1 and valid:
+            valid = sorted([*valid, "transformer"])  # the per-kind block (protocols.base.resolve_settings)
         hint = suggest(str(loc[-1]), valid) if valid else None
         msg = f"task '{task_id}': unknown setting '{full}'" + (f"; did you mean '{hint}'?" if hint else "")
         fix = f"valid keys: {', '.join(valid)} (see `lvmbench protocols`)" if valid else "see `lvmbench protocols`"

@@ -78,6 +78,12 @@ def settings_table(only: str | None = None) -> str:
         selectable = f"; select_metric: {', '.join(model.selectable)}" if model.selectable else ""
         out += [f"## {name} (families: {', '.join(cls.families)}; version {cls.version}{selectable})", ""]
         out += [tabulate(model_rows(model), headers=["key", "type", "default", "meaning"], tablefmt="github"), ""]
+    out += [
+        "Every protocol also takes `transformer: {key: value, ...}`: settings that replace the ones above when the "
+        "encoder is a transformer (ViT, DeiT, EVA, SAM's ViT, Swin, MaxViT ...; `lvmbench.encoders.kinds`); results "
+        "record `recipe: transformer`.",
+        "",
+    ]
     if only is None:
         out += ["## schedule: {kind, ...} (or the kind alone: schedule: cosine)", "", tabulate(model_rows(Schedule), headers=["key", "type", "default", "meaning"], tablefmt="github"), ""]
         out += ["## normalize: {mean, std, pixel_range}", "", tabulate(model_rows(MeanStd), headers=["key", "type", "default", "meaning"], tablefmt="github"), ""]
