@@ -91,3 +91,28 @@ def test_knn_centres_on_the_training_mean_then_votes_like_a_loop():
             votes[y[j]] += np.exp(sims[j] / 0.07)
         assert np.allclose(prob[i], votes / votes.sum(), atol=1e-4)
     assert get_task("brain_tumor_linear").settings("knn").center is True
+
+
+def test_a_plugin_builder_states_its_kind_or_is_built_on_meta(monkeypatch):
+    from lvmbench.encoders import ENCODERS, RANDOM_INIT  # noqa: F401
+    from lvmbench.encoders.adapters import TimmEncoder
+
+    def needs_file(weights):
+        if weights is None:
+            raise FileNotFoundError("needs its weights")
+        return TimmEncoder("test_vit")
+
+    def declared(weights):
+        raise FileNotFoundError("needs its weights")
+
+    declared.architecture = "transformer"
+    monkeypatch.setitem(ENCODERS._items, "plugin-needs-file", needs_file)
+    monkeypatch.setitem(ENCODERS._items, "plugin-declared", declared)
+    monkeypatch.setitem(ENCODERS._items, "plugin-tiny-vit", lambda weights: TimmEncoder("test_vit"))
+    encoder_kind.cache_clear()
+    try:
+        assert encoder_kind("plugin-needs-file") == "cnn"  # unknowable: the default settings
+        assert encoder_kind("plugin-declared") == "transformer"
+        assert encoder_kind("plugin-tiny-vit") == "transformer"  # built on the meta device
+    finally:
+        encoder_kind.cache_clear()

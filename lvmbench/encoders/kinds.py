@@ -33,7 +33,8 @@ def encoder_kind(name: str) -> str:
 
     A registered builder may state it (``builder.architecture``); a preset follows its architecture;
     otherwise the builder runs on the meta device without weights. A plugin whose builder cannot
-    run without its weights and states nothing counts as ``cnn`` (its results say so)."""
+    run without its weights and states nothing counts as ``cnn``: it runs the default settings
+    (a plugin sets ``builder.architecture = "transformer"`` to get the transformer blocks)."""
     from lvmbench.encoders import ENCODERS, _generic
 
     if name in ENCODERS:
