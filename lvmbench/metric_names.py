@@ -88,6 +88,13 @@ def check_metric_names(spec: Any, where: str = "") -> None:
                 fix=f"use one of: {', '.join(sorted(known)[:12])}{' ...' if len(known) > 12 else ''} (see lvmbench/metric_names.py)",
             )
     for i, r in enumerate(spec.reported):
+        ranked = protocol_metric(spec, r.protocol)
+        if r.metric is None and ranked != spec.primary_metric:
+            raise UserError(
+                f"task '{spec.id}': {where}reported[{i}] ({r.protocol}) states no metric, and {r.protocol} results are ranked by '{ranked}', not the task's '{spec.primary_metric}'",
+                path=path,
+                fix=f"add metric: {ranked} to the row if that is what the source reports, else the metric it does report",
+            )
         if r.protocol not in spec.protocols:
             hint = suggest(r.protocol, list(spec.protocols))
             raise UserError(
@@ -95,3 +102,20 @@ def check_metric_names(spec: Any, where: str = "") -> None:
                 path=path,
                 fix=f"use one of: {', '.join(spec.protocols)}",
             )
+
+
+def protocol_metric(spec: Any, protocol: str) -> str:
+    """The metric results of ``protocol`` on this task are ranked by: the protocol's
+    ``primary_for(spec)`` where it defines one (3D prompt protocols: ``iou3d_prompt`` /
+    ``dice_prompt*``, never Table 3's names), else the task's primary metric. ``protocol`` may carry
+    a head suffix (``linear-mlp``)."""
+    from lvmbench.protocols.base import PROTOCOLS
+
+    for name in (protocol, protocol.rsplit("-", 1)[0]):
+        try:
+            if name in PROTOCOLS:
+                primary_for = getattr(PROTOCOLS.get(name), "primary_for", None)
+                return primary_for(spec) if primary_for else spec.primary_metric
+        except UserError:
+            break
+    return spec.primary_metric

@@ -114,6 +114,8 @@ BAD_SETTINGS = [
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(backend="mmdett"), ["backend 'mmdett'", "did you mean 'mmdet'"]),
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(frozen_stages=3), ["protocols.detection.frozen_stages"]),
     ("fgadr_finetune", lambda r: r["protocols"]["finetune"].update(ms_beta=40.0), ["ms_beta", "objective: ms"]),
+    # a reported prompt row must say which metric it is: prompt results are not ranked by iou3d
+    ("brats2018", lambda r: r["reported"].append({"encoder": "x", "protocol": "seg3d-prompt", "value": 80.0, "source": "s"}), ["states no metric", "ranked by 'iou3d_prompt'", "add metric: iou3d_prompt"]),
     # the transformer block: validated like the rest, whatever encoder runs
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer={"lrr": 1e-4}), ["unknown setting 'protocols.detection.transformer.lrr'", "did you mean 'lr'"]),
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(transformer={"lr": -1.0}), ["protocols.detection.transformer.lr", "greater than 0"]),

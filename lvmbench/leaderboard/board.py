@@ -29,6 +29,7 @@ import numpy as np
 from lvmbench.audit import AUDIT_DIR, load_audits
 from lvmbench.compare import encoder_label, matches
 from lvmbench.identity import cell_key, differences, pool_key, split_current
+from lvmbench.metric_names import protocol_metric as column_metric
 from lvmbench.spec import ResultRecord, RunUnit, TaskSpec
 from lvmbench.stats import CI, cell_ci, higher_is_better, holm, paired_test, stable_seed
 from lvmbench.tasks import all_tasks
@@ -396,16 +397,3 @@ class SuiteBoard:
                             if matches(enc, self.units[e]):
                                 cell.marks += f"†{i}"
         return notes
-
-
-def column_metric(spec: TaskSpec, tag: str) -> str:
-    """The metric a task x protocol column is ranked by: the protocol's ``primary_for(spec)`` where it
-    defines one (3D prompt protocols rank by ``iou3d_prompt``/``dice_prompt*``, not Table 3's names),
-    else the task's primary metric. ``tag`` is a protocol or ``<protocol>-<head>``."""
-    from lvmbench.protocols.base import PROTOCOLS
-
-    for name in (tag, tag.rsplit("-", 1)[0]):
-        if name in PROTOCOLS:
-            primary_for = getattr(PROTOCOLS.get(name), "primary_for", None)
-            return primary_for(spec) if primary_for else spec.primary_metric
-    return spec.primary_metric
