@@ -51,6 +51,9 @@ def encoder_kind(name: str) -> str:
         except Exception:  # noqa: BLE001 - a builder that needs its weights file and says nothing
             return CNN
     else:
-        with torch.device("meta"):
+        try:
+            with torch.device("meta"):
+                model = _generic(name)
+        except Exception:  # noqa: BLE001 - a model whose __init__ needs real tensors: build it for real
             model = _generic(name)
     return TRANSFORMER if has_attention_blocks(model) else CNN
