@@ -16,7 +16,7 @@ from test_stats_helpers import cls_records, make_record, tiny_task_dir, write_cl
 
 from lvmbench.identity import differences, pool_key, split_current
 from lvmbench.leaderboard import build
-from lvmbench.results import iter_results, read_result, result_path
+from lvmbench.results import iter_results, read_result
 from lvmbench.runner import EvalRequest, run
 from lvmbench.tasks import TASKS
 

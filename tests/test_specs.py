@@ -74,7 +74,7 @@ def test_invalid_task_file_gives_one_line(tmp_path):
 # -- typed protocol settings ----------------------------------------------------------------------
 
 
-def _task_with(tmp_path, base: str, edit) -> "Path":
+def _task_with(tmp_path, base: str, edit):
     """A copy of a repo task (id renamed) with ``edit(raw)`` applied, written as a task folder."""
     raw = yaml.safe_load((REPO_TASKS / base / "task.yaml").read_text())
     raw["id"] = "edited_task"

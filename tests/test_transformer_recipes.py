@@ -94,7 +94,7 @@ def test_knn_centres_on_the_training_mean_then_votes_like_a_loop():
 
 
 def test_a_plugin_builder_states_its_kind_or_is_built_on_meta(monkeypatch):
-    from lvmbench.encoders import ENCODERS, RANDOM_INIT  # noqa: F401
+    from lvmbench.encoders import ENCODERS
     from lvmbench.encoders.adapters import TimmEncoder
 
     def needs_file(weights):

@@ -69,8 +69,6 @@ class TimmEncoder(Encoder):
 
     def __init__(self, name: str, img_size: int | None = None, pooling: str = "head", **kwargs):
         super().__init__()
-        import timm
-
         kw = dict(kwargs)
         if img_size is not None:
             kw["img_size"] = img_size

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -40,7 +39,7 @@ from lvmbench.protocols.det import get_backend
 from lvmbench.protocols.det.data import DetectionDataset, Resize, collate, hflip, repeat_factor_indices
 from lvmbench.protocols.features import autocast, loader_workers
 from lvmbench.interrupt import interruptible
-from lvmbench.protocols.schedule import adam, make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.selection import FiniteLoss, require_validation
 from lvmbench.protocols.settings import DetectionSettings
 
@@ -167,12 +166,7 @@ class Detection(Protocol):
                     loss_dict = backend.losses(model, images, targets)
                 loss = sum(v.float() for v in loss_dict.values())
                 guard.check(loss, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if hp.grad_clip:
-                    nn.utils.clip_grad_norm_(params, hp.grad_clip)
-                opt.step()
-                sched.step()
+                optimiser_step(loss, opt, sched, params, hp.grad_clip)
                 losses.append(float(loss.detach()))
                 state["steps"] += 1
             guard.end_epoch(epoch)

@@ -33,7 +33,7 @@ from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunCont
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score
 from lvmbench.protocols.features import autocast, image_dataset, loader_workers, model_layout
 from lvmbench.protocols.knn import knn_predict
-from lvmbench.protocols.schedule import adam, make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.settings import FinetuneSettings
 
@@ -166,12 +166,7 @@ class FineTune(Protocol):
                 with autocast(ctx.device, amp):
                     loss = loss_fn(model(model_layout(normalize_batch(x, norm))).float(), y)
                 guard.check(loss, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if hp.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-                opt.step()
-                sched.step()
+                optimiser_step(loss, opt, sched, model.parameters(), hp.grad_clip)
                 t_wait = time.perf_counter()
             guard.end_epoch(epoch)
             if ctx.device.type == "cuda":

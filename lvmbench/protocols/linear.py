@@ -22,7 +22,7 @@ from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunCont
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
 from lvmbench.protocols.features import split_features
-from lvmbench.protocols.schedule import make_scheduler
+from lvmbench.protocols.schedule import make_scheduler, optimiser_step
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.settings import LinearSettings, Schedule
 
@@ -83,12 +83,9 @@ def train_heads(
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
             xb, yb = x_train[idx], y_train[idx]
-            opt.zero_grad(set_to_none=True)
             loss = sum(loss_fn(h(xb), yb) for h in heads)
             guard.check(loss, epoch)
-            loss.backward()
-            opt.step()
-            sched.step()
+            optimiser_step(loss, opt, sched, None, None)
         guard.end_epoch(epoch)
         for h, lr in zip(heads, lrs):
             val = evaluate(h)

@@ -24,7 +24,7 @@ from torch import nn
 
 from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.losses.multi_similarity import MultiSimilarityLoss
-from lvmbench.metrics.retrieval import DEFAULT_KS, RetrievalResult, retrieval_metrics
+from lvmbench.metrics.retrieval import RetrievalResult, retrieval_metrics
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.classification_common import counts, labels_of
 from lvmbench.protocols.features import split_features

@@ -45,3 +45,14 @@ def adam(params, device: torch.device, **kw) -> torch.optim.Adam:
 def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, epochs: int, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` to step after every ``opt.step()``; its first factor applies at step 0."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(schedule, step, epochs, steps_per_epoch))
+
+
+def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, params, grad_clip: float | None) -> None:
+    """One training step as every protocol takes it: backward, gradient-norm clipping when set,
+    the optimiser, then the per-step schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from lvmbench.data.cases import Case, DatasetReader, make_reader
 from lvmbench.data.transforms import normalize_batch
-from lvmbench.errors import UserError
 from lvmbench.heads.unet import UNet
 from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
 from lvmbench.protocols.epoch_log import epoch_line
@@ -30,7 +29,7 @@ from lvmbench.protocols.resume import EpochResume
 from lvmbench.protocols.base import Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.features import autocast, loader_workers, model_layout
 from lvmbench.interrupt import interruptible
-from lvmbench.protocols.schedule import adam, make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
 from lvmbench.protocols.settings import SegSettings
@@ -154,12 +153,7 @@ def train_model(
                 logits = model(inp)
             loss = loss_fn(logits.float(), target)
             guard.check(loss, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-            opt.step()
-            sched.step()
+            optimiser_step(loss, opt, sched, model.parameters(), hp.grad_clip)
             total += loss.detach()
             steps += 1
             images += len(x)

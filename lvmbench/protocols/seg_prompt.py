@@ -49,7 +49,7 @@ from lvmbench.protocols import prompt_boxes as pb
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import autocast, loader_workers
-from lvmbench.protocols.schedule import adam, make_scheduler
+from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.prompt_scores import PromptSet, box_fill, score_images, score_volumes
 from lvmbench.protocols.seg_common import ood_readers, ood_summary
@@ -220,12 +220,7 @@ class PromptSeg(Protocol):
                     logits = model(f, pb.to_image(boxes, grid, hp.image_size).to(ctx.device))
                 loss = loss_fn(logits.float(), y)
                 guard.check(loss, epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if hp.grad_clip:
-                    nn.utils.clip_grad_norm_(params, hp.grad_clip)
-                opt.step()
-                sched.step()
+                optimiser_step(loss, opt, sched, params, hp.grad_clip)
                 total += float(loss.detach())
             guard.end_epoch(epoch)
             t1 = time.perf_counter()

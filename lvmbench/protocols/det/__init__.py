@@ -9,7 +9,7 @@ owns data, schedule, selection and scoring once for every backend. Backends: ``t
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn

@@ -13,7 +13,6 @@ a batch (multiples of 32); boxes come back in input pixels.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
 
 import torch
 from torch import nn
