@@ -278,7 +278,7 @@ def task_check_cmd(
 @app.command("leaderboard")
 def leaderboard_cmd(
     results: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    out: Annotated[Path, typer.Option(help="output markdown file (its per-family and label-efficiency PNGs are written next to it)")] = Path("leaderboard.md"),
+    out: Annotated[Optional[Path], typer.Option(help="output markdown file, its per-family and label-efficiency PNGs written next to it (default: RESULTS/leaderboard.md)")] = None,
     reference: Annotated[Optional[str], typer.Option(help="reference encoder of the normalised score (NAME or NAME@SHA12)")] = None,
     random_anchor: Annotated[Optional[str], typer.Option(help="random-init anchor of the normalised score (default: the reference's architecture, random-init)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples per CI and paired test")] = 2000,
@@ -290,6 +290,7 @@ def leaderboard_cmd(
     HTML page and CSV/Parquet exports (exit 1 if a result file was unreadable)."""
     from lvmbench.leaderboard import write
 
+    out = out if out is not None else results / "leaderboard.md"  # inside the folder the harness owns
     problems: list[str] = []
 
     def warn(line: str) -> None:

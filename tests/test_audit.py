@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_stats_helpers import cls_records, make_record, write_records
+from builders import cls_records, make_record, write_records
 
 from lvmbench.audit import audit_task, identifying_suffix, load_audits, read_manifest
 from lvmbench.data.cases import Case

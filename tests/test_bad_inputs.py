@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_stats_helpers import tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_decathlon, write_fgadr, write_kvasir  # noqa: F401
+from cli_helpers import cli, the_line  # noqa: F401 (used by the cases below)
+from builders import tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_decathlon, write_fgadr, write_kvasir  # noqa: F401
 
 from lvmbench.errors import DataError
 from lvmbench.tasks import TASKS, load_task_file
@@ -93,27 +94,6 @@ def env(tmp_path_factory):
     yield SimpleNamespace(base=base, tasks=tasks, data=data, cache=base / "cache")
     for tid in added:
         TASKS._items.pop(tid, None)
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from lvmbench import cli as cli_mod
-
-    monkeypatch.setattr(sys, "argv", ["lvmbench", *args])
-    code = 0
-    try:
-        cli_mod.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def the_line(err: str, needle: str) -> str:
-    """The one line carrying ``needle``; the output has no traceback."""
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if needle in ln]
-    assert lines, f"no line with {needle!r} in:\n{err}"
-    return lines[0]
 
 
 def results_of(root: Path) -> list[str]:

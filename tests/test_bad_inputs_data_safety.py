@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_stats_helpers import tiny_task_dir, write_class_folders
+from builders import tiny_task_dir, write_class_folders
 
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.synth import SYNTH, SYNTH_VERSION, ensure_synthetic, write_all

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 from safetensors.torch import save_file
-from test_stats_helpers import tiny_task_dir, write_class_folders
+from builders import tiny_task_dir, write_class_folders
 
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.checkpoint import read_state_dict

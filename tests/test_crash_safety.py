@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_stats_helpers import tiny_task_dir, write_class_folders
+from builders import tiny_task_dir, write_class_folders
 
 from lvmbench.results import iter_results
 

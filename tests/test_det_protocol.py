@@ -19,29 +19,14 @@ from lvmbench.protocols import detection as det_protocol
 from lvmbench.protocols.base import RunContext
 from lvmbench.protocols.det import BACKENDS
 from lvmbench.protocols.det.data import DetectionDataset, Resize, hflip, repeat_factor_indices
-from lvmbench.spec import RunUnit, TaskSpec
-
-TINY = {"epochs": 2, "batch_size": 4, "lr": 0.001, "anchor_scale": 4, "rpn_proposals_train": 64, "rpn_proposals_test": 32, "rois_per_image": 32, "box_fc": 32, "fpn_channels": 32, "grad_clip": 5.0}
-
+from lvmbench.spec import RunUnit, TaskSpec  # noqa: F401
+from det_helpers import TINY, make_ctx  # noqa: F401
 
 @pytest.fixture(scope="module")
 def voc_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("det") / "BCCD"
     write_voc(root, np.random.default_rng(0), n=15, h=48, w=64)
     return root
-
-
-def make_ctx(root: Path, cache: Path, hp: dict, backend: str = "torchvision") -> RunContext:
-    spec = TaskSpec.model_validate({
-        "id": "tiny_det", "title": "tiny", "family": "detection", "modality": "synthetic", "classes": ["WBC", "RBC", "Platelets"],
-        "data": {"reader": "voc", "dir": root.name}, "split": {"source": "publisher", "map": {"train": "train", "val": "val", "test": "test"}},
-        "preprocess": {"size": 64}, "protocols": {"detection": {**TINY, **hp, "backend": backend}}, "primary_metric": "ap50",
-    })
-    data = load_task_data(spec, root.parent)
-    enc, ident = create_encoder("resnet18", seed=0)
-    unit = RunUnit(suite="test", task_id=spec.id, protocol="detection", encoder="resnet18", weights_sha256=ident.weights_sha256)
-    return RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
-                      device=torch.device("cpu"), cache_dir=cache, progress=False, options={"workers": 0})
 
 
 def test_protocol_records_and_selection(voc_root, tmp_path):

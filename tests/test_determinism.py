@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_stats_helpers import tiny_task_dir, write_class_folders  # noqa: F401
+from builders import tiny_task_dir, write_class_folders  # noqa: F401
 
 from lvmbench.results import iter_results
 

@@ -351,7 +351,7 @@ def test_new_data_keys_leave_existing_spec_hashes_alone():
 
 
 def test_segmentation_task_with_range_groups_runs_and_says_each_epoch(tmp_path, monkeypatch, capsys):
-    from test_bad_inputs import cli
+    from cli_helpers import cli
 
     from lvmbench.tasks import TASKS
 

@@ -8,7 +8,7 @@ import hashlib
 import sys
 
 import pytest
-from test_stats_helpers import tiny_task_dir, write_class_folders  # noqa: F401
+from builders import tiny_task_dir, write_class_folders  # noqa: F401
 
 from lvmbench.results import iter_results
 

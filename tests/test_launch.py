@@ -15,7 +15,7 @@ import pytest
 from lvmbench.launch.options import parse_time
 from lvmbench.launch.units import bundles
 from lvmbench.runner import EvalRequest, plan
-from test_bad_inputs import cli
+from cli_helpers import cli
 
 
 def cli_fd(monkeypatch, capfd, *args: str) -> tuple[int, str, str]:

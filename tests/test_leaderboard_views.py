@@ -13,45 +13,11 @@ import sys
 import numpy as np
 import pytest
 from scipy.stats import rankdata
-from test_stats_helpers import cls_records, make_record, write_records
+from board_records import LEVELS, N, SEG2D, cls_cases, records, seg_cases  # noqa: F401
+from builders import cls_records, make_record, write_records  # noqa: F401
 
 from lvmbench.leaderboard import build, write
 from lvmbench.tasks import tasks_in_suite
-
-N = 40
-SEG2D = sorted(t.id for t in tasks_in_suite("smoke") if t.family == "segmentation" and t.dims == "2d" and not t.ood)
-
-
-def seg_cases(level: float, rng: np.random.Generator) -> list[dict]:
-    return [{"case": f"c{i:03d}", "group": f"p{i // 2}", "split": "test", "score": float(np.clip(level + 0.05 * rng.standard_normal(), 0, 1))} for i in range(N)]
-
-
-def cls_cases(acc: float, rng: np.random.Generator) -> list[dict]:
-    labels = rng.integers(0, 4, N)
-    right = rng.random(N) < acc
-    pred = np.where(right, labels, (labels + 1) % 4)
-    prob = np.full((N, 4), 0.1)
-    prob[np.arange(N), pred] = 0.7
-    return cls_records(labels, prob, [f"p{i // 2}" for i in range(N)])
-
-
-# encoder -> level; "zeta" is best, so sorting by value reverses the alphabetical order
-LEVELS = {("alpha", "a" * 64): 0.55, ("mid", "b" * 64): 0.7, ("zeta", "c" * 64): 0.85}
-
-
-def records(suite: str = "smoke", partial: str = "alpha") -> list:
-    """Every 2D-seg task for each encoder except ``partial`` (one task only), and brain_tumor_linear
-    (linear + knn) for all."""
-    rng = np.random.default_rng(0)
-    out = []
-    for (enc, sha), lvl in LEVELS.items():
-        for seed in (0, 1):
-            for t in SEG2D if enc != partial else SEG2D[:1]:
-                out.append(make_record(seg_cases(lvl, rng), "dice", encoder=enc, sha=sha, task=t, protocol="seg2d", seed=seed, suite=suite, family="segmentation"))
-            for proto in ("linear", "knn"):
-                out.append(make_record(cls_cases(lvl, rng), "accuracy", encoder=enc, sha=sha, task="brain_tumor_linear", protocol=proto, seed=seed, suite=suite))
-    return out
-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
@@ -188,7 +154,7 @@ def test_export_has_one_row_per_unit_with_identity_metrics_and_cis(tree, tmp_pat
 
 
 def test_parquet_without_pyarrow_is_one_line(tree, tmp_path, monkeypatch, capsys):
-    from test_bad_inputs import cli, the_line
+    from cli_helpers import cli, the_line
 
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
     code, _, err = cli(monkeypatch, capsys, "leaderboard", "--results", str(tree), "--out", str(tmp_path / "lb.md"), "--parquet", str(tmp_path / "u.parquet"), "--n-boot", "200")
@@ -207,7 +173,7 @@ reported:
 def test_reported_rows_in_every_suite_of_their_task_as_percent(tmp_path, monkeypatch):
     """A plugin task's published numbers stand in its own suite, x100 whether written as fractions
     or percents; the LVM-Med paper's rows stay out of the smoke and shared-data suites."""
-    from test_stats_helpers import tiny_task_dir
+    from builders import tiny_task_dir
 
     from lvmbench.tasks import TASKS
 

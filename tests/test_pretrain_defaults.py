@@ -111,7 +111,7 @@ def _expected_settings(cls) -> dict:
 
 
 def test_pretrain_json_records_every_resolved_setting(tmp_path):
-    from test_pretrain_train import config, write_images
+    from pretrain_helpers import config, write_images
 
     from lvmbench.pretrain.objectives.graph_matching import GraphMatching
     from lvmbench.pretrain.trainer import train

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_bad_inputs import cli, the_line
+from cli_helpers import cli, the_line
 
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.pretrained import PRESETS, Preset, UrlFile, _builder, released_weights, source_for

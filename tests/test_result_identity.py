@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_stats_helpers import cls_records, make_record, tiny_task_dir, write_class_folders, write_records
+from builders import cls_records, make_record, tiny_task_dir, write_class_folders, write_records
 
 from lvmbench.identity import differences, pool_key, split_current
 from lvmbench.leaderboard import build

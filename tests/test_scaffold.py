@@ -11,8 +11,8 @@ import pytest
 import yaml
 from generic_data import write_derm, write_frames
 from PIL import Image
-from test_bad_inputs import cli, the_line
-from test_stats_helpers import write_class_folders, write_fgadr
+from cli_helpers import cli, the_line
+from builders import write_class_folders, write_fgadr
 
 from lvmbench.errors import UserError
 from lvmbench.scaffold import new_task

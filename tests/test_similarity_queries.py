@@ -206,7 +206,7 @@ def test_protocol_end_to_end(task: str, synth_root, tmp_path) -> None:
 def test_leaderboard_cell_uses_the_protocols_own_cluster_interval():
     """Per-anchor records cannot reproduce the group bootstrap of triplet statistics: the
     leaderboard shows the interval the protocol recorded (one seed exactly, several approximately)."""
-    from test_stats_helpers import make_record
+    from builders import make_record
 
     from lvmbench.stats import cell_ci
 

@@ -13,7 +13,7 @@ from lvmbench.metrics import bootstrap as bs
 from lvmbench.metrics.classification import classification_metrics
 from lvmbench.metrics.detection import ap_from_records
 from lvmbench.stats import aulc, holm, normalised, paired_test, cell_ci
-from test_stats_helpers import cls_records, make_record
+from builders import cls_records, make_record
 
 
 def _cls(rng, n, k, round_to=None):

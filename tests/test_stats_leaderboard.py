@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from test_stats_helpers import cls_records, make_record, write_records
+from builders import cls_records, make_record, write_records
 
 from lvmbench.compare import compare, format_report
 from lvmbench.errors import UserError

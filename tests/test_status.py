@@ -16,8 +16,8 @@ from lvmbench.launch.status import collect
 from lvmbench.results import result_path
 from lvmbench.runner import EvalRequest, plan, run
 from lvmbench.tasks import TASKS
-from test_bad_inputs import cli
-from test_stats_helpers import tiny_task_dir, write_class_folders
+from cli_helpers import cli
+from builders import tiny_task_dir, write_class_folders
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

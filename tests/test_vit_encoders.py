@@ -17,7 +17,7 @@ from lvmbench.encoders.checkpoint import read_state_dict
 from lvmbench.encoders.sam import SamViT, load_sam_encoder
 from lvmbench.errors import CheckpointError
 from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder
-from tests.test_bad_inputs import cli, the_line
+from cli_helpers import cli, the_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -157,7 +157,7 @@ def test_tiny_vit_and_swin_run_one_unit_of_each_family(name, monkeypatch, tmp_pa
     from lvmbench.data.synth.detection import write_voc
     from lvmbench.protocols.detection import Detection
     from lvmbench.runner import EvalRequest, run
-    from tests.test_det_protocol import make_ctx
+    from det_helpers import make_ctx
 
     monkeypatch.setitem(ENCODERS._items, "tiny-swin", tiny_swin)
     req = EvalRequest(encoder=name, suite="smoke", tasks=["brain_tumor_linear", "kvasir_seg"], protocols=["linear", "seg2d-vit"], heads=["linear"],
