@@ -19,7 +19,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from lvmbench.data.cache import ArrayCache
-from lvmbench.data.data_commands import select, suite_data_root
+from lvmbench.suites import suite_tasks as select, suite_data_root
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.task_data import load_task_data
 

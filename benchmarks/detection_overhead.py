@@ -34,6 +34,7 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.splits import Split
 from lvmbench.data.task_data import load_task_data
@@ -137,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     rows_h, rows_b = [], []
     with tempfile.TemporaryDirectory(prefix="lvmbench-det-bench-") as tmp:
         cache_dir = Path(tmp)
-        ctx = RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=settings,
-                         device=device, cache_dir=cache_dir, progress=False, options=options)
+        ctx = RunContext(unit=unit, task=spec, data=data, encoder_identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=settings,
+                         device=device, cache_dir=cache_dir, run=RunOptions(progress=False, **options))
         resize = Resize(settings.resize, spec.preprocess.size)
         norm = ctx.input_norm(enc.input_spec)
         cache = ArrayCache(cache_dir / "decoded")
         train = preload(DetectionDataset(data.reader, data.split.train, resize, spec.preprocess.channels, cache), norm, device)
         test = preload(DetectionDataset(data.reader, data.split.test, resize, spec.preprocess.channels, cache), norm, device)
-        req = EvalRequest(encoder=args.encoder, device=str(device), cache_dir=cache_dir, progress=False, options=options)
+        req = EvalRequest(encoder=args.encoder, run=RunOptions(device=str(device), progress=False, **options), cache_dir=cache_dir)
         for r in range(args.repeats):
             rec = run_unit(Planned(unit, spec, settings), data, req, device, cache_dir, None)
             steps = int(rec.timings["train_s"] / rec.timings["train_step_s"] + 0.5)

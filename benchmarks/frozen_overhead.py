@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.transforms import input_norm, normalize_batch, resize_image
 from lvmbench.encoders import create_encoder
@@ -64,8 +65,7 @@ def harness_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Pat
         results=results,
         cache_dir=cache,
         overwrite=overwrite,
-        progress=False,
-    )
+        run=RunOptions(progress=False))
     t0 = time.perf_counter()
     summary = run(req, log=lambda s: None)
     if summary.failed:

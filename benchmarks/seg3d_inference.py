@@ -35,13 +35,15 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.splits import Split
 from lvmbench.data.task_data import load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.protocols.base import RunContext
 from lvmbench.protocols.seg3d import evaluate_3d
-from lvmbench.protocols.seg_common import build_model, make_prep
+from lvmbench.protocols.seg_common import make_prep
+from lvmbench.protocols.seg_train import build_model
 from lvmbench.protocols.seg_data import Prepared, prepare
 from lvmbench.runner import EvalRequest, resolve_data_root
 from lvmbench.spec import RunUnit
@@ -120,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lvmbench-seg3d-bench-") as tmp:
         ctx = RunContext(
             unit=RunUnit(suite=args.suite, task_id=spec.id, protocol="seg3d", encoder=args.encoder, weights_sha256=ident.weights_sha256),
-            task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("seg3d"),
-            device=device, cache_dir=Path(tmp), progress=False, options={"amp": args.amp, "workers": args.workers},
-        )
+            task=spec, data=data, encoder_identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("seg3d"),
+            device=device, cache_dir=Path(tmp), run=RunOptions(progress=False, amp=args.amp, workers=args.workers))
         hp = ctx.settings
         cache = ArrayCache(Path(tmp) / "decoded")
         t0 = time.perf_counter()

@@ -37,6 +37,7 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.splits import Split
@@ -203,7 +204,7 @@ def warm_decoded_cache(spec: TaskSpec, proto: str, data: TaskData, cache: ArrayC
 
 def harness(spec: TaskSpec, proto: str, data: TaskData, encoder_name: str, device: torch.device, options: dict, cache_dir: Path) -> dict[str, float]:
     unit = RunUnit(suite="bench", task_id=spec.id, protocol=proto, head="linear", encoder=encoder_name, weights_sha256="random-init", seed=0, label_fraction=1.0)
-    req = EvalRequest(encoder=encoder_name, device=str(device), cache_dir=cache_dir, progress=False, options=options)
+    req = EvalRequest(encoder=encoder_name, run=RunOptions(device=str(device), progress=False, **options), cache_dir=cache_dir)
     record = run_unit(Planned(unit, spec, spec.settings(proto)), data, req, device, cache_dir, None)
     t = dict(record.timings)
     t["amp"] = float(bool(record.hyperparameters.get("amp", options.get("amp", False))))

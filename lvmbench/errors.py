@@ -36,3 +36,15 @@ class CheckpointError(UserError):
 
 class UnknownNameError(UserError):
     """A task, encoder, protocol or suite name that is not registered."""
+
+
+def user_message(e: UserError) -> str:
+    """The one-line message of a user error, also when a DataLoader worker raised it: torch then
+    re-raises the same type with the worker's whole traceback as its message, and the original
+    message is what follows the traceback's last line's ``module.Class: ``."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    marker = f"{type(e).__module__}.{type(e).__qualname__}: "
+    at = text.rfind(marker)
+    return text[at + len(marker):].strip() if at >= 0 else text.rsplit(": ", 1)[-1].strip()

@@ -9,10 +9,13 @@ A unit's **identity** is recorded in its result (``ResultRecord.identity``) and 
   defaults included, restricted to what can move the numbers (title, notes and reported rows are
   left out; for head protocols, only the unit's own head and its parameters);
 - ``eval``: ``EVAL_VERSION``, the protocol's own ``version`` and the decoders' ``PREPROCESS_VERSION``
-  — bumped when code that can move numbers changes, so results of older code are recomputed;
+  (:func:`eval_code`) — bumped when code that can move numbers changes, so results of older code
+  are recomputed;
 - ``data``: the fingerprint of the task's files (ids and content stamps, lvmbench/runtime.py);
 - ``train_subset``: the training cases the unit's label fraction and seed selected;
-- ``encoder``: how the encoder turns images into vectors (pooling), when it says.
+- ``encoder``: how the encoder turns images into vectors (pooling), when it says;
+- ``run``: the run options that change what is computed (``--amp``; ``RunOptions.identity``), only
+  when one is on, so results of runs without them keep their identity.
 
 A finished result whose identity differs is **stale**: ``eval`` says which parts changed and
 recomputes it (``--keep-stale`` keeps it). The leaderboard pools seeds into one cell only when their
@@ -25,7 +28,6 @@ import hashlib
 import json
 from typing import Any
 
-from lvmbench.data.cache import PREPROCESS_VERSION
 from lvmbench.spec import RunUnit, TaskSpec
 
 # Bump when shared evaluation code (splitting, decoding, metrics, selection) changes numbers.
@@ -33,7 +35,8 @@ from lvmbench.spec import RunUnit, TaskSpec
 EVAL_VERSION = 2
 
 # identity parts shared by every seed of a cell (the training subset is drawn per seed)
-POOL_PARTS = ("split", "spec", "eval", "data", "encoder")
+POOL_PARTS = ("split", "spec", "eval", "data", "encoder", "run")
+OPTIONAL_PARTS = ("run",)
 
 # TaskSpec fields that cannot move a number (documentation, listing, verification counts)
 _COSMETIC = {"title", "notes", "reported", "suites", "profiles", "folder", "default_protocols", "metrics", "modality"}
@@ -62,22 +65,30 @@ def unit_identity(
     task: TaskSpec,
     unit: RunUnit,
     settings: Any,
-    protocol_version: int,
+    eval_code: str,
     split_hash: str,
     data_fingerprint: str,
     train_subset: str,
     encoder: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     ident = {
         "split": split_hash,
         "spec": _sha(spec_dict(task, unit, settings)),
-        "eval": f"{EVAL_VERSION}.{protocol_version}.{PREPROCESS_VERSION}",
+        "eval": eval_code,
         "data": data_fingerprint,
         "train_subset": train_subset,
     }
     if encoder:
         ident["encoder"] = _sha(encoder)
+    if run:
+        ident["run"] = _sha(run)
     return ident
+
+
+def eval_code(protocol_version: int, preprocess_version: int) -> str:
+    """The ``eval`` identity part: shared evaluation code, the protocol's code, the decoders."""
+    return f"{EVAL_VERSION}.{protocol_version}.{preprocess_version}"
 
 
 def differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
@@ -95,7 +106,8 @@ def pool_key(identity: dict[str, str]) -> str:
     """Records pool into one leaderboard cell only when this agrees ('' for pre-identity results)."""
     if not identity:
         return ""
-    return _sha({k: identity.get(k) for k in POOL_PARTS})
+    # an optional part counts only where present: pool keys of results without it stay what they were
+    return _sha({k: identity.get(k) for k in POOL_PARTS if k in identity or k not in OPTIONAL_PARTS})
 
 
 def cell_key(record: Any) -> tuple:

@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from lvmbench.errors import UserError
+from lvmbench.protocols.base import PROTOCOLS
 from lvmbench.registry import suggest
 
 CLASSIFICATION = ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "auc", "map@r", "triplet_agreement", "odd_one_out")
@@ -61,8 +62,6 @@ def known_metrics(spec: Any) -> set[str]:
 
 def _protocol_attr(name: str, attr: str) -> tuple[str, ...]:
     try:
-        from lvmbench.protocols.base import PROTOCOLS
-
         return tuple(getattr(PROTOCOLS.get(name), attr, ()))
     except UserError:
         return ()
@@ -109,8 +108,6 @@ def protocol_metric(spec: Any, protocol: str) -> str:
     ``primary_for(spec)`` where it defines one (3D prompt protocols: ``iou3d_prompt`` /
     ``dice_prompt*``, never Table 3's names), else the task's primary metric. ``protocol`` may carry
     a head suffix (``linear-mlp``)."""
-    from lvmbench.protocols.base import PROTOCOLS
-
     for name in (protocol, protocol.rsplit("-", 1)[0]):
         try:
             if name in PROTOCOLS:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import os
+import pkgutil
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
@@ -100,6 +102,18 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         self._ensure_loaded()
         return iter(sorted(self._items.items()))
+
+
+def import_members(package: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every module of ``package`` (by name) so that their ``@REG.register`` decorators run.
+
+    A registry finds its built-in members the way it finds plugins' (entry points): by name, at its
+    first lookup. The modules it imports register into the registry's module, so an import
+    statement there would be a circle (registry module -> member -> registry module)."""
+    pkg = importlib.import_module(package)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name not in skip:
+            importlib.import_module(f"{package}.{mod.name}")
 
 
 def dist_label(ep: EntryPoint) -> str:

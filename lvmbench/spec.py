@@ -7,15 +7,33 @@ shape to rely on. Unknown keys are errors so a typo in a YAML file is caught by 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = 2  # 2: results carry their identity (lvmbench/identity.py)
 
 Family = Literal["classification", "segmentation", "detection"]
 Dims = Literal["2d", "3d-slicewise"]
+
+
+# (task, protocol) -> resolved settings; set by lvmbench.protocols.base when the protocols load
+_SETTINGS_RESOLVER: Callable[["TaskSpec", str], Any] | None = None
+
+
+def register_settings_resolver(resolver: Callable[["TaskSpec", str], Any]) -> None:
+    """Called by the protocol layer: how a task's ``protocols.<name>`` settings are validated."""
+    global _SETTINGS_RESOLVER
+    _SETTINGS_RESOLVER = resolver
 
 
 class _Strict(BaseModel):
@@ -183,11 +201,12 @@ class TaskSpec(_Strict):
         return len(self.classes)
 
     def settings(self, protocol: str) -> Any:
-        """The protocol's typed settings, validated and resolved for this task
-        (:func:`lvmbench.protocols.base.resolve_settings`)."""
-        from lvmbench.protocols.base import resolve_settings
-
-        return resolve_settings(self, protocol)
+        """The protocol's typed settings, validated and resolved for this task, through the resolver
+        the protocols register (:func:`lvmbench.protocols.base.resolve_settings`): the spec sits
+        below the protocols and never imports one."""
+        if _SETTINGS_RESOLVER is None:
+            raise RuntimeError("no protocol settings are registered: import lvmbench.protocols.base first")
+        return _SETTINGS_RESOLVER(self, protocol)
 
     def heads(self, protocol: str) -> list[str]:
         return list(getattr(self.settings(protocol), "heads", ["linear"]))
@@ -247,6 +266,35 @@ class RunUnit(_Strict):
 
     def key(self) -> str:
         return self.relpath().as_posix()
+
+
+class RunOptions(BaseModel):
+    """How a run executes: the command line's ``--device --amp --compile --deterministic --workers
+    --threads --no-progress`` and the launcher's bookkeeping, typed (``RunContext.run``).
+
+    Only ``amp`` changes what is computed (bf16 autocast on CUDA), so only it joins a result's
+    identity (:meth:`identity`, absent when off so results of runs without it stay current). The
+    others change speed, kernel choice or floating-point reduction order; they are recorded in the
+    result's ``runtime`` (and a unit's numbers stay those of one machine, tests/test_determinism.py).
+    Data-loader workers only decode: every random draw (batch order, crops, flips) is made in the
+    main process from the unit's seed, so they cannot move a number.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    device: str | None = Field(None, description="cpu, cuda, cuda:N (default: cuda when available)")
+    amp: bool = Field(False, description="bf16 autocast on CUDA")
+    compile: bool = Field(False, description="torch.compile the trained models")
+    deterministic: bool = Field(False, description="deterministic torch kernels (GPU)")
+    workers: int | None = Field(None, ge=0, le=64, description="data-loader worker processes (default: what the device leaves free)")
+    threads: int | None = Field(None, ge=1, le=1024, description="torch intra-op threads (default: torch's)")
+    progress: bool = Field(True, description="progress bars")
+    feature_cache: bool = Field(True, description="keep extracted features on disk")
+    decoded_cache: bool = Field(True, description="keep decoded, resized arrays on disk")
+    launcher: dict[str, Any] | None = Field(None, description="which launcher worker ran the unit (recorded, lvmbench.launch)")
+
+    def identity(self) -> dict[str, Any]:
+        """The options that change what a unit computes (part of its result identity)."""
+        return {"amp": True} if self.amp else {}
 
 
 class CaseScore(_Strict):

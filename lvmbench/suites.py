@@ -11,13 +11,18 @@ point group (an object mapping name -> description, or -> ``{description, data_r
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from lvmbench.data.synth import synthetic_suite_root
 from lvmbench.errors import UnknownNameError, UserError
-from lvmbench.paths import cache_root
+from lvmbench.paths import data_root as explicit_or_env
 from lvmbench.registry import dist_label, suggest
+from lvmbench.spec import TaskSpec
+from lvmbench.tasks import all_tasks, get_task, is_builtin
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,6 @@ def _plugin_suites() -> dict[str, Suite]:
 
 def all_suites() -> dict[str, Suite]:
     """Built-in suites, plugin-described suites, and every other suite a task names."""
-    from lvmbench.tasks import all_tasks
-
     out = dict(SUITES)
     for name, suite in _plugin_suites().items():
         out.setdefault(name, suite)
@@ -82,19 +85,35 @@ def get_suite(name: str) -> Suite:
     raise UnknownNameError(f"no suite '{name}'" + (f"; did you mean '{hint}'?" if hint else f"; known: {', '.join(known)}"))
 
 
-def check_membership(spec, suite: str) -> None:
+def check_membership(spec: TaskSpec, suite: str) -> None:
     """A task from outside the repository runs only in the suites it names: its results never land
     in another suite's table (``lvmmed`` above all)."""
-    from lvmbench.tasks import is_builtin
-
     if is_builtin(spec) or spec.in_suite(suite) or not (spec.suites or spec.profiles):
         return
     own = sorted({*spec.suites, *spec.profiles})
     raise UserError(f"task '{spec.id}' belongs to suite(s) {', '.join(own)}, not '{suite}'", fix=f"run it with --suite {own[0]}")
 
 
-def synthetic_root(cache_dir: Path | None = None) -> Path:
-    """Where the smoke suite's synthetic data is generated: under ``--cache-dir`` when one is given."""
-    from lvmbench.data.synth import SYNTH_VERSION
+def suite_data_root(suite: str | None, data_root: Path | None, *, cache_dir: Path | None = None, generate: bool = True,
+                    log: Callable[[str], None] | None = None) -> Path | None:
+    """The data root ``lvmbench eval --suite S`` uses: ``--data-root`` > LVMBENCH_DATA > the suite's
+    default. ``data_root`` is ``--data-root`` as typed; a synthetic suite never uses LVMBENCH_DATA
+    (its data is generated under the cache, ``generate=False`` only names the folder)."""
+    if suite and get_suite(suite).synthetic:
+        return synthetic_suite_root(data_root, cache_dir, generate=generate, log=log or (lambda line: print(line, file=sys.stderr)))
+    explicit = explicit_or_env(data_root)
+    if explicit or not suite:
+        return explicit
+    default = get_suite(suite).default_data_root
+    return Path(default) if default and Path(default).is_dir() else None
 
-    return (cache_dir or cache_root()) / f"synth-v{SYNTH_VERSION}"
+
+def suite_tasks(task_ids: list[str] | None, suite: str | None) -> list[TaskSpec]:
+    """Tasks by id (or all of the suite), with the suite's profile applied."""
+    if suite:
+        get_suite(suite)
+    if task_ids:
+        specs = [get_task(t) for t in task_ids]
+    else:
+        specs = [t for t in all_tasks() if t.in_suite(suite or "lvmmed")]
+    return [s.for_suite(suite) if suite else s for s in specs]

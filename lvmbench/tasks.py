@@ -20,8 +20,11 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from lvmbench.data.cases import validate_task_readers
 from lvmbench.errors import UserError
-from lvmbench.registry import Registry
+from lvmbench.metric_names import check_metric_names
+from lvmbench.protocols.base import validate_task_settings
+from lvmbench.registry import Registry, dist_label, plugin_error
 from lvmbench.spec import TaskSpec
 
 REPO_TASKS = Path(__file__).resolve().parents[1] / "tasks"
@@ -33,8 +36,6 @@ def task_roots() -> list[Path]:
 
 def _task_roots() -> list[tuple[Path, str | None]]:
     """(folder of task folders, the plugin package providing it or None)."""
-    from lvmbench.registry import dist_label, plugin_error
-
     roots: list[tuple[Path, str | None]] = [(REPO_TASKS, None)]
     for part in os.environ.get("LVMBENCH_TASK_PATH", "").split(os.pathsep):
         if part:
@@ -127,10 +128,6 @@ def load_task_file(path: Path) -> TaskSpec:
     if spec.id != path.parent.name:
         raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path)
     spec.folder = path.parent
-    from lvmbench.data.reader_options import validate_task_readers
-    from lvmbench.metric_names import check_metric_names
-    from lvmbench.protocols.base import validate_task_settings  # heavy (torch): only once a spec parsed
-
     validate_task_settings(spec)  # every protocol setting, also in each suite profile, is typed
     validate_task_readers(spec)  # every reader option, also in profiles and OOD sets, is typed
     check_metric_names(spec)

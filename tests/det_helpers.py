@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.task_data import load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.protocols.base import RunContext
@@ -24,5 +25,5 @@ def make_ctx(root: Path, cache: Path, hp: dict, backend: str = "torchvision") ->
     data = load_task_data(spec, root.parent)
     enc, ident = create_encoder("resnet18", seed=0)
     unit = RunUnit(suite="test", task_id=spec.id, protocol="detection", encoder="resnet18", weights_sha256=ident.weights_sha256)
-    return RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
-                      device=torch.device("cpu"), cache_dir=cache, progress=False, options={"workers": 0})
+    return RunContext(unit=unit, task=spec, data=data, encoder_identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
+                      device=torch.device("cpu"), cache_dir=cache, run=RunOptions(progress=False, workers=0))

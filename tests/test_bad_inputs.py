@@ -24,6 +24,7 @@ from PIL import Image
 from cli_helpers import cli, the_line  # noqa: F401 (used by the cases below)
 from builders import tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_decathlon, write_fgadr, write_kvasir  # noqa: F401
 
+from lvmbench.spec import RunOptions
 from lvmbench.errors import DataError
 from lvmbench.tasks import TASKS, load_task_file
 
@@ -262,7 +263,7 @@ def healthy(env, tmp_path_factory):
     root = tmp_path_factory.mktemp("healthy") / "results"
     from lvmbench.runner import EvalRequest, run
 
-    s = run(EvalRequest(encoder="resnet18", suite="lvmmed", tasks=["w8ok"], protocols=["knn", "linear"], data_root=env.data, results=root, cache_dir=env.cache, progress=False), log=lambda s: None)
+    s = run(EvalRequest(encoder="resnet18", suite="lvmmed", tasks=["w8ok"], protocols=["knn", "linear"], data_root=env.data, results=root, cache_dir=env.cache, run=RunOptions(progress=False)), log=lambda s: None)
     mp.undo()
     assert len(s.done) == 2
     return root

@@ -26,6 +26,7 @@ from lvmbench.data.imageio import read_image
 from lvmbench.data.splits import Split, make_split, read_split_file, write_split_file
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.verify import preflight, verify_task
+from lvmbench.spec import RunOptions
 from lvmbench.errors import DataError
 from lvmbench.spec import SplitSpec, TaskSpec
 
@@ -201,7 +202,7 @@ def test_in_place_change_with_restored_mtime_invalidates_stamps_and_decoded_cach
 
 
 def test_fingerprint_and_verified_store_see_in_place_changes(tmp_path):
-    from lvmbench.runtime import data_fingerprint
+    from lvmbench.data.fingerprint import data_fingerprint
 
     root = seg_folder(tmp_path / "data" / "seg")
     spec = task(tmp_path / "tasks", SEG_TASK, id="inplace", classes="[bg, fg]", dir="seg", group_by="case")
@@ -454,10 +455,10 @@ def _feature_ctx(tmp_path: Path, train_ids: tuple[int, ...] = (0, 1, 2, 3)):
     split = Split([cases[i] for i in train_ids], [cases[5]], [cases[6], cases[7]])
     spec = TaskSpec.model_validate({"id": "t", "title": "t", "family": "classification", "modality": "x", "classes": ["a", "b"], "data": {"reader": "class_folders", "dir": "d"}, "protocols": {"linear": {}}, "primary_metric": "accuracy"})
     ctx = SimpleNamespace(
-        identity=SimpleNamespace(name="resnet18", weights_sha256="ab" * 32),
+        encoder_identity=SimpleNamespace(name="resnet18", weights_sha256="ab" * 32),
         task=spec,
         data=SimpleNamespace(root=d, split=split, reader=SimpleNamespace(options={})),
-        options={},
+        run=RunOptions(),
         seed=0,
         settings=SimpleNamespace(model_dump=lambda **kw: {}),  # the protocol's resolved settings
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import shared
+from lvmbench.spec import RunOptions
 from lvmbench.data.cases import Case
 from lvmbench.data.data_commands import freeze_split
 from lvmbench.data.split_import import import_lists, load_paper_lists
@@ -114,7 +115,7 @@ def test_val_equal_to_test_is_refused_flagged_or_carved(tmp_path, synth_root, ca
     from lvmbench.runner import EvalRequest, run
 
     explicit = tmp_path / "explicit-cache"  # --cache-dir wins over $LVMBENCH_CACHE (= cache_dir here)
-    req = EvalRequest(encoder="resnet18", suite="smoke", tasks=["fgadr_linear"], protocols=["knn"], data_root=synth_root, results=tmp_path / "r", cache_dir=explicit, progress=False, options={"workers": 0})
+    req = EvalRequest(encoder="resnet18", suite="smoke", tasks=["fgadr_linear"], protocols=["knn"], data_root=synth_root, results=tmp_path / "r", cache_dir=explicit, run=RunOptions(progress=False, workers=0))
     assert run(req, log=lambda s: None).ok
     ((_, record),) = list(iter_results(tmp_path / "r"))
     assert "flawed-split:val-equals-test" in record.flags

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.synth.detection import write_voc
 from lvmbench.data.task_data import load_task_data
@@ -52,20 +53,31 @@ def test_paper_eval_is_flagged_and_scores_the_last_epoch(voc_root, tmp_path):
     assert out.hparams["selected"]["rule"].startswith("last epoch")
 
 
-def test_resume_after_an_interrupted_epoch(voc_root, tmp_path, monkeypatch):
-    saves = []
-    real_save = det_protocol._save
+def _crash_after_save(monkeypatch, saves: list):
+    """Every epoch is saved (LVMBENCH_RESUME_EVERY_S=0) and the run stops right after the first save."""
+    from lvmbench.protocols.resume import Resume
 
-    def save_then_crash(path, obj):
-        real_save(path, obj)
-        saves.append(obj["epoch"])
+    real_save = Resume.save
+
+    def save_then_crash(self, model, opt, sched, state):
+        real_save(self, model, opt, sched, state)
+        saves.append(state["epoch"])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(det_protocol, "_save", save_then_crash)
+    monkeypatch.setenv("LVMBENCH_RESUME_EVERY_S", "0")
+    monkeypatch.setattr(Resume, "save", save_then_crash)
+    return real_save
+
+
+def test_resume_after_an_interrupted_epoch(voc_root, tmp_path, monkeypatch):
+    from lvmbench.protocols.resume import Resume
+
+    saves: list = []
+    real_save = _crash_after_save(monkeypatch, saves)
     with pytest.raises(KeyboardInterrupt):
         det_protocol.Detection().run(make_ctx(voc_root, tmp_path, {"epochs": 3}))
     assert saves == [1] and len(list((tmp_path / "resume").rglob("*.pt"))) == 1
-    monkeypatch.setattr(det_protocol, "_save", real_save)
+    monkeypatch.setattr(Resume, "save", real_save)
     steps = []
     orig = BACKENDS.get("torchvision").losses
 
@@ -81,16 +93,12 @@ def test_resume_after_an_interrupted_epoch(voc_root, tmp_path, monkeypatch):
 
 
 def test_damaged_resume_checkpoint_restarts_from_scratch(voc_root, tmp_path, monkeypatch):
-    real_save = det_protocol._save
+    from lvmbench.protocols.resume import Resume
 
-    def save_then_crash(path, obj):
-        real_save(path, obj)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(det_protocol, "_save", save_then_crash)
+    real_save = _crash_after_save(monkeypatch, [])
     with pytest.raises(KeyboardInterrupt):
         det_protocol.Detection().run(make_ctx(voc_root, tmp_path, {"epochs": 2}))
-    monkeypatch.setattr(det_protocol, "_save", real_save)
+    monkeypatch.setattr(Resume, "save", real_save)
     (ckpt,) = list((tmp_path / "resume").rglob("*.pt"))
     ckpt.write_bytes(b"truncated")
     out = det_protocol.Detection().run(make_ctx(voc_root, tmp_path, {"epochs": 2}))
@@ -152,7 +160,7 @@ def test_smoke_tasks_beat_random_boxes(task, synth_root, tmp_path):
     data = load_task_data(spec, synth_root)
     enc, ident = create_encoder("resnet18", seed=0)
     unit = RunUnit(suite="smoke", task_id=task, protocol="detection", encoder="resnet18", weights_sha256=ident.weights_sha256)
-    ctx = RunContext(unit=unit, task=spec, data=data, identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
-                     device=torch.device("cpu"), cache_dir=tmp_path, progress=False, options={"workers": 0})
+    ctx = RunContext(unit=unit, task=spec, data=data, encoder_identity=ident, make_encoder=lambda: copy.deepcopy(enc), settings=spec.settings("detection"),
+                     device=torch.device("cpu"), cache_dir=tmp_path, run=RunOptions(progress=False, workers=0))
     out = det_protocol.Detection().run(ctx)
     assert out.metrics["ap50"] > out.extra["random_box"]["ap50"] + 0.1

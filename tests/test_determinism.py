@@ -14,6 +14,7 @@ import pytest
 import torch
 from builders import tiny_task_dir, write_class_folders  # noqa: F401
 
+from lvmbench.spec import RunOptions
 from lvmbench.results import iter_results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,7 +72,7 @@ def test_warm_cache_rerun_matches(twice):
         torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 in the first runs
         results = twice / "results-a"
         before = _records(results)
-        req = EvalRequest(encoder="resnet18", suite="lvmmed", tasks=["w8det"], protocols=["knn", "linear"], data_root=twice / "data", results=results, cache_dir=twice / "cache-a", overwrite=True, progress=False)
+        req = EvalRequest(encoder="resnet18", suite="lvmmed", tasks=["w8det"], protocols=["knn", "linear"], data_root=twice / "data", results=results, cache_dir=twice / "cache-a", overwrite=True, run=RunOptions(progress=False))
         s = run(req, log=lambda s: None)
         assert len(s.done) == 2
         after = _records(results)
@@ -100,13 +101,15 @@ def test_fingerprint_and_threads_change_when_their_inputs_do(tmp_path):
 
     from lvmbench.data.cases import make_reader
     from lvmbench.data.splits import Split
-    from lvmbench.runtime import data_fingerprint, runtime_info
+    from lvmbench.data.fingerprint import data_fingerprint
+    from lvmbench.runner.record import runtime_info
+    from lvmbench.spec import RunOptions
     from lvmbench.spec import TaskSpec
 
     root = write_class_folders(tmp_path / "d")
     reader = make_reader("class_folders", root, {"splits": ["Training", "Testing"], "classes": ["a", "b"]})
     cases = reader.cases()
-    data = SimpleNamespace(reader=reader, root=root, split=Split([c for c in cases if "Training" in c.id], [], [c for c in cases if "Testing" in c.id]))
+    data = SimpleNamespace(reader=reader, root=root, ood=[], split=Split([c for c in cases if "Training" in c.id], [], [c for c in cases if "Testing" in c.id]))
     fp = data_fingerprint(data)
     assert data_fingerprint(data) == fp
     p = root / "Testing" / "a" / "a00.png"
@@ -116,9 +119,9 @@ def test_fingerprint_and_threads_change_when_their_inputs_do(tmp_path):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = runtime_info(torch.device("cpu"), {}, task, data, fp, False)
+        one = runtime_info(torch.device("cpu"), RunOptions(), task, data, fp, False)
         torch.set_num_threads(2)
-        two = runtime_info(torch.device("cpu"), {}, task, data, fp, False)
+        two = runtime_info(torch.device("cpu"), RunOptions(), task, data, fp, False)
     finally:
         torch.set_num_threads(threads)
     assert one["torch_threads"] == 1 and two["torch_threads"] == 2

@@ -10,6 +10,7 @@ import sys
 import pytest
 from builders import tiny_task_dir, write_class_folders  # noqa: F401
 
+from lvmbench.spec import RunOptions
 from lvmbench.results import iter_results
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,8 +31,7 @@ def run_fractions(tmp_path_factory):
     TASKS.add(spec.id, spec)
     req = EvalRequest(
         encoder="resnet18", suite="lvmmed", tasks=["w8frac"], protocols=["knn"], seeds=[0, 1], fractions=list(FRACTIONS),
-        data_root=base / "data", results=base / "results", cache_dir=base / "cache", progress=False, options={"workers": 0},
-    )  # fmt: skip
+        data_root=base / "data", results=base / "results", cache_dir=base / "cache", run=RunOptions(progress=False, workers=0))  # fmt: skip
     try:
         s = run(req, log=lambda s: None)
         assert len(s.done) == 6 and s.ok

@@ -268,6 +268,7 @@ def test_preempted_detection_unit_requeues_and_resumes_after_its_saved_epoch(mon
 
     # the fake preempts the job (SIGTERM, then USR2) once the unit's first epoch is saved
     monkeypatch.setenv("FAKE_SLURM_PREEMPT_GLOB", str(cache_dir / "resume" / "detection" / "*.pt"))
+    monkeypatch.setenv("LVMBENCH_RESUME_EVERY_S", "0")  # save at every epoch boundary (the unit trains for seconds)
     results = tmp_path / "r"
     code, _, err = cli_fd(
         monkeypatch, capfd, "eval", "--encoder", "resnet18", "--tasks", "tiny_det", "--data-root", str(tiny_det), "--results", str(results),
@@ -304,23 +305,23 @@ def test_seg3d_unit_stopped_after_an_epoch_resumes_there_with_the_same_numbers(m
     """Stopped right after its epoch-1 checkpoint (as a preemption would), the rerun trains epochs 2-3
     only and writes what an uninterrupted run writes."""
     from lvmbench import interrupt
-    from lvmbench.protocols.resume import EpochResume
+    from lvmbench.protocols.resume import Resume
 
     monkeypatch.setenv("LVMBENCH_RESUME_EVERY_S", "0")
     key = "smoke/resnet18/random-init/brats2018/seg3d-s0.json"
     code, _, err = cli_fd(monkeypatch, capfd, *seg3d_args(synth_root, tmp_path / "plain", cache_dir))
     assert code == 0, err
-    save = EpochResume.save
+    save = Resume.save
 
-    def save_then_stop(self, state):
-        save(self, state)
+    def save_then_stop(self, *args):
+        save(self, *args)
         interrupt._requested.set()  # the next training step stops the unit, as Ctrl-C or SIGUSR2 would
 
-    monkeypatch.setattr(EpochResume, "save", save_then_stop)
+    monkeypatch.setattr(Resume, "save", save_then_stop)
     code, _, err = cli_fd(monkeypatch, capfd, *seg3d_args(synth_root, tmp_path / "r", cache_dir))
     assert code == 130 and not (tmp_path / "r" / key).exists(), err
     assert len(list((cache_dir / "resume" / "seg3d").glob("*.pt"))) == 1
-    monkeypatch.setattr(EpochResume, "save", save)
+    monkeypatch.setattr(Resume, "save", save)
     code, out, err = cli_fd(monkeypatch, capfd, *seg3d_args(synth_root, tmp_path / "r", cache_dir))
     assert code == 0, err
     assert f"seg3d: resuming {key} after epoch 1" in out + err

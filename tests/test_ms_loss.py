@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.losses import metric_objective
 from lvmbench.losses.multi_similarity import MS_PRESETS, cosine_matrix, mined_pairs, ms_mine, ms_params, multi_similarity_loss
@@ -205,14 +206,12 @@ def test_finetune_with_metric_objective(objective: str, synth_root, tmp_path) ->
         unit=RunUnit(suite="smoke", task_id=task.id, protocol="finetune", encoder="resnet18", weights_sha256=ident.weights_sha256),
         task=task,
         data=load_task_data(task, synth_root),
-        identity=ident,
+        encoder_identity=ident,
         make_encoder=lambda: copy.deepcopy(enc),
         settings=task.settings("finetune").model_copy(update={"objective": objective, "epochs": 1, "pk": (4, 4), "embedding_dim": 16, "knn_k": 5}),
         device=torch.device("cpu"),
         cache_dir=tmp_path / "cache",
-        progress=False,
-        options={"workers": 0},
-    )
+        run=RunOptions(progress=False, workers=0))
     out = PROTOCOLS.get("finetune")().run(ctx)
     hp = out.hparams
     assert ctx.settings.objective == objective and (hp["P"], hp["K"]) == (4, 4)

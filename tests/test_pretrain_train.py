@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from lvmbench.spec import RunOptions
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.checkpoint import sha256_file
 from lvmbench.errors import UserError
@@ -123,8 +124,7 @@ def test_outputs_manifest_and_eval_compatibility(run20, tmp_path):
     lines: list[str] = []
     summary = run(EvalRequest(
         encoder="resnet18", weights=path, suite="smoke", tasks=["brain_tumor_linear"], protocols=["knn"],
-        results=tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, options={"workers": 0},
-    ), log=lines.append)
+        results=tmp_path / "results", cache_dir=tmp_path / "cache", run=RunOptions(progress=False, workers=0)), log=lines.append)
     assert summary.done and not summary.failed, lines
     record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
     assert record["unit"]["weights_sha256"] == sha256_file(path)

@@ -49,7 +49,7 @@ def test_no_results_are_shipped_where_eval_writes():
         tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True).stdout.split()
         assert tracked == [], tracked[:3]
         assert subprocess.run(["git", "ls-files", "reference-results"], cwd=ROOT, capture_output=True, text=True).stdout
-    from lvmbench.cli import eval_cmd
+    from lvmbench.cli.evaluate import eval_cmd
 
     import inspect
 

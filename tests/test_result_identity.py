@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from builders import cls_records, make_record, tiny_task_dir, write_class_folders, write_records
 
+from lvmbench.spec import RunOptions
 from lvmbench.identity import differences, pool_key, split_current
 from lvmbench.leaderboard import build
 from lvmbench.results import iter_results, read_result
@@ -42,7 +43,7 @@ def _run(tmp_path, root, **kw):
     lines: list[str] = []
     req = EvalRequest(
         encoder="resnet18", suite="lvmmed", tasks=["idt"], protocols=["knn"], data_root=root,
-        results=tmp_path / "results", progress=False, options={"workers": 0}, **kw,
+        results=tmp_path / "results", run=RunOptions(progress=False, workers=0), **kw,
     )
     summary = run(req, log=lines.append)
     return summary, lines, req

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lvmbench.spec import RunOptions
 from lvmbench.metrics.retrieval import recall_at_k, retrieval_metrics
 
 
@@ -199,9 +200,7 @@ def test_retrieval_protocol_end_to_end(synth_root, tmp_path, monkeypatch) -> Non
         data_root=synth_root,
         results=tmp_path / "results",
         cache_dir=tmp_path / "cache",
-        progress=False,
-        options={"workers": 0},
-    )
+        run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert summary.ok and len(summary.done) == 1
     rec = json.loads(next((tmp_path / "results").rglob("retrieval-s0.json")).read_text())

@@ -9,6 +9,7 @@ import pytest
 from lvmbench.encoders.adapters import TorchvisionResNet
 from lvmbench.leaderboard import build
 from lvmbench.results import Claim, iter_results, result_path
+from lvmbench.spec import RunOptions
 from lvmbench.runner import EvalRequest, parse_shard, plan, run
 from lvmbench.errors import UserError
 
@@ -22,8 +23,7 @@ def request(tmp_path, synth_root, cache_dir, **kw):
         data_root=synth_root,
         results=tmp_path / "results",
         cache_dir=cache_dir,
-        progress=False,
-        options={"workers": 0},
+        run=RunOptions(progress=False, workers=0),
     )
     base.update(kw)
     return EvalRequest(**base)

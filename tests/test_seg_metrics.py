@@ -12,7 +12,8 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from lvmbench.metrics.segmentation import EPS, hd95, paper_score, per_sample_overlap, volume_overlap
-from lvmbench.protocols.seg_common import clean_scores, dice_ce_loss, summarize_clean
+from lvmbench.protocols.seg_scores import clean_scores, summarize_clean
+from lvmbench.protocols.seg_train import dice_ce_loss
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lvmbench.spec import RunOptions
 from lvmbench.errors import CheckpointError
 from lvmbench.protocols.seg_data import Prepared
 from lvmbench.protocols.seg_prompt import PromptSet, Seg2DPrompt, Seg3DPrompt
@@ -25,7 +26,7 @@ def test_prompt_smoke_units_beat_all_background(tmp_path, synth_root, cache_dir)
     from lvmbench.runner import EvalRequest, run
 
     req = EvalRequest(encoder="resnet18", suite="smoke", tasks=["kvasir_seg", "mmwhs_ct"], protocols=["seg2d-prompt", "seg3d-prompt"],
-                      data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, progress=False, options={"workers": 0})
+                      data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert len(summary.done) == 2 and not summary.failed and not summary.below_baseline, (summary.failed, summary.below_baseline)
     res = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json")}

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from lvmbench.spec import RunOptions
 from lvmbench.data.task_data import load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.base import InputSpec
@@ -47,14 +48,12 @@ def context(task: TaskSpec, root: Path | None, cache: Path, data=None) -> RunCon
         unit=RunUnit(suite="smoke", task_id=task.id, protocol=proto, encoder="resnet18", weights_sha256=ident.weights_sha256),
         task=task,
         data=data,
-        identity=ident,
+        encoder_identity=ident,
         make_encoder=lambda: copy.deepcopy(enc),
         settings=task.settings(proto),
         device=torch.device("cpu"),
         cache_dir=cache,
-        progress=False,
-        options={"workers": 0},
-    )
+        run=RunOptions(progress=False, workers=0))
 
 
 def tiny(task_id: str, **override) -> TaskSpec:
@@ -139,9 +138,9 @@ def test_seg3d_prostate_sites_in_one_result(synth_root, cache_dir):
     assert out.hparams["selected"]["epoch"] == 1
     # the stated baseline is the all-background prediction under the paper's rule (an empty slice
     # predicted empty scores 1): per set, the share of empty slices, averaged like dice_avg
-    from lvmbench.protocols.seg_common import ood_readers, prepare_cases
+    from lvmbench.protocols.seg_common import prepare_cases
 
-    sets = [(ctx.data.reader, ctx.data.split.test)] + [(r, cs) for _, r, cs in ood_readers(ctx)]
+    sets = [(ctx.data.reader, ctx.data.split.test)] + [(o.reader, o.cases) for o in ctx.data.ood]
     shares = []
     for reader, cases in sets:
         masks = torch.cat(prepare_cases(ctx, reader, cases, ctx.settings, native=False, volumes=True, desc="x").masks)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from lvmbench.spec import RunOptions
 from lvmbench.metrics.bootstrap import percentile_ci, resample_weights
 from lvmbench.protocols.similarity_queries import (
     bootstrap_ci,
@@ -181,9 +182,7 @@ def test_protocol_end_to_end(task: str, synth_root, tmp_path) -> None:
         data_root=synth_root,
         results=tmp_path / "results",
         cache_dir=tmp_path / "cache",
-        progress=False,
-        options={"workers": 0},
-    )
+        run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert summary.ok and len(summary.done) == 1
     rec = json.loads(next((tmp_path / "results").rglob("similarity_queries-s0.json")).read_text())

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from lvmbench.spec import RunOptions
 from lvmbench.failures import failure_path, note_failure, read_failure
 from lvmbench.launch.status import collect
 from lvmbench.results import result_path
@@ -36,7 +37,7 @@ def grid(tmp_path, synth_root, cache_dir):
     foreign claims, and a claim of a Slurm job on another node."""
     results = tmp_path / "r"
     req = EvalRequest(encoder="resnet18", suite="smoke", tasks=TASKS3[:2], protocols=["knn"], data_root=synth_root, results=results,
-                      cache_dir=cache_dir, progress=False, options={"workers": 0})
+                      cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     assert run(req, log=lambda s: None).ok
     units = {p.unit.task_id + "/" + p.unit.protocol_tag: p.unit for p in plan(EvalRequest(encoder="resnet18", suite="smoke", tasks=TASKS3, protocols=["knn", "linear"], heads=["linear", "mlp", "tversky"], results=results))[0]}
     stale = result_path(results, units["fgadr_linear/knn"])
@@ -127,7 +128,7 @@ def tiny(tmp_path, monkeypatch):
 
 
 def test_runner_records_a_failure_and_clears_it_when_the_unit_succeeds(tiny):
-    req = EvalRequest(encoder="resnet18", tasks=["st"], protocols=["knn"], data_root=tiny / "data", results=tiny / "r", progress=False, options={"workers": 0})
+    req = EvalRequest(encoder="resnet18", tasks=["st"], protocols=["knn"], data_root=tiny / "data", results=tiny / "r", run=RunOptions(progress=False, workers=0))
     s = run(req, log=lambda s: None)  # no data yet: the unit fails
     (unit,) = [p.unit for p in plan(req)[0]]
     rec = read_failure(failure_path(result_path(req.results, unit)))

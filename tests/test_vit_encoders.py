@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from lvmbench.spec import RunOptions
 from lvmbench.encoders import ENCODERS, create_encoder
 from lvmbench.encoders.adapters import TimmEncoder
 from lvmbench.encoders.checkpoint import read_state_dict
@@ -161,7 +162,7 @@ def test_tiny_vit_and_swin_run_one_unit_of_each_family(name, monkeypatch, tmp_pa
 
     monkeypatch.setitem(ENCODERS._items, "tiny-swin", tiny_swin)
     req = EvalRequest(encoder=name, suite="smoke", tasks=["brain_tumor_linear", "kvasir_seg"], protocols=["linear", "seg2d-vit"], heads=["linear"],
-                      data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, progress=False, options={"workers": 0})
+                      data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert len(summary.done) == 2 and not summary.failed, summary.failed
     sizes = {p.parent.name: json.loads(p.read_text())["hyperparameters"].get("encoder_input_size") for p in (tmp_path / "r").rglob("*.json")}
@@ -182,7 +183,7 @@ def test_vit_and_swin_run_every_smoke_family(name, tmp_path, synth_root, cache_d
     from lvmbench.runner import EvalRequest, run
 
     req = EvalRequest(encoder=name, suite="smoke", tasks=["brain_tumor_finetune", "kvasir_seg", "mmwhs_ct", "kvasir_det"],
-                      data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, progress=False, options={"workers": 0})
+                      data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert summary.done and not summary.failed, summary.failed
     assert not summary.below_baseline, summary.below_baseline  # every family learns, not just runs

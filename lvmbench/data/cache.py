@@ -25,6 +25,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from lvmbench.errors import UserError
+
 PREPROCESS_VERSION = 2  # 2: EXIF orientation applied; masks read as labels (0/1, class indices, palettes), alpha ignored
 
 STAMP_BLOCK = 64 * 1024
@@ -115,8 +117,6 @@ class ArrayCache:
 def _cache_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """A cache that cannot be written (full disk, folder made read-only mid-run) fails the unit
     with one line naming the folder, as the up-front check (paths.usable_cache_dir) does."""
-    from lvmbench.errors import UserError
-
     try:
         _atomic_write(path, write)
     except OSError as e:

@@ -9,17 +9,15 @@ entry-point group (the entry point names a ``DatasetReader`` subclass).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from lvmbench.data.reader_options import ReaderOptions, validate_options
+from lvmbench.data.reader_options import ReaderOptions, options_model, validate_options
 from lvmbench.errors import DataError, UserError
-from lvmbench.registry import Registry, load_entry_points
+from lvmbench.registry import Registry, import_members, load_entry_points
 
 
 @dataclass(frozen=True)
@@ -138,10 +136,7 @@ class DatasetReader:
 
 
 def _load_readers(reg: Registry[type[DatasetReader]]) -> None:
-    import lvmbench.data.readers as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    import_members("lvmbench.data.readers")
     load_entry_points(reg, "lvmbench.readers", _reader_class)
 
 
@@ -159,3 +154,33 @@ def make_reader(name: str, root: str | Path, options: dict[str, Any] | None = No
     cls = READERS.get(name)
     validate_options(name, cls, options or {})
     return cls(root, **(options or {}))
+
+
+def validate_task_readers(spec: Any) -> None:
+    """The reader options of a task, of each suite profile and of each out-of-distribution set
+    validate (called when a task loads)."""
+    path = (spec.folder / "task.yaml") if spec.folder else None
+
+    def check(reader: str, options: dict[str, Any], where: str) -> None:
+        try:
+            cls = READERS.get(reader)
+        except UserError as e:
+            raise UserError(f"task '{spec.id}': {where}: {e}", path=path, fix="use a registered reader (see `lvmbench readers`)") from None
+        validate_options(reader, cls, _with_classes(cls, options, spec.classes), where=f"{where}.options" if not where.endswith("options") else where, task_id=spec.id, path=path)
+
+    variants = [("", spec)] + [(f"profiles.{s}.", spec.for_suite(s)) for s in spec.profiles]
+    for prefix, s in variants:
+        check(s.data.reader, s.data.options, f"{prefix}data.options")
+        for i, o in enumerate(s.ood):
+            same = o.reader is None or o.reader == s.data.reader
+            options = {**(s.data.options if same else {}), **o.options}
+            if o.sites:
+                options["sites"] = list(o.sites)
+            check(o.reader or s.data.reader, options, f"{prefix}ood[{i}] ({o.name}).options")
+
+
+def _with_classes(cls: type, options: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    fields = getattr(options_model(cls), "model_fields", {})
+    if "classes" in fields and "classes" not in options:
+        return {**options, "classes": list(classes)}
+    return options

@@ -1,7 +1,6 @@
-"""What ``lvmbench data verify | split | import-splits`` and the ``tasks`` data column do.
-
-Kept out of ``cli.py`` so the command line stays a thin layer and these can be called from tests.
-Every function resolves the data root the way ``lvmbench eval`` does for the same suite.
+"""What ``lvmbench data verify | split | import-splits`` and the ``tasks`` data column do, given a
+task spec and its data root (``lvmbench.suites.suite_data_root`` finds the root the way ``eval``
+does). Kept out of the CLI so the command line stays a thin layer and these can be called from tests.
 """
 
 from __future__ import annotations
@@ -16,45 +15,6 @@ from lvmbench.data.cases import issue_from
 from lvmbench.data.verify import TaskReport
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
-
-
-def suite_data_root(suite: str | None, data_root: Path | None, *, generate: bool = True) -> Path | None:
-    """The data root ``lvmbench eval --suite S`` would use (``--data-root`` > LVMBENCH_DATA > suite default).
-
-    ``data_root`` is ``--data-root`` as typed; a synthetic suite never uses LVMBENCH_DATA.
-    """
-    import sys
-
-    from lvmbench.paths import data_root as explicit_root
-    from lvmbench.suites import get_suite
-
-    explicit = explicit_root(data_root)
-    if not suite:
-        return explicit
-    s = get_suite(suite)
-    if s.synthetic:
-        from lvmbench.data.synth import synthetic_suite_root
-
-        return synthetic_suite_root(data_root, generate=generate, log=lambda line: print(line, file=sys.stderr))
-    if explicit:
-        return explicit
-    if s.default_data_root and Path(s.default_data_root).is_dir():
-        return Path(s.default_data_root)
-    return None
-
-
-def select(task_ids: list[str] | None, suite: str | None) -> list[TaskSpec]:
-    """Tasks by id (or all of the suite), with the suite's profile applied."""
-    from lvmbench.suites import get_suite
-    from lvmbench.tasks import all_tasks, get_task
-
-    if suite:
-        get_suite(suite)
-    if task_ids:
-        specs = [get_task(t) for t in task_ids]
-    else:
-        specs = [t for t in all_tasks() if t.in_suite(suite or "lvmmed")]
-    return [s.for_suite(suite) if suite else s for s in specs]
 
 
 def data_status(spec: TaskSpec, root: Path | None, suite: str | None) -> str:

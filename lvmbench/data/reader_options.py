@@ -10,23 +10,15 @@ readers`` prints the models (:func:`readers_table`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lvmbench.errors import UserError
-from lvmbench.protocols.settings import model_at
-from lvmbench.registry import suggest
+from lvmbench.kit import Bool, Float, Int, Str, StrOrList, first_problem  # noqa: F401 (readers take their scalars from here)
 
 if TYPE_CHECKING:
     from lvmbench.data.cases import DatasetReader
-
-# Strict scalars, as in protocol settings: text is not a number, a number is not text.
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-Bool = StrictBool
-Str = StrictStr
-StrOrList = StrictStr | list[StrictStr]
 
 
 class ReaderOptions(BaseModel):
@@ -65,53 +57,13 @@ def validate_options(
 
 
 def options_error(err: ValidationError, model: type[BaseModel], reader: str, where: str, task_id: str | None, path: Any) -> UserError:
-    first = err.errors()[0]
-    loc = tuple(p for p in first.get("loc", ()) if not str(p).startswith("function-"))
-    key = ".".join(str(p) for p in loc)
-    full = f"{where}.{key}" if key else where
+    p = first_problem(err, model, show_lists=False)
+    full = f"{where}.{p.key}" if p.key else where
     who = f"task '{task_id}': " if task_id else ""
     see = f"see `lvmbench readers {reader}`"
-    if first["type"] == "extra_forbidden":
-        parent = model_at(model, loc[:-1])
-        valid = sorted(parent.model_fields) if parent is not None else []
-        hint = suggest(str(loc[-1]), valid) if valid else None
-        msg = f"{who}unknown data option '{full}' for reader '{reader}'" + (f"; did you mean '{hint}'?" if hint else "")
-        return UserError(msg, path=path, fix=(f"valid keys: {', '.join(valid)} ({see})" if valid else see))
-    if first["type"] == "missing":
+    if p.kind == "unknown":
+        msg = f"{who}unknown data option '{full}' for reader '{reader}'" + (f"; did you mean '{p.hint}'?" if p.hint else "")
+        return UserError(msg, path=path, fix=(f"valid keys: {', '.join(p.valid)} ({see})" if p.valid else see))
+    if p.kind == "missing":
         return UserError(f"{who}reader '{reader}' needs '{full}'", path=path, fix=f"set it in the task ({see})")
-    text = first["msg"].removeprefix("Value error, ")
-    value = first.get("input")
-    shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
-    return UserError(f"{who}bad data option '{full}' for reader '{reader}': {text}{shown}", path=path, fix=f"correct it in task.yaml ({see})")
-
-
-def validate_task_readers(spec: Any) -> None:
-    """The reader options of a task, of each suite profile and of each out-of-distribution set
-    validate (called when a task loads)."""
-    from lvmbench.data.cases import READERS
-
-    path = (spec.folder / "task.yaml") if spec.folder else None
-
-    def check(reader: str, options: dict[str, Any], where: str) -> None:
-        try:
-            cls = READERS.get(reader)
-        except UserError as e:
-            raise UserError(f"task '{spec.id}': {where}: {e}", path=path, fix="use a registered reader (see `lvmbench readers`)") from None
-        validate_options(reader, cls, _with_classes(cls, options, spec.classes), where=f"{where}.options" if not where.endswith("options") else where, task_id=spec.id, path=path)
-
-    variants = [("", spec)] + [(f"profiles.{s}.", spec.for_suite(s)) for s in spec.profiles]
-    for prefix, s in variants:
-        check(s.data.reader, s.data.options, f"{prefix}data.options")
-        for i, o in enumerate(s.ood):
-            same = o.reader is None or o.reader == s.data.reader
-            options = {**(s.data.options if same else {}), **o.options}
-            if o.sites:
-                options["sites"] = list(o.sites)
-            check(o.reader or s.data.reader, options, f"{prefix}ood[{i}] ({o.name}).options")
-
-
-def _with_classes(cls: type, options: dict[str, Any], classes: list[str]) -> dict[str, Any]:
-    fields = getattr(options_model(cls), "model_fields", {})
-    if "classes" in fields and "classes" not in options:
-        return {**options, "classes": list(classes)}
-    return options
+    return UserError(f"{who}bad data option '{full}' for reader '{reader}': {p.text}{p.shown}", path=path, fix=f"correct it in task.yaml ({see})")

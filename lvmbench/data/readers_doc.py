@@ -7,7 +7,9 @@ import re
 import yaml
 from tabulate import tabulate
 
+from lvmbench.data.cases import READERS
 from lvmbench.data.reader_options import options_model
+from lvmbench.kit.doc import model_rows
 
 GROUP_SOURCES = """\
 group sources (data.options.group of the generic readers; a plain string is a template):
@@ -31,8 +33,6 @@ def _type(text: str) -> str:
 
 
 def reader_rows(cls: type) -> list[list[str]]:
-    from lvmbench.protocols.settings_doc import model_rows
-
     model = options_model(cls)
     defaults = getattr(cls, "defaults", {}) or {}
     rows = []
@@ -45,8 +45,6 @@ def reader_rows(cls: type) -> list[list[str]]:
 
 
 def readers_table(only: str | None = None) -> str:
-    from lvmbench.data.cases import READERS
-
     names = [only] if only else READERS.names()
     out: list[str] = []
     for name in names:
@@ -72,6 +70,4 @@ def readers_table(only: str | None = None) -> str:
 
 
 def _registered_name(cls: type | None) -> str:
-    from lvmbench.data.cases import READERS
-
     return next((n for n, c in READERS.items() if c is cls), getattr(cls, "__name__", "?"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from lvmbench.data.cases import Case, DatasetReader, make_reader
+from lvmbench.data.cases import READERS, Case, DatasetReader, make_reader
+from lvmbench.data.ood import OODData, load_ood
+from lvmbench.data.reader_options import options_model
 from lvmbench.data.splits import Split, resolve_split
 from lvmbench.errors import DataError
 from lvmbench.spec import TaskSpec
@@ -14,10 +16,23 @@ from lvmbench.spec import TaskSpec
 @dataclass
 class TaskData:
     spec: TaskSpec
-    root: Path
+    root: Path  # the task's dataset folder
     reader: DatasetReader
     cases: list[Case]
     split: Split
+    ood: list[OODData] = field(default_factory=list)  # out-of-distribution test sets (task.ood)
+
+    @property
+    def data_root(self) -> Path:
+        """The data root the dataset folder was resolved against (OOD sets live under it too)."""
+        return data_root_of(self.spec, self.root)
+
+
+def data_root_of(spec: TaskSpec, dataset_folder: Path) -> Path:
+    root = dataset_folder
+    for _ in Path(spec.data.dir).parts:
+        root = root.parent
+    return root
 
 
 def dataset_root(spec: TaskSpec, data_root: Path | None) -> Path:
@@ -77,14 +92,12 @@ def load_task_data(spec: TaskSpec, data_root: Path | None, suite: str | None = N
     reader = task_reader(spec, root)
     cases = limit_cases(reader.cases(), spec.data.limit)
     split = resolve_split(cases, spec.split, spec.id, suite, spec.folder)
-    return TaskData(spec=spec, root=root, reader=reader, cases=cases, split=split)
+    ood = load_ood(spec, data_root_of(spec, root)) if spec.ood else []
+    return TaskData(spec=spec, root=root, reader=reader, cases=cases, split=split, ood=ood)
 
 
 def task_reader(spec: TaskSpec, root: Path) -> DatasetReader:
     """The task's reader on ``root`` with the task's classes filled in (shared with ``data verify``)."""
-    from lvmbench.data.cases import READERS
-    from lvmbench.data.reader_options import options_model
-
     options = dict(spec.data.options)
     wants = "classes" in getattr(options_model(READERS.get(spec.data.reader)), "model_fields", {})
     if "classes" not in options and (wants or spec.family in ("detection", "segmentation")):

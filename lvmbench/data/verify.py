@@ -36,7 +36,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lvmbench.data.cache import ArrayCache, cache_key, file_stamp
-from lvmbench.data.cases import Box, Case, DatasetReader, Issue, issue_from, make_reader
+from lvmbench.data.cases import Box, Case, DatasetReader, Issue, issue_from
+from lvmbench.data.ood import ood_readers
 from lvmbench.data.splits import SPLITS, Split, resolve_split
 from lvmbench.data.task_data import TaskData, dataset_root, limit_cases, task_reader
 from lvmbench.errors import DataError, UserError
@@ -249,19 +250,6 @@ def duplicate_issues(split: Split, digests: dict[str, str], root: Path) -> list[
     return issues
 
 
-def ood_sets(spec: TaskSpec, data_root: Path) -> list[tuple[str, DatasetReader]]:
-    """The task's out-of-distribution readers, configured as the segmentation protocol does."""
-    out = []
-    for o in spec.ood:
-        same = o.reader is None or o.reader == spec.data.reader
-        options = {**(spec.data.options if same else {}), **o.options}
-        if o.sites:
-            options["sites"] = list(o.sites)
-        options.setdefault("classes", list(spec.classes))
-        out.append((o.name, make_reader(o.reader or spec.data.reader, Path(data_root) / (o.dir or spec.data.dir), options)))
-    return out
-
-
 # -- whole tasks -------------------------------------------------------------------------------
 
 
@@ -307,7 +295,7 @@ def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None
 
 def _ood_or_issue(spec: TaskSpec, data_root: Path | None, report: TaskReport) -> list[tuple[str, DatasetReader]]:
     try:
-        return ood_sets(spec, data_root) if data_root is not None else []
+        return ood_readers(spec, data_root) if data_root is not None else []
     except UserError as e:
         report.issues.append(issue_from(e, spec.id))
         return []
@@ -345,15 +333,8 @@ def preflight(data: TaskData, cache_dir: Path | None, log: Callable[[str], None]
     issues = count_issues(spec, data.reader, data.cases, data.root)
     issues += group_by_issue(spec, data.reader, data.cases)
     issues += _check_remembered(data.reader, data.cases, spec.classes, cache_dir, workers, progress, f"check {spec.id}", spec.id)
-    base = data.root
-    for _ in Path(spec.data.dir).parts:
-        base = base.parent
-    try:
-        oods = ood_sets(spec, base)
-        for name, reader in oods:
-            issues += _check_remembered(reader, reader.cases(), spec.classes, cache_dir, workers, progress, f"check {spec.id}:{name}", f"{spec.id}:{name}")
-    except UserError as e:
-        issues.append(issue_from(e, spec.id))
+    for o in data.ood:  # listed when the task's data loaded (an unreadable set failed the load)
+        issues += _check_remembered(o.reader, o.cases, spec.classes, cache_dir, workers, progress, f"check {spec.id}:{o.name}", f"{spec.id}:{o.name}")
     fatal = [i for i in issues if i.fatal]
     if not fatal:
         if issues:

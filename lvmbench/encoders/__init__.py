@@ -12,63 +12,38 @@ safetensors metadata (the pooling its objective trained), the adapter's default.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from lvmbench.encoders.adapters import TORCHVISION_RESNETS, TimmEncoder, TorchvisionResNet
-from lvmbench.encoders.base import POOLINGS, Encoder, EncoderIdentity, FeatureInfo, InputSpec
+from lvmbench.encoders.adapters import TimmEncoder
+from lvmbench.encoders.base import (
+    POOLINGS,
+    Encoder,
+    EncoderIdentity,
+    FeatureInfo,
+    InputSpec,
+)
 from lvmbench.encoders.channels import accepts_in_channels
-from lvmbench.encoders.checkpoint import DEFAULT_ALLOW, load_into, read_metadata, read_state_dict, sha256_file
-from lvmbench.errors import CheckpointError, UnknownNameError, UserError
-from lvmbench.registry import Registry, load_entry_points, suggest
-
-RANDOM_INIT = "random-init"
-
-# A builder takes (weights_path or None) and returns an Encoder with weights loaded.
-Builder = Callable[[Path | None], Encoder]
-
-
-def _load_plugins(reg: Registry[Builder]) -> None:
-    from lvmbench.encoders import lvmmed, sam  # noqa: F401  (registers lvmmed-*, sam-vitb, medsam-vitb)
-    from lvmbench.encoders import pretrained  # noqa: F401  (registers the presets: imagenet-r50-tv, dino-r50, ...)
-
-    load_entry_points(reg, "lvmbench.encoders")  # a broken plugin spoils only its own name
-
-
-ENCODERS: Registry[Builder] = Registry("encoder", _load_plugins)
-
-
-def _generic(arch: str) -> Encoder:
-    if arch.startswith("torchvision/"):
-        return TorchvisionResNet(arch.split("/", 1)[1])
-    if arch.startswith("timm/"):
-        return TimmEncoder(arch.split("/", 1)[1])
-    if arch in TORCHVISION_RESNETS:
-        return TorchvisionResNet(arch)
-    return TimmEncoder(arch)
-
-
-def is_known(name: str) -> bool:
-    if name in ENCODERS:
-        return True
-    import timm
-
-    base = name.split("/", 1)[1] if name.startswith(("timm/", "torchvision/")) else name
-    if name.startswith("torchvision/"):
-        return base in TORCHVISION_RESNETS
-    return base in TORCHVISION_RESNETS or timm.is_model(base)
-
-
-def _unknown(name: str) -> UnknownNameError:
-    import timm
-
-    pool = ENCODERS.names() + list(TORCHVISION_RESNETS) + timm.list_models()
-    hint = suggest(name.split("/", 1)[-1], pool)
-    msg = f"no encoder '{name}'"
-    msg += f"; did you mean '{hint}'?" if hint else "; see `lvmbench encoders`"
-    return UnknownNameError(msg)
+from lvmbench.encoders.checkpoint import (
+    DEFAULT_ALLOW,
+    load_into,
+    read_metadata,
+    read_state_dict,
+    sha256_file,
+)
+from lvmbench.encoders.pretrained import released_weights
+from lvmbench.encoders.registry import (  # noqa: F401 (the package's API)
+    ENCODERS,
+    RANDOM_INIT,
+    Builder,
+    _generic,
+    _unknown,
+    is_known,
+    unknown_encoder,
+)
+from lvmbench.errors import CheckpointError, UserError
+from lvmbench.registry import suggest
 
 
 def trained_pooling(weights: str | Path | None) -> str | None:
@@ -107,8 +82,6 @@ def create_encoder(
     ``pooling`` overrides how ``embed`` pools (see ``Encoder.poolings``); by default a checkpoint
     from ``lvmbench pretrain`` is evaluated with the pooling its objective trained."""
     if pretrained:  # the released weights, from the local cache only (encoders/pretrained.py)
-        from lvmbench.encoders.pretrained import released_weights
-
         weights = released_weights(name, Path(weights) if weights else None, pretrained=True)
     wpath = Path(weights) if weights else None
     if wpath is not None and not wpath.is_file():

@@ -7,6 +7,7 @@ torchvision checkpoints and the in-repo pretrainer's output all load into it unc
 
 from __future__ import annotations
 
+import timm
 import torch
 import torchvision
 from timm.layers import LayerNorm2d
@@ -164,8 +165,6 @@ def _create_any_size(name: str, kw: dict) -> tuple[nn.Module, bool]:
     EVA-02 / DINOv2, 520 px for a patch-16 ViT) is zero-padded to the next multiple instead of
     failing; sizes that are multiples are untouched. CNNs and models without these options are built
     as they are (``TimmEncoder._fit`` re-sizes the latter). Returns (model, dynamic)."""
-    import timm
-
     if "img_size" not in kw:
         for extra in ({"dynamic_img_size": True, "dynamic_img_pad": True}, {"dynamic_img_size": True}):
             try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from lvmbench.encoders.registry import ENCODERS
 from lvmbench.errors import UserError
 
 
@@ -55,6 +56,4 @@ def check_channels(encoder: nn.Module, name: str, task: Any) -> None:
 
 def takes_channels(name: str) -> bool:
     """True when ``name`` is a registered builder that takes ``in_channels``."""
-    from lvmbench.encoders import ENCODERS
-
     return name in ENCODERS and accepts_in_channels(ENCODERS.get(name))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from lvmbench.errors import CheckpointError
@@ -38,9 +40,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError("weights file not found", path=p, fix="pass an existing file to --weights")
     if p.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             obj: object = load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
@@ -102,7 +101,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     p = Path(path)
     if p.suffix != ".safetensors":
         return {}
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(p), framework="pt") as f:

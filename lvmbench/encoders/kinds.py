@@ -16,6 +16,8 @@ import functools
 import torch
 from torch import nn
 
+from lvmbench.encoders.registry import ENCODERS, _generic
+
 TRANSFORMER = "transformer"
 CNN = "cnn"
 KINDS = (CNN, TRANSFORMER)
@@ -35,8 +37,6 @@ def encoder_kind(name: str) -> str:
     otherwise the builder runs on the meta device without weights. A plugin whose builder cannot
     run without its weights and states nothing counts as ``cnn``: it runs the default settings
     (a plugin sets ``builder.architecture = "transformer"`` to get the transformer blocks)."""
-    from lvmbench.encoders import ENCODERS, _generic
-
     if name in ENCODERS:
         builder = ENCODERS.get(name)
         declared = getattr(builder, "architecture", None)

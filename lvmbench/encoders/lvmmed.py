@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lvmbench.encoders import ENCODERS
 from lvmbench.encoders.adapters import TorchvisionResNet
 from lvmbench.encoders.checkpoint import load_into, read_state_dict
+from lvmbench.encoders.registry import ENCODERS
 from lvmbench.encoders.sam import SAM_IMG_SIZE, SamViT, load_sam_encoder
 from lvmbench.errors import CheckpointError
 

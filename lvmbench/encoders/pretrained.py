@@ -23,9 +23,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvmbench.encoders import ENCODERS, Encoder
+import torch
+from huggingface_hub import try_to_load_from_cache
+from timm.models import get_pretrained_cfg
+
 from lvmbench.encoders.adapters import TORCHVISION_RESNETS, TimmEncoder
+from lvmbench.encoders.base import Encoder
 from lvmbench.encoders.checkpoint import DEFAULT_ALLOW, load_into, read_state_dict
+from lvmbench.encoders.registry import ENCODERS, _generic, is_known, unknown_encoder
 from lvmbench.errors import CheckpointError, UserError
 
 
@@ -124,8 +129,6 @@ def hub_cache() -> Path:
 
 
 def torch_checkpoints() -> Path:
-    import torch
-
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -141,14 +144,11 @@ def source_for(name: str) -> tuple[Source, str]:
             f"encoder '{name}' has no released weights lvmbench can find in a cache",
             fix="download its weights file and pass --weights FILE (see `lvmbench encoders`)",
         )
-    from lvmbench.encoders import _unknown, is_known
-
     if not is_known(name):
-        raise _unknown(name)
+        raise unknown_encoder(name)
     base = name.split("/", 1)[1] if name.startswith(("timm/", "torchvision/")) else name
     if not name.startswith("timm/") and base in TORCHVISION_RESNETS:
         return HubFile(f"timm/{base}.tv_in1k"), f"torchvision's ImageNet weights of {base} (hosted by timm)"
-    from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(base)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
@@ -165,7 +165,6 @@ def find(source: Source) -> Path | None:
     if isinstance(source, UrlFile):
         path = torch_checkpoints() / source.name
         return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
 
     for filename in source.files:
         hit = try_to_load_from_cache(source.repo, filename, cache_dir=str(hub_cache()), revision=source.revision)
@@ -213,8 +212,6 @@ def _builder(preset: Preset):
                 f"encoder '{preset.name}' is a preset of released weights and needs its file",
                 fix=f"run `lvmbench eval --encoder {preset.name}` (the weights come from the local cache), or pass weights=released_weights('{preset.name}')",
             )
-        from lvmbench.encoders import _generic
-
         enc = _generic(preset.arch)
         sd = read_state_dict(weights)
         if preset.keep_prefix:

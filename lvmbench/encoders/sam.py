@@ -22,11 +22,12 @@ import re
 from pathlib import Path
 
 import torch
+from timm.layers import resample_abs_pos_embed_nhwc
 from torch.nn import functional as F
 
-from lvmbench.encoders import ENCODERS
 from lvmbench.encoders.adapters import TimmEncoder
 from lvmbench.encoders.checkpoint import load_into, read_state_dict
+from lvmbench.encoders.registry import ENCODERS
 
 SAM_IMG_SIZE = 1024
 # SAM ViT-B (segment_anything.build_sam_vit_b): 768 wide, 12 blocks, global attention in 2, 5, 8, 11
@@ -60,8 +61,6 @@ def sam_to_timm(sd: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) ->
                 n = target[k].shape[0]
                 v = F.interpolate(v.float().T[None], size=n, mode="linear", align_corners=False)[0].T
             elif k == "pos_embed" and v.ndim == 4:
-                from timm.layers import resample_abs_pos_embed_nhwc
-
                 v = resample_abs_pos_embed_nhwc(v.float(), tuple(target[k].shape[1:3]))
         out[k] = v
     return out

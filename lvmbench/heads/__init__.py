@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from lvmbench.registry import Registry
+from lvmbench.registry import Registry, import_members
 
 HeadFactory = Callable[..., nn.Module]
 
 
 def _load(reg: Registry[HeadFactory]) -> None:
-    import lvmbench.heads as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    import_members(__name__)
 
 
 HEADS: Registry[HeadFactory] = Registry("head", _load)

@@ -44,7 +44,7 @@ def launch_eval(
     if launcher == "local":
         from lvmbench.launch.local import run_local
 
-        settings = opt.local_settings(jobs, devices, req.device, bundle)
+        settings = opt.local_settings(jobs, devices, req.run.device, bundle)
         if dry_run:
             return dry_run_units(req, settings.bundle, log)
         return run_local(req, settings, log)

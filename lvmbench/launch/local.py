@@ -69,10 +69,8 @@ def _worker_main(index: int, env: dict[str, str], threads: int, req: EvalRequest
 
 def run_local(req: EvalRequest, settings: LocalSettings, log: Callable[[str], None]) -> Summary:
     req = absolute(req)
-    options = dict(req.options)
-    if "workers" not in options and not settings.devices:
-        options["workers"] = 0  # the cores are the workers' threads already
-    req = dataclasses.replace(req, options=options)
+    if req.run.workers is None and not settings.devices:
+        req = dataclasses.replace(req, run=req.run.model_copy(update={"workers": 0}))  # the cores are the workers' threads already
     pend = pending(req, log)
     summary = pend.summary
     if not pend.todo:

@@ -102,7 +102,7 @@ class IdentityCheck:
 
     def task_data(self, p: Planned):
         from lvmbench.data.task_data import load_task_data
-        from lvmbench.runtime import data_fingerprint
+        from lvmbench.data.fingerprint import data_fingerprint
 
         k = (p.unit.suite, p.task.id)
         if k not in self.data:

@@ -34,7 +34,7 @@ class UnitWorker:
 
     def __init__(self, req: EvalRequest, keys: list[str], redo: list[str] | None = None, launcher: dict[str, Any] | None = None, prefix: str = ""):
         # the launch applied --shard already: the worker's keys are its share
-        self.req = dataclasses.replace(req, overwrite=False, progress=False, units=None, shard=None)
+        self.req = dataclasses.replace(req, overwrite=False, run=req.run.model_copy(update={"progress": False}), units=None, shard=None)
         self.keys = list(keys)
         self.redo = list(redo or [])
         self.launcher = dict(launcher or {})
@@ -52,7 +52,7 @@ class UnitWorker:
         for units, overwrite in (([k for k in self.keys if k in redo], True), ([k for k in self.keys if k not in redo], False)):
             if not units:
                 continue
-            req = dataclasses.replace(self.req, units=units, overwrite=overwrite, options={**self.req.options, "launcher": info})
+            req = dataclasses.replace(self.req, units=units, overwrite=overwrite, run=self.req.run.model_copy(update={"launcher": info}))
             part = run(req, log=self.log)
             for f in ("done", "skipped", "busy", "failed"):
                 getattr(summary, f).extend(getattr(part, f))

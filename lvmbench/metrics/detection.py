@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 MAX_DETS = 100
 REC_THRS = np.linspace(0.0, 1.00, 101)
@@ -48,8 +50,6 @@ class ImageBoxes:
 
 
 def _to_coco(gts: Sequence[ImageBoxes], preds: Sequence[ImageBoxes], num_classes: int, sizes: Sequence[tuple[int, int]] | None):
-    from pycocotools.coco import COCO
-
     images, anns, dets = [], [], []
     for i, g in enumerate(gts):
         h, w = sizes[i] if sizes is not None else (1, 1)
@@ -79,8 +79,6 @@ def coco_metrics(
     Classes without ground truth in ``gts`` are left out of the means (COCO's rule) and get no
     per-class entry. With no prediction at all every AP is 0.
     """
-    from pycocotools.cocoeval import COCOeval
-
     if len(gts) != len(preds):
         raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
     k = len(class_names)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.metrics import compute_hausdorff_distance
 
 EPS = 1e-6
 
@@ -72,8 +73,6 @@ def hd95(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, cla
     Conventions: both masks empty -> 0 (perfect agreement, as Dice scores it 1); exactly one empty ->
     NaN (undefined; callers count it and leave it out of means).
     """
-    from monai.metrics import compute_hausdorff_distance
-
     p = torch.as_tensor(np.asarray(pred)).long()
     t = torch.as_tensor(np.asarray(target)).long()
     out = np.full(len(classes), np.nan)

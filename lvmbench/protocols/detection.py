@@ -14,13 +14,12 @@ mean over the classes it contains; None for an image without boxes), ``tp``/``fp
 <= 100 per class): ``lvmbench.metrics.detection.ap_from_records`` recomputes the dataset AP50 exactly
 from any resample of these records (bootstrap CIs, paired tests).
 
-Training resumes at epoch boundaries: model, optimiser, epoch, best state and history are saved under
-``<cache>/resume/detection/`` keyed by the unit and its settings, and removed when the unit finishes.
+Training resumes at epoch boundaries (``lvmbench.protocols.resume``, keyed by the unit's result
+identity): model, optimiser, epoch, best state and history, removed when the unit finishes.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -29,19 +28,38 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lvmbench.data.cache import cache_key
-from lvmbench.errors import UserError
 from lvmbench.data.transforms import normalize_batch
-from lvmbench.metrics.detection import ImageBoxes, ap_from_records, coco_metrics, counts_at, match_records, random_box_baseline
-from lvmbench.protocols.epoch_log import epoch_line
-from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.det import get_backend
-from lvmbench.protocols.det.data import DetectionDataset, Resize, collate, hflip, repeat_factor_indices
-from lvmbench.protocols.features import autocast, loader_workers
 from lvmbench.interrupt import interruptible
+from lvmbench.metrics.detection import (
+    ImageBoxes,
+    ap_from_records,
+    coco_metrics,
+    counts_at,
+    match_records,
+    random_box_baseline,
+)
+from lvmbench.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    ProtocolOutput,
+    RunContext,
+    seed_everything,
+)
+from lvmbench.protocols.det import get_backend
+from lvmbench.protocols.det.data import (
+    DetectionDataset,
+    Resize,
+    collate,
+    hflip,
+    repeat_factor_indices,
+)
+from lvmbench.protocols.epoch_log import epoch_line
+from lvmbench.protocols.features import autocast, loader_workers
+from lvmbench.protocols.resume import Resume
 from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.selection import FiniteLoss, require_validation
 from lvmbench.protocols.settings import DetectionSettings
+
 
 @PROTOCOLS.register("detection")
 class Detection(Protocol):
@@ -59,7 +77,7 @@ class Detection(Protocol):
         size = int(ctx.task.preprocess.size)
         channels = int(ctx.task.preprocess.channels)
         classes = ctx.task.classes
-        amp = bool(ctx.options.get("amp", False))
+        amp = ctx.run.amp
         t0 = time.perf_counter()
         seed_everything(ctx.seed)
 
@@ -128,23 +146,12 @@ class Detection(Protocol):
                 return ap_from_records(match_records(ground_truth("val"), preds, 0.5))[0]
             return evaluate("val", preds)[select]
 
-        # Resume state ------------------------------------------------------------------------
-        resume_path = ctx.cache_dir / "resume" / "detection" / f"{cache_key('det-resume', ctx.unit.key(), hp.model_dump(mode='json'), ctx.task.version, ctx.data.split.hash(), ctx.identity.weights_sha256)[:24]}.pt"
+        # Resume state (lvmbench.protocols.resume) --------------------------------------------
+        resume = Resume(ctx)
         state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "best_state": None, "history": [], "train_s": 0.0, "steps": 0}
-        if resume_path.is_file():
-            initial = {k: v.detach().clone() for k, v in model.state_dict().items()}  # to undo a failed resume
-            try:
-                saved = torch.load(resume_path, map_location="cpu", weights_only=True)
-                model.load_state_dict(saved["model"])
-                opt.load_state_dict(saved["optimizer"])
-                sched.load_state_dict(saved["scheduler"])
-                state = {k: saved[k] for k in state}
-                tqdm.write(f"detection: resuming {ctx.unit.key()} after epoch {state['epoch']}")
-            except Exception as e:  # a damaged or stale checkpoint: start over rather than fail the unit
-                tqdm.write(f"detection: ignoring unreadable resume checkpoint {resume_path} ({e.__class__.__name__}); starting at epoch 1")
-                model.load_state_dict(initial)
-                opt, sched = new_optimiser()
-                resume_path.unlink(missing_ok=True)
+        saved = resume.restore(model, opt, sched)
+        if saved is not None:
+            state = {k: saved[k] for k in state}
 
         for epoch in range(int(state["epoch"]) + 1, epochs + 1):
             # Per-epoch seeds: a resumed run draws the same order, flips and RPN samples.
@@ -182,7 +189,7 @@ class Detection(Protocol):
             epoch_line(ctx, epoch, epochs, t_ep, **{k: v for k, v in rec.items() if k != "epoch"})
             state["epoch"] = epoch
             if epoch < epochs:
-                _save(resume_path, {**state, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+                resume.save_if_due(model, opt, sched, state)
 
         flags = ["paper-eval"] if paper else []
         if paper:
@@ -206,7 +213,7 @@ class Detection(Protocol):
         prior = _box_prior(ds["train"])
         chance = random_box_baseline(gts, sizes, prior, classes, seed=ctx.seed)
 
-        resume_path.unlink(missing_ok=True)
+        resume.clear()
         used = {"image_size": size, "test_resize": test_resize.mode, "frozen_parameters": len(frozen), "frozen_modules": _top_modules(frozen), "selected": chosen, "amp": amp}
         steps = max(int(state["steps"]), 1)
         return ProtocolOutput(
@@ -244,18 +251,6 @@ def _top_modules(names: list[str]) -> list[str]:
     """``layer1.0.conv1.weight`` -> ``layer1``; timm encoders keep their ``model.`` level."""
     depth = lambda n: 2 if n.startswith("model.") else 1  # noqa: E731
     return sorted({".".join(n.split(".")[: depth(n)]) for n in names})
-
-
-def _save(path, obj: dict) -> None:
-    """Atomic write: a crash mid-save leaves the previous epoch's checkpoint intact."""
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write the detection resume checkpoint ({e.strerror})", path=path.parent, fix="free disk space, or pass a writable --cache-dir") from None
 
 
 __all__ = ["Detection"]

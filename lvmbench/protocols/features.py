@@ -32,20 +32,8 @@ from lvmbench.protocols.base import RunContext
 
 
 def loader_workers(ctx: RunContext) -> int:
-    """Data-loader worker processes: ``options["workers"]``, else what the device leaves free.
-
-    On CUDA the main process mostly waits for the GPU, so up to 4 workers decode beside it. On CPU
-    the model's intra-op threads already use the cores; a worker only takes cycles from them
-    (measured on 2 cores: fine-tuning 17% slower with one worker reading the decoded cache), so
-    workers get only the cores beyond ``torch.get_num_threads()``.
-    """
-    if "workers" in ctx.options:
-        return int(ctx.options["workers"])
-    cores = os.cpu_count() or 1
-    device = getattr(ctx, "device", None)
-    if device is not None and torch.device(device).type == "cpu":
-        return min(4, max(0, cores - torch.get_num_threads()))
-    return min(4, max(0, cores - 1))
+    """The unit's data-loader workers (``RunContext.workers``)."""
+    return ctx.workers
 
 
 def model_layout(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +85,7 @@ def _case_stamps(root, cases: list[Case]) -> list[list]:
 
 
 def feature_key(ctx: RunContext, cases: list[Case], bn_mode: str) -> str:
-    ident = ctx.identity
+    ident = ctx.encoder_identity
     pre = ctx.task.preprocess
     stamps = _case_stamps(ctx.data.root, cases)
     # bn_mode adapt re-estimates BatchNorm statistics on the whole training split (split_features):
@@ -117,7 +105,7 @@ def feature_key(ctx: RunContext, cases: list[Case], bn_mode: str) -> str:
         pre.model_dump(),
         bn_mode,
         stamps,
-        bool(ctx.options.get("amp", False)),
+        ctx.run.amp,
         # the protocol's normalisation setting and the encoder's pooling change every feature
         ctx.settings.model_dump(mode="json").get("normalize"),
         getattr(ident, "pooling", None),
@@ -157,7 +145,7 @@ def adapt_batchnorm(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_
 def embed_cases(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_size: int, desc: str) -> np.ndarray:
     encoder.eval()
     out = []
-    amp = bool(ctx.options.get("amp", False))
+    amp = ctx.run.amp
     norm = ctx.input_norm(encoder.input_spec)
     for x, _, _ in _batches(ctx, cases, batch_size, desc):
         x = model_layout(normalize_batch(x.to(ctx.device, non_blocking=True), norm))
@@ -170,7 +158,7 @@ def embed_cases(ctx: RunContext, encoder: Encoder, cases: list[Case], batch_size
 def split_features(ctx: RunContext, bn_mode: str = "eval", batch_size: int = 64) -> tuple[dict[str, np.ndarray], dict[str, list[Case]], dict[str, float]]:
     """Features for train (label-fraction subset), val and test; from the cache when possible."""
     splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test}
-    store = ArrayCache(ctx.cache_dir / "features", enabled=ctx.options.get("feature_cache", True))
+    store = ArrayCache(ctx.cache_dir / "features", enabled=ctx.run.feature_cache)
     feats: dict[str, np.ndarray] = {}
     encoder: Encoder | None = None
     t0 = time.perf_counter()

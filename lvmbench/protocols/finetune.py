@@ -24,17 +24,39 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lvmbench.data.cases import Case
-from lvmbench.data.transforms import normalize_batch
 from lvmbench.data.samplers import PKBatchSampler
+from lvmbench.data.transforms import normalize_batch
 from lvmbench.heads import HEADS
 from lvmbench.losses import metric_objective
+from lvmbench.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    ProtocolOutput,
+    RunContext,
+    seed_everything,
+)
+from lvmbench.protocols.classification_common import (
+    counts,
+    labels_of,
+    per_case_records,
+    prior_baseline,
+    score,
+)
 from lvmbench.protocols.epoch_log import epoch_line
-from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score
-from lvmbench.protocols.features import autocast, image_dataset, loader_workers, model_layout
+from lvmbench.protocols.features import (
+    autocast,
+    image_dataset,
+    loader_workers,
+    model_layout,
+)
 from lvmbench.protocols.knn import knn_predict
+from lvmbench.protocols.resume import Resume
 from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
-from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
+from lvmbench.protocols.selection import (
+    BestOnValidation,
+    FiniteLoss,
+    require_validation,
+)
 from lvmbench.protocols.settings import FinetuneSettings
 
 
@@ -79,7 +101,7 @@ class FineTune(Protocol):
         batch_size, crop, objective = hp.batch_size, hp.crop, hp.objective
         hflip = hp.augment and hp.hflip
         random_train_crop = hp.augment  # off: the centre crop in training too
-        amp = bool(ctx.options.get("amp", False))
+        amp = ctx.run.amp
         primary = str(hp.select_metric)
         n_cls = ctx.task.num_classes
         require_validation(ctx, ctx.data.split.val)
@@ -95,7 +117,7 @@ class FineTune(Protocol):
         model = Classifier(encoder, head).to(ctx.device)
         if ctx.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        compiled = bool(ctx.options.get("compile", False))
+        compiled = ctx.run.compile
         if compiled:
             model.compile()  # in place: state_dict keys stay those of the plain model
         opt = adam(model.parameters(), ctx.device, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -105,6 +127,8 @@ class FineTune(Protocol):
             loss_fn, objective_hp = metric_objective(objective, hp.model_dump())
         norm = ctx.input_norm(encoder.input_spec)
         train_ds = image_dataset(ctx, splits["train"])
+        loader_gen = torch.Generator().manual_seed(ctx.seed)  # the shuffle order; saved with a resume checkpoint
+        sampler = None
         if objective == "ce":
             drop_last = len(train_ds) > batch_size
             dl = DataLoader(
@@ -115,7 +139,7 @@ class FineTune(Protocol):
                 num_workers=loader_workers(ctx),
                 pin_memory=ctx.device.type == "cuda",
                 persistent_workers=loader_workers(ctx) > 0,
-                generator=torch.Generator().manual_seed(ctx.seed),
+                generator=loader_gen,
             )
         else:
             p, k = hp.pk or (max(1, batch_size // 4), 4)
@@ -154,7 +178,21 @@ class FineTune(Protocol):
         history: list[dict[str, float]] = []
         data_wait = loop_s = val_s = 0.0
         steps = images = 0
-        for epoch in range(1, hp.epochs + 1):
+        resume = Resume(ctx)
+        first = 1
+        saved = resume.restore(model, opt, sched)
+        if saved is not None:
+            selector.best, selector.state, selector.info, selector.undefined = float(saved["best"]), saved["best_state"], dict(saved["best_info"]), int(saved["undefined"])
+            history = list(saved["history"])
+            data_wait, loop_s, val_s, steps, images = saved["timings"]
+            steps, images = int(steps), int(images)
+            gen.set_state(saved["gen"])
+            loader_gen.set_state(saved["loader_gen"])
+            if sampler is not None:
+                sampler.epoch = int(saved["sampler_epoch"])
+            torch.set_rng_state(saved["rng"])
+            first = int(saved["epoch"]) + 1
+        for epoch in range(first, hp.epochs + 1):
             model.train()
             t_loop = t_wait = time.perf_counter()
             for x, y, _ in tqdm(dl, desc=f"finetune e{epoch}", disable=not ctx.progress, leave=False):
@@ -178,9 +216,16 @@ class FineTune(Protocol):
             history.append({"epoch": epoch, "val": val, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
             epoch_line(ctx, epoch, hp.epochs, t_loop, loss=history[-1]["loss"], **{f"val_{primary}": val})
             selector.offer(val, lambda: copy.deepcopy(model.state_dict()), {"epoch": epoch, "val_primary": val})
+            if epoch < hp.epochs:
+                resume.save_if_due(model, opt, sched, {
+                    "epoch": epoch, "history": history, "best": selector.best, "best_state": selector.state, "best_info": selector.info,
+                    "undefined": selector.undefined, "timings": [data_wait, loop_s, val_s, steps, images], "gen": gen.get_state(),
+                    "loader_gen": loader_gen.get_state(), "sampler_epoch": sampler.epoch if sampler is not None else 0, "rng": torch.get_rng_state(),
+                })
         best_state, chosen = selector.result("fine-tuning")
         model.load_state_dict(best_state)
         prob = predict(splits["test"], random_crop=hp.paper_random_test_crop)
+        resume.clear()  # scored: a stop now would not train again
         flags = ["paper-random-test-crop"] if hp.paper_random_test_crop else []
         flags += ["validation-undefined"] if chosen.get("validation_undefined") else []
         used: dict[str, Any] = {"head": head_name, "head_params": head_hp, "selected": chosen, "amp": amp, "compile": compiled, **objective_hp}

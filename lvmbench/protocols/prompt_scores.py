@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvmbench.protocols.seg_common import clean_scores, summarize_clean
+from lvmbench.protocols.seg_scores import clean_scores, summarize_clean
 from lvmbench.protocols.seg_data import Prepared
 
 

@@ -21,15 +21,9 @@ import torch
 
 from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, volume_overlap
 from lvmbench.protocols.base import PROTOCOLS, RunContext
-from lvmbench.protocols.seg_common import (
-    Scores,
-    SegProtocol,
-    case_record,
-    clean_scores,
-    predict_logits,
-    summarize_clean,
-    upsample_argmax,
-)
+from lvmbench.protocols.seg_common import SegProtocol
+from lvmbench.protocols.seg_scores import Scores, case_record, clean_scores, summarize_clean, upsample_argmax
+from lvmbench.protocols.seg_train import predict_logits
 from lvmbench.protocols.seg_data import Prepared
 from lvmbench.protocols.settings import SegSettings, Seg3DSettings
 

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -46,15 +47,35 @@ from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder
 from lvmbench.interrupt import interruptible
 from lvmbench.metrics.segmentation import per_sample_overlap, slug
 from lvmbench.protocols import prompt_boxes as pb
-from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    ProtocolOutput,
+    RunContext,
+    seed_everything,
+)
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import autocast, loader_workers
+from lvmbench.protocols.prompt_scores import (
+    PromptSet,
+    box_fill,
+    score_images,
+    score_volumes,
+)
 from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
-from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
-from lvmbench.protocols.prompt_scores import PromptSet, box_fill, score_images, score_volumes
-from lvmbench.protocols.seg_common import ood_readers, ood_summary
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
-from lvmbench.protocols.settings import PromptEval3DSettings, PromptEvalSettings, PromptSeg3DSettings, PromptSegSettings
+from lvmbench.protocols.seg_scores import ood_summary
+from lvmbench.protocols.selection import (
+    BestOnValidation,
+    FiniteLoss,
+    require_validation,
+)
+from lvmbench.protocols.settings import (
+    PromptEval3DSettings,
+    PromptEvalSettings,
+    PromptSeg3DSettings,
+    PromptSegSettings,
+)
 
 
 def object_masks(masks: torch.Tensor, classes: list[int], grid: int) -> torch.Tensor:
@@ -138,7 +159,7 @@ class PromptSeg(Protocol):
     @torch.no_grad()
     def encode(self, ctx: RunContext, model: PromptSegModel, images: list[torch.Tensor], hp: PromptEvalSettings, role: str) -> torch.Tensor:
         norm = ctx.input_norm(model.encoder.input_spec)
-        amp = bool(ctx.options.get("amp", False))
+        amp = ctx.run.amp
         store = torch.float16 if ctx.device.type == "cuda" else torch.float32  # CPU: exact; GPU: half the memory
         out = []
         bs = hp.eval_batch_size
@@ -156,7 +177,7 @@ class PromptSeg(Protocol):
         """Mask logits (n, M, M) on the CPU, with the set's deterministic boxes."""
         model.eval()
         grid = hp.image_size // 4
-        amp = bool(ctx.options.get("amp", False))
+        amp = ctx.run.amp
         out = []
         for i in interruptible(range(0, len(ps.owner), hp.eval_batch_size)):
             f = ps.features[i : i + hp.eval_batch_size].to(ctx.device).float()
@@ -191,8 +212,6 @@ class PromptSeg(Protocol):
 
     # --- training ----------------------------------------------------------------------------
     def train(self, ctx: RunContext, model: PromptSegModel, train: PromptSet, val: PromptSet, hp: PromptSegSettings, gen: torch.Generator) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]:
-        from monai.losses import DiceCELoss
-
         grid = hp.image_size // 4
         params = [p for p in model.parameters() if p.requires_grad]
         n = len(train.owner)
@@ -202,7 +221,7 @@ class PromptSeg(Protocol):
         sched = make_scheduler(opt, hp.schedule, hp.epochs, steps)
         loss_fn = DiceCELoss(sigmoid=True, squared_pred=True, reduction="mean")
         guard, selector = FiniteLoss("prompt segmentation"), BestOnValidation()
-        amp = bool(ctx.options.get("amp", False))
+        amp = ctx.run.amp
         key = self.select_key(hp)
         history: list[dict[str, float]] = []
         t_train = t_val = 0.0
@@ -246,7 +265,7 @@ class PromptSeg(Protocol):
         splits = {"train": ctx.train_cases(), "val": ctx.data.split.val, "test": ctx.data.split.test} if self.train_decoder else {"test": ctx.data.split.test}
         verb = "slice" if self.volumes else "decode"
         preps = {s: self.prepared(ctx, ctx.data.reader, cs, hp, native=s == "test", desc=f"{verb}:{s}") for s, cs in splits.items() if cs}
-        oods = [(o, self.prepared(ctx, r, cs, hp, native=True, desc=f"{verb}:{o.name}")) for o, r, cs in ood_readers(ctx)]
+        oods = [(o.spec, self.prepared(ctx, o.reader, o.cases, hp, native=True, desc=f"{verb}:{o.name}")) for o in ctx.data.ood]
         sets = {s: self.prompt_set(ctx, model, p, hp, s, rng, gen) for s, p in preps.items()}
         ood_sets = [(o, self.prompt_set(ctx, model, p, hp, "test", rng, gen)) for o, p in oods]
         t_encode = time.perf_counter() - t0
@@ -291,7 +310,7 @@ class PromptSeg(Protocol):
             flags.append("validation-undefined")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if self.train_decoder else 0
         used = {"selected": chosen, "image_size": hp.image_size, "mask_size": hp.image_size // 4, "load": load,
-                "trainable_parameters": trainable, "amp": bool(ctx.options.get("amp", False))}
+                "trainable_parameters": trainable, "amp": ctx.run.amp}
         return ProtocolOutput(
             metrics=metrics,
             per_case=per_case,

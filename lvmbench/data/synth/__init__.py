@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import json
 import os
-import pkgutil
 import shutil
 import tempfile
 import time
@@ -25,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from lvmbench.errors import UserError
-from lvmbench.registry import Registry, load_entry_points
+from lvmbench.paths import cache_root, usable_cache_dir
+from lvmbench.registry import Registry, import_members, load_entry_points
 
 # Bump when any writer changes: the smoke suite regenerates into a new folder.
 SYNTH_VERSION = 2
@@ -34,10 +33,7 @@ Writer = Callable[[Path, np.random.Generator], None]
 
 
 def _load(reg: Registry[Writer]) -> None:
-    import lvmbench.data.synth as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    import_members(__name__)
     load_entry_points(reg, "lvmbench.synth")  # a plugin's writer: (out_dir, rng) -> None, named by its folder
 
 
@@ -83,6 +79,11 @@ def ensure_synthetic(out: Path, log: Callable[[str], None] | None = None) -> Pat
     return out
 
 
+def synthetic_root(cache_dir: Path | None = None) -> Path:
+    """Where the smoke suite's synthetic data is generated: under ``--cache-dir`` when one is given."""
+    return (cache_dir or cache_root()) / f"synth-v{SYNTH_VERSION}"
+
+
 def synthetic_suite_root(explicit: Path | None, cache_dir: Path | None = None, *, generate: bool = True, log: Callable[[str], None] | None = None) -> Path:
     """The data root of a synthetic suite: its own folder under the cache, never the user's data.
 
@@ -91,9 +92,6 @@ def synthetic_suite_root(explicit: Path | None, cache_dir: Path | None = None, *
     touch that data) in such a shell. An explicit ``--data-root`` is a deliberate request that
     cannot be honoured silently: it must be a synthetic root lvmbench wrote, or the run stops.
     """
-    from lvmbench.paths import usable_cache_dir
-    from lvmbench.suites import synthetic_root
-
     if explicit is not None:
         if not is_synthetic_root(Path(explicit)):
             raise UserError(

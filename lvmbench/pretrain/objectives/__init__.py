@@ -6,9 +6,7 @@ registered submodules, so ``objective.parameters()`` is exactly what the optimis
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +14,7 @@ import torch
 from torch import nn
 
 from lvmbench.encoders.base import Encoder
-from lvmbench.registry import Registry
+from lvmbench.registry import Registry, import_members
 
 
 @dataclass
@@ -58,10 +56,7 @@ class PretrainObjective(nn.Module):
 
 
 def _load(reg: Registry[type[PretrainObjective]]) -> None:
-    import lvmbench.pretrain.objectives as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    import_members(__name__)
 
 
 OBJECTIVES: Registry[type[PretrainObjective]] = Registry("pretraining objective", _load)

@@ -1,0 +1,1 @@
+"""Evaluation protocols: (task, encoder, seed, label fraction) -> metrics + per-case scores (base.py)."""

@@ -1,0 +1,105 @@
+"""How segmentation predictions are scored, and the trivial predictors every result is compared with.
+
+- ``dice``/``iou`` (and ``iou3d``/``dice3d``): the paper's numbers at the resized resolution
+  (lvmbench.metrics.segmentation); ``*_clean``: the same overlaps at the case's native resolution,
+  per class and averaged over the foreground classes, plus HD95 in physical units.
+- OOD sets (``task.ood``): scored with the same checkpoint; ``<metric>_avg`` is the mean over the
+  in-distribution and OOD sets (the paper's Table 4 "Avg"), ``_ood`` the OOD mean, ``_gap`` in - out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lvmbench.data.cases import Case
+from lvmbench.heads.unet import UNet
+from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
+
+Scores = tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]
+
+
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> np.ndarray:
+    """(N, K, S, S) logits -> (N, H, W) uint8 labels at the native size (bilinear on the logits)."""
+    out = []
+    for i in range(0, len(logits), chunk):
+        part = logits[i : i + chunk]
+        if tuple(part.shape[-2:]) != tuple(size):
+            part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+        out.append(part.argmax(1).to(torch.uint8).cpu())
+    return torch.cat(out).numpy()
+
+
+def clean_scores(pred: np.ndarray, target: np.ndarray, num_classes: int, spacing: list[float] | None, with_hd95: bool) -> dict[str, np.ndarray]:
+    """Per-class Dice/IoU (all voxels of the case pooled) and HD95 at native resolution."""
+    dice, iou = volume_overlap(torch.from_numpy(pred), torch.from_numpy(target), num_classes)
+    out = {"dice": dice, "iou": iou}
+    if with_hd95:
+        out["hd95"] = np.concatenate([[np.nan], hd95(pred, target, list(range(1, num_classes)), spacing)])
+    return out
+
+
+def summarize_clean(records: list[dict[str, np.ndarray]], class_names: list[str], prefix: str = "") -> tuple[dict[str, float], dict[str, int]]:
+    """Mean over cases of the per-case mean over foreground classes, plus per-class means."""
+    metrics: dict[str, float] = {}
+    undefined: dict[str, int] = {}
+    fg = range(1, len(class_names))
+    for name in ("dice", "iou", "hd95"):
+        if not records or name not in records[0]:
+            continue
+        per_case = np.array([r[name] for r in records], dtype=np.float64)  # (cases, K)
+        case_means = np.array([nanmean(row[1:]) for row in per_case])
+        value = nanmean(case_means)
+        if not np.isnan(value):
+            metrics[f"{name}_clean{prefix}"] = value
+        if name == "hd95":
+            undefined[f"hd95_clean{prefix}"] = int(np.isnan(per_case[:, 1:]).sum())
+        if len(class_names) > 2:
+            for c in fg:
+                v = nanmean(per_case[:, c])
+                if not np.isnan(v):
+                    metrics[f"{name}_clean_{slug(class_names[c])}{prefix}"] = v
+    return metrics, undefined
+
+
+def case_record(case: Case, split: str, score: float, values: dict[str, Any]) -> dict[str, Any]:
+    rec: dict[str, Any] = {"case": case.id, "group": case.group, "split": split, "score": round(float(score), 6)}
+    for k, v in values.items():
+        if isinstance(v, (list, tuple, np.ndarray)):
+            rec[k] = [None if np.isnan(x) else round(float(x), 6) for x in np.asarray(v, dtype=np.float64)]
+        else:
+            rec[k] = None if v is None or np.isnan(v) else round(float(v), 6)
+    return rec
+
+
+def ood_summary(metrics: dict[str, float], names: list[str], keys: tuple[str, ...] = ("dice",)) -> dict[str, float]:
+    """Mean over in-distribution + OOD sets (the paper's Table 4 'Avg'), OOD mean and in-out gap."""
+    extra: dict[str, float] = {}
+    for key in keys:
+        if key not in metrics:
+            continue
+        ood = [metrics[f"{key}_{slug(n)}"] for n in names if f"{key}_{slug(n)}" in metrics]
+        if not ood:
+            continue
+        extra[f"{key}_avg"] = float(np.mean([metrics[key], *ood]))
+        extra[f"{key}_ood"] = float(np.mean(ood))
+        extra[f"{key}_gap"] = float(metrics[key] - np.mean(ood))
+    return extra
+
+
+class AllBackground(nn.Module):
+    """The baseline every segmentation result states: predicts background everywhere (through the
+    same scoring code, so the paper's empty-empty = 1 rule counts for it too)."""
+
+    def __init__(self, model: UNet, num_classes: int):
+        super().__init__()
+        self.in_channels, self.encoder, self.k = model.in_channels, model.encoder, num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], self.k, *x.shape[-2:], device=x.device)
+        logits[:, 0] = 1.0
+        return logits
