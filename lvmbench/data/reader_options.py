@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError
 
+from lvmbench.data.contained import LINK_FIX, OUTSIDE
 from lvmbench.errors import UserError
 from lvmbench.protocols.settings import model_at
 from lvmbench.registry import suggest
@@ -82,7 +83,8 @@ def options_error(err: ValidationError, model: type[BaseModel], reader: str, whe
     text = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
     shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
-    return UserError(f"{who}bad data option '{full}' for reader '{reader}': {text}{shown}", path=path, fix=f"correct it in task.yaml ({see})")
+    fix = LINK_FIX if text == OUTSIDE else f"correct it in task.yaml ({see})"
+    return UserError(f"{who}bad data option '{full}' for reader '{reader}': {text}{shown}", path=path, fix=fix)
 
 
 def validate_task_readers(spec: Any) -> None:
