@@ -65,16 +65,18 @@ def _key(path: str | Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def walk(root: Path) -> Iterator[tuple[str, list[str]]]:
+def walk(root: Path, within: Path | None = None) -> Iterator[tuple[str, list[str]]]:
     """(folder relative to ``root``, '' for itself; the names of its non-folder entries), for every
     folder under ``root``; hidden folders are skipped, symlinked folders followed once (see above).
-    Unreadable folders are skipped, as ``os.walk`` does."""
+    ``within``: the dataset folder ``root`` lies in; a link back to it or to any folder between it
+    and ``root`` is a loop too. Unreadable folders are skipped, as ``os.walk`` does."""
     seen: set[tuple[int, int]] = set()
     links: list[str] = []
     start = _key(root)
     if start is None:
         return
     seen.add(start)
+    seen.update(k for k in map(_key, _between(within, root)) if k is not None)
     yield from _walk_real(root, "", seen, links)
     while links:  # linked folders after every real one, in name order
         links.sort(reverse=True)
@@ -120,9 +122,20 @@ def _walk_real(root: Path, top: str, seen: set[tuple[int, int]], links: list[str
         stack.extend(reversed(subdirs))
 
 
-def folders(root: Path) -> list[str]:
+def _between(within: Path | None, root: Path) -> list[Path]:
+    """``within`` and the folders between it and ``root`` (lexically), or [] when unrelated."""
+    if within is None:
+        return []
+    try:
+        parts = root.relative_to(within).parts
+    except ValueError:
+        return []
+    return [within.joinpath(*parts[:k]) for k in range(len(parts))]
+
+
+def folders(root: Path, within: Path | None = None) -> list[str]:
     """Every folder under ``root`` (relative, '' for itself) that :func:`walk` enters."""
-    return [rel for rel, _ in walk(root)]
+    return [rel for rel, _ in walk(root, within)]
 
 
 def glob_inside(root: Path, pattern: str) -> list[str]:
@@ -139,7 +152,7 @@ def glob_inside(root: Path, pattern: str) -> list[str]:
     bases = [""] if not head else [b for b in globlib.glob(head, root_dir=root) if (root / b).is_dir()]
     out: set[str] = set()
     for base in bases:
-        for sub in folders(root / base if base else root):
+        for sub in folders(root / base if base else root, root):
             prefix = "/".join(p for p in (base, sub) if p)
             if not tail:  # 'a/**': the folders and every file below, as glob lists them
                 if prefix:

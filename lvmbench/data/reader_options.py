@@ -66,8 +66,11 @@ def validate_options(
 
 
 def options_error(err: ValidationError, model: type[BaseModel], reader: str, where: str, task_id: str | None, path: Any) -> UserError:
-    first = err.errors()[0]
-    loc = tuple(p for p in first.get("loc", ()) if not str(p).startswith("function-"))
+    errors = err.errors()
+    # a path leading out of the dataset folder is the error to report, even when a union (a path or
+    # a mapping of paths) lists "not a string" for its other branch first
+    first = next((x for x in errors if x["msg"].removeprefix("Value error, ") == OUTSIDE), errors[0])
+    loc = tuple(p for p in first.get("loc", ()) if not str(p).startswith("function-") and "[" not in str(p))  # union branch tags
     key = ".".join(str(p) for p in loc)
     full = f"{where}.{key}" if key else where
     who = f"task '{task_id}': " if task_id else ""

@@ -53,6 +53,8 @@ def _generic(arch: str) -> Encoder:
 def is_known(name: str) -> bool:
     if name in ENCODERS:
         return True
+    if name in ENCODERS.broken():  # a broken plugin's name is never taken for a timm model of that name
+        return False
     import timm
 
     base = name.split("/", 1)[1] if name.startswith(("timm/", "torchvision/")) else name
@@ -61,7 +63,12 @@ def is_known(name: str) -> bool:
     return base in TORCHVISION_RESNETS or timm.is_model(base)
 
 
-def _unknown(name: str) -> UnknownNameError:
+def _unknown(name: str) -> UserError:
+    """Why ``name`` is no encoder: a plugin that registered it but failed to import says so (its
+    one-line error names the package and the import error), else the nearest known name."""
+    broken = ENCODERS.broken().get(name)
+    if broken is not None:
+        return broken
     import timm
 
     pool = ENCODERS.names() + list(TORCHVISION_RESNETS) + timm.list_models()

@@ -113,7 +113,7 @@ class TableReader(DatasetReader):
         base = self.root / self.opts.images if self.opts.images else self.root
         if not base.is_dir():
             raise DataError("image folder not found", path=base, fix="check data.options.images in the task")
-        return base, FileIndex(base, IMAGE_SUFFIXES)
+        return base, FileIndex(base, IMAGE_SUFFIXES, within=self.root)
 
     def find_image(self, base: Path, index: FileIndex, template: str, row: dict[str, str], table: Table) -> tuple[str | None, str]:
         """(path relative to the dataset folder or None, what the row named)."""

@@ -102,16 +102,17 @@ def _excel_text(v: object) -> str:
 class FileIndex:
     """Every file under a folder, listed once: a table of 10 000 rows then costs set lookups, not
     10 000 directory scans. ``find`` takes a relative path, a glob pattern, or a name without its
-    extension (tried with ``suffixes``)."""
+    extension (tried with ``suffixes``). ``within``: the dataset folder, when ``root`` is a folder
+    in it (a link from ``root`` back up to it is not followed)."""
 
-    def __init__(self, root: Path, suffixes: tuple[str, ...]):
+    def __init__(self, root: Path, suffixes: tuple[str, ...], within: Path | None = None):
         self.root = root
         self.suffixes = suffixes
         self.files: set[str] = set()
         self.by_name: dict[str, list[str]] = defaultdict(list)
         if root.is_dir():
             # links the user placed are followed, each real folder once: a link loop cannot explode
-            for base, filenames in walk(root):
+            for base, filenames in walk(root, within):
                 for f in filenames:
                     rel = f"{base}/{f}" if base else f
                     self.files.add(rel)
