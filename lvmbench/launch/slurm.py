@@ -67,6 +67,7 @@ def executor_parameters(s: SlurmSettings) -> dict[str, Any]:
 def sbatch_preview(s: SlurmSettings, folder: Path, n_tasks: int) -> str:
     """The sbatch script submitit will write for this array (its own renderer, without submitting)."""
     try:
+        import submitit  # noqa: F401  (first: the package itself decides whether it is installed)
         from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
     except ImportError:
         lines = [f"#   {k}={v}" for k, v in executor_parameters(s).items()] + [f"# job folder: {shlex.quote(str(folder))}"]
