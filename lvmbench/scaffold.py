@@ -141,7 +141,7 @@ def check_task(folder: Path, data_root: Path | None = None, log: Callable[[str],
 
     folder = Path(folder)
     path = folder if folder.name == "task.yaml" else folder / "task.yaml"
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):  # anything else named task.yaml: read_task_yaml says what it is
         raise UserError("no task.yaml here", path=path, fix="pass a task folder (holding task.yaml)")
     spec = load_task_file(path)
     if path.resolve().parent.parent != REPO_TASKS.resolve():

@@ -12,8 +12,10 @@ task came from (folder, plugin package), which every result records.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -92,13 +94,14 @@ _TaskLoader.add_implicit_resolver(
 )
 
 
+READ_FIX = "make task.yaml a readable regular file (or remove the folder from LVMBENCH_TASK_PATH)"
+
+
 def read_task_yaml(path: Path) -> object:
-    """The parsed task file; one-line UserError for unreadable, huge, aliased or malformed YAML."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read(MAX_TASK_FILE_BYTES + 1)  # never more, whatever the file claims to be
-    except OSError as e:
-        raise UserError(f"cannot read task file ({e.strerror or e.__class__.__name__})", path=path) from None
+    """The parsed task file; one-line UserError for unreadable, huge, aliased or malformed YAML, and
+    for a task.yaml that is not a regular file: a FIFO would block the read for ever (and with it
+    `lvmbench tasks`), a device would feed it endless bytes."""
+    blob = _read_regular(path)
     if len(blob) > MAX_TASK_FILE_BYTES:
         raise UserError(
             f"task file is larger than {MAX_TASK_FILE_BYTES >> 20} MB",
@@ -112,13 +115,46 @@ def read_task_yaml(path: Path) -> object:
     except _Refused as e:
         raise UserError(str(e), path=path, fix="write each value out in full (no &anchors, *aliases or << merges)") from None
     except yaml.YAMLError as e:
-        raise UserError(f"cannot read task file ({e.__class__.__name__}: {e})", path=path) from None
+        raise UserError(f"cannot read task file ({e.__class__.__name__}: {e})", path=path, fix="correct the YAML at the line named (indentation, or quote a value holding ': ' or '#')") from None
+
+
+def _read_regular(path: Path) -> bytes:
+    """At most MAX_TASK_FILE_BYTES + 1 bytes of ``path``, refusing anything but a regular file.
+
+    Opened non-blocking (a FIFO's open would otherwise wait for a writer) and checked with fstat on
+    the descriptor itself, so a file swapped after a stat cannot slip through."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        with contextlib.suppress(OSError):  # a socket cannot be opened at all: say what it is
+            if not stat.S_ISREG(mode := os.stat(path).st_mode):
+                raise UserError(f"task file is not a regular file (it is {_kind(mode)})", path=path, fix=READ_FIX) from None
+        raise UserError(f"cannot read task file ({e.strerror or e.__class__.__name__})", path=path, fix=READ_FIX) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserError(f"task file is not a regular file (it is {_kind(mode)})", path=path, fix=READ_FIX)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_TASK_FILE_BYTES + 1)  # never more, whatever the file claims to be
+    except OSError as e:
+        raise UserError(f"cannot read task file ({e.strerror or e.__class__.__name__})", path=path, fix=READ_FIX) from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def load_task_file(path: Path) -> TaskSpec:
     raw = read_task_yaml(path)
     if not isinstance(raw, dict):
-        raise UserError("task file is not a YAML mapping", path=path)
+        raise UserError("task file is not a YAML mapping", path=path, fix="write task.yaml as key: value lines (id, title, family, data, split, ...; see tasks/*/task.yaml)")
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as e:
@@ -126,7 +162,7 @@ def load_task_file(path: Path) -> TaskSpec:
         where = ".".join(str(x) for x in first["loc"])
         raise UserError(f"invalid task spec at '{where}': {first['msg']}", path=path, fix="correct that key in task.yaml (the fields are TaskSpec's, lvmbench/spec.py)") from None
     if spec.id != path.parent.name:
-        raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path)
+        raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path, fix=f"rename the folder to '{spec.id}' or set id: {path.parent.name}")
     spec.folder = path.parent
     validate_task_settings(spec)  # every protocol setting, also in each suite profile, is typed
     validate_task_readers(spec)  # every reader option, also in profiles and OOD sets, is typed
@@ -174,7 +210,7 @@ def _discover(reg: Registry[TaskSpec]) -> None:
                     raw = read_task_yaml(yml)
                     check_out_of_tree(spec, raw if isinstance(raw, dict) else {})
                 if spec.id in reg._items:
-                    raise UserError(f"task '{spec.id}' defined twice (also in {reg._items[spec.id].folder})", path=yml)
+                    raise UserError(f"task '{spec.id}' defined twice (also in {reg._items[spec.id].folder})", path=yml, fix="give one of them another id (and folder name), or take one folder off LVMBENCH_TASK_PATH")
             except UserError as e:
                 BROKEN[yml.parent.name] = (yml, e)
                 reg.add_broken(yml.parent.name, e)

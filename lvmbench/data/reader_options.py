@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lvmbench.data.contained import LINK_FIX, OUTSIDE
 from lvmbench.errors import UserError
 from lvmbench.kit import Bool, Float, Int, Str, StrOrList, first_problem  # noqa: F401 (readers take their scalars from here)
 
@@ -57,7 +58,7 @@ def validate_options(
 
 
 def options_error(err: ValidationError, model: type[BaseModel], reader: str, where: str, task_id: str | None, path: Any) -> UserError:
-    p = first_problem(err, model, show_lists=False)
+    p = first_problem(err, model, show_lists=False, prefer=OUTSIDE)
     full = f"{where}.{p.key}" if p.key else where
     who = f"task '{task_id}': " if task_id else ""
     see = f"see `lvmbench readers {reader}`"
@@ -66,4 +67,5 @@ def options_error(err: ValidationError, model: type[BaseModel], reader: str, whe
         return UserError(msg, path=path, fix=(f"valid keys: {', '.join(p.valid)} ({see})" if p.valid else see))
     if p.kind == "missing":
         return UserError(f"{who}reader '{reader}' needs '{full}'", path=path, fix=f"set it in the task ({see})")
-    return UserError(f"{who}bad data option '{full}' for reader '{reader}': {p.text}{p.shown}", path=path, fix=f"correct it in task.yaml ({see})")
+    fix = LINK_FIX if p.text == OUTSIDE else f"correct it in task.yaml ({see})"
+    return UserError(f"{who}bad data option '{full}' for reader '{reader}': {p.text}{p.shown}", path=path, fix=fix)

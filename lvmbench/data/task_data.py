@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, make_reader
+from lvmbench.data.contained import stays_inside
 from lvmbench.data.ood import OODData, load_ood
 from lvmbench.data.reader_options import options_model
 from lvmbench.data.splits import Split, resolve_split
@@ -69,15 +70,6 @@ def check_dirs_inside_root(spec: TaskSpec) -> None:
                 path=where,
                 fix=f"make {key} a folder name under the data root; to use data kept elsewhere, link it in: ln -s /path/to/it DATA_ROOT/NAME",
             )
-
-
-def stays_inside(rel: str) -> bool:
-    """True when ``rel``, joined to any folder, stays under that folder (no absolute path, no climb out)."""
-    text = rel.replace("\\", "/")  # a task file may be written on Windows; refusing odd names is safe
-    if text.startswith("/") or PureWindowsPath(rel).drive:
-        return False
-    # any '..' counts, even 'a/../b': the OS resolves it after following a symlink 'a', so it may climb out
-    return ".." not in PurePosixPath(text).parts
 
 
 def load_task_data(spec: TaskSpec, data_root: Path | None, suite: str | None = None) -> TaskData:

@@ -15,7 +15,7 @@ from lvmbench.encoders.adapters import (
     TorchvisionResNet,
 )
 from lvmbench.encoders.base import Encoder
-from lvmbench.errors import UnknownNameError
+from lvmbench.errors import UnknownNameError, UserError
 from lvmbench.registry import Registry, load_entry_points, suggest
 
 RANDOM_INIT = "random-init"
@@ -51,13 +51,20 @@ def _generic(arch: str) -> Encoder:
 def is_known(name: str) -> bool:
     if name in ENCODERS:
         return True
+    if name in ENCODERS.broken():  # a broken plugin's name is never taken for a timm model of that name
+        return False
     base = name.split("/", 1)[1] if name.startswith(("timm/", "torchvision/")) else name
     if name.startswith("torchvision/"):
         return base in TORCHVISION_RESNETS
     return base in TORCHVISION_RESNETS or timm.is_model(base)
 
 
-def unknown_encoder(name: str) -> UnknownNameError:
+def unknown_encoder(name: str) -> UserError:
+    """Why ``name`` is no encoder: a plugin that registered it but failed to import says so (its
+    one-line error names the package and the import error), else the nearest known name."""
+    broken = ENCODERS.broken().get(name)
+    if broken is not None:
+        return broken
     pool = ENCODERS.names() + list(TORCHVISION_RESNETS) + timm.list_models()
     hint = suggest(name.split("/", 1)[-1], pool)
     msg = f"no encoder '{name}'"

@@ -29,12 +29,16 @@ class Problem:
     hint: str | None  # unknown: the nearest valid key
 
 
-def first_problem(err: ValidationError, model: type[BaseModel], extra_keys: tuple[str, ...] = (), show_lists: bool = True) -> Problem:
+def first_problem(err: ValidationError, model: type[BaseModel], extra_keys: tuple[str, ...] = (), show_lists: bool = True, prefer: str | None = None) -> Problem:
     """The first problem of ``err`` against ``model``; ``extra_keys`` are keys valid at the top
     level besides the model's fields (a protocol's ``transformer:`` block); ``show_lists``: quote a
-    bad list value in the message (long option lists are left out)."""
-    first = err.errors()[0]
-    loc = tuple(p for p in first.get("loc", ()) if not str(p).startswith("function-"))
+    bad list value in the message (long option lists are left out); ``prefer``: the message of the
+    problem to report when there are several (a union lists "not a string" for its other branch
+    before the problem the user made)."""
+    errors = err.errors()
+    first = next((x for x in errors if prefer is not None and x["msg"].removeprefix("Value error, ") == prefer), errors[0])
+    # function-... and union branch tags (``str``, ``dict[str,str]``) are not keys the user wrote
+    loc = tuple(p for p in first.get("loc", ()) if not str(p).startswith("function-") and "[" not in str(p))
     key = ".".join(str(p) for p in loc)
     value = first.get("input")
     if first["type"] == "extra_forbidden":

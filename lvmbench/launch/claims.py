@@ -12,6 +12,7 @@ lvmbench's own claims.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -161,23 +162,44 @@ def inspect(lock: Path, slurm: dict[str, str] | None) -> ClaimState:
     return ClaimState(lock, "unverified", f"claimed on {owner.get('host')}; cannot check that host from here", owner, age)
 
 
-def clear(claim: ClaimState) -> bool:
-    """Remove a dead claim (lvmbench's own only); False when it is live again or not ours."""
+# clear()'s answer for a claim that a run took over meanwhile: not removed, and rightly so
+TAKEN = "a run holds it again"
+
+
+def clear(claim: ClaimState) -> str | None:
+    """Remove a dead claim (lvmbench's own only). None when removed; otherwise why not: ``TAKEN``
+    when it is live again, else what stopped the removal (a read-only results tree ...)."""
     if claim.state != "stale":
-        return False
+        return "it is not a dead claim"
+    if not os.access(claim.lock.parent, os.W_OK):  # EROFS or a folder without write permission
+        return "its folder is not writable"
     c = Claim(claim.result)
     try:
         if c.acquire():  # proves nobody holds it now; release() unlinks it
-            c.release()
-            return True
-    except UserError:  # a results tree we cannot write: report it as not cleared
-        return False
+            try:
+                c.release()
+            except OSError as e:
+                _drop(c)
+                return f"cannot remove it ({e.strerror or e.__class__.__name__})"
+            return None
+    except UserError as e:  # a results tree we cannot write
+        return str(e).split("; fix:")[0].removeprefix(f"{e.path}:").strip() if e.path else str(e).split("; fix:")[0]
     # no flock here and the owner was on another host: Claim will not take it over; the
     # Slurm answer above is the proof, so remove it if it is still the same claim
     if read_owner(claim.lock) == claim.owner and flock_free(claim.lock) is None:
         try:
             claim.lock.unlink()
-            return True
-        except OSError:
-            return False
-    return False
+            return None
+        except OSError as e:
+            return f"cannot remove it ({e.strerror or e.__class__.__name__})"
+    return TAKEN
+
+
+def _drop(c: Claim) -> None:
+    """Close the descriptor of a claim whose lock file could not be unlinked (no leaked flock)."""
+    fd = getattr(c, "_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        c._fd = None
+    c.held = False

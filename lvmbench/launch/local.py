@@ -40,7 +40,12 @@ def _worker_main(index: int, env: dict[str, str], threads: int, req: EvalRequest
     import os
 
     os.environ.update(env)  # before torch touches CUDA: this worker sees only its GPU
+    # SIGINT was blocked since before this process existed (Pool.start_worker): a Ctrl-C that came
+    # while it started is pending here. The launcher saw the same Ctrl-C and is stopping: leave quietly.
+    if signal.SIGINT in signal.sigpending():
+        return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # between bundles; ``run`` installs its own handler
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import torch
 
     torch.set_num_threads(threads)
@@ -63,7 +68,7 @@ def _worker_main(index: int, env: dict[str, str], threads: int, req: EvalRequest
             print(f"{prefix}FAIL  bundle {n}: {msg}", file=sys.stderr, flush=True)
             out = {"failed": list(unit_keys), "error": msg}
         events.put(("end", index, n, out))
-        if out.get("interrupted"):
+        if out.get("interrupted") or interrupt.requested():  # a Ctrl-C that came as its last unit ended: take no more
             break
 
 
@@ -109,7 +114,15 @@ class Pool:
             name=f"lvmbench-w{i}",
             daemon=False,
         )
-        p.start()
+        # A spawned worker spends its first seconds importing torch before _worker_main can ignore
+        # Ctrl-C; a KeyboardInterrupt there is a traceback and a dead worker. A blocked signal stays
+        # blocked across fork and exec, so the worker starts with SIGINT held back and decides itself.
+        # Here it is only held for the start: a Ctrl-C meanwhile reaches this process's handler after.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         self.procs[i] = p
 
     def run(self, jobs: int, summary: Summary) -> Summary:
@@ -139,6 +152,9 @@ class Pool:
                         left.discard(n)
                         merge(summary, out)
                 self.join()
+                if interrupt.requested():  # also when the workers left before the loop saw the flag
+                    self.stop.set()
+                    summary.interrupted = True
                 if left and not self.stop.is_set():  # a worker killed before its report reached us
                     for n in sorted(left):
                         self.fail(n, "its worker died before reporting", summary)

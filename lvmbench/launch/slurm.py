@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -66,15 +67,18 @@ def executor_parameters(s: SlurmSettings) -> dict[str, Any]:
 def sbatch_preview(s: SlurmSettings, folder: Path, n_tasks: int) -> str:
     """The sbatch script submitit will write for this array (its own renderer, without submitting)."""
     try:
+        import submitit  # noqa: F401  (first: the package itself decides whether it is installed)
         from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
     except ImportError:
-        lines = [f"#   {k}={v}" for k, v in executor_parameters(s).items()]
+        lines = [f"#   {k}={v}" for k, v in executor_parameters(s).items()] + [f"# job folder: {shlex.quote(str(folder))}"]
         return "\n".join([f"# submitit is not installed ({INSTALL_FIX}): no sbatch script rendered; submitit's parameters would be:", *lines])
     params = executor_parameters(s)
     generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     native = SlurmExecutor._convert_parameters(SlurmExecutor.__new__(SlurmExecutor), generic)
     native.update({k.removeprefix("slurm_"): v for k, v in params.items() if k.startswith("slurm_")})
-    command = f"{sys.executable} -u -m submitit.core._submit {folder}"
+    # quoted as submitit quotes its own command (SlurmExecutor._submission_command), so the preview is
+    # the script it submits and can be pasted, whatever spaces the paths hold
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=n_tasks if n_tasks > 1 else None, **native)
 
 
@@ -111,9 +115,9 @@ def run_slurm(req: EvalRequest, s: SlurmSettings, log: Callable[[str], None], dr
     job_id = str(jobs[0].job_id).split("_")[0]
     logs = jobs_folder(req.results) / job_id
     write_manifest(logs / "units.json", job_id, jobs, items, params)
-    log(f"submitted Slurm job {job_id}: {len(jobs)} array task(s), {len(pend.todo)} unit(s); logs in {logs}/")
+    log(f"submitted Slurm job {job_id}: {len(jobs)} array task(s), {len(pend.todo)} unit(s); logs in {shlex.quote(str(logs) + '/')}")
     if not s.wait:
-        log(f"follow it with: lvmbench status --results {req.results}   (cancel: scancel {job_id})")
+        log(f"follow it with: lvmbench status --results {shlex.quote(str(req.results))}   (cancel: scancel {job_id})")
         return None
     return finish(req, pend, wait_for(jobs, items, req, pend.summary, log))
 

@@ -234,9 +234,26 @@ def job_lines(results: Path, last: int = 5) -> list[str]:
 
 
 def clear_stale(grid: Grid) -> None:
+    """Remove the dead claims; one line and a non-zero exit when some could not be removed (a
+    read-only results tree): exit 0 would say the grid is clean."""
+    refused: list[tuple[Path, str]] = []
     for c in grid.claims:
-        if c.state == "stale" and claim_mod.clear(c):
+        if c.state != "stale":
+            continue
+        why = claim_mod.clear(c)
+        if why is None:
             grid.cleared.append(c.lock)
+        elif why != claim_mod.TAKEN:
+            refused.append((c.lock, why))
+    if refused:
+        lock, why = refused[0]
+        total = len(grid.cleared) + len(refused)
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise UserError(
+            f"--clear-stale removed {len(grid.cleared)} of {total} dead claim(s); {len(refused)} could not be removed: {why}{more}",
+            path=lock,
+            fix="rerun where the results folder is writable (as its owner, or where it is not mounted read-only); `lvmbench status` without --clear-stale shows the grid",
+        )
 
 
 def report(grid: Grid, results: Path, clearing: bool) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.contained import InsidePath
 from lvmbench.data.imageio import read_image
 from lvmbench.data.reader_options import Bool, ReaderOptions, Str
 from lvmbench.data.readers.groups import GroupResolver, GroupSource
@@ -23,7 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 class ClassFoldersOptions(ReaderOptions):
-    splits: list[Str] = Field(default_factory=lambda: ["Training", "Testing"], description="publisher split folders above the class folders; [] = class folders directly in the dataset folder")
+    splits: list[InsidePath] = Field(default_factory=lambda: ["Training", "Testing"], description="publisher split folders above the class folders; [] = class folders directly in the dataset folder")
     classes: list[Str] = Field(default_factory=list, description="the task's classes (filled in from the task)")
     aliases: dict[Str, Str] = Field(default_factory=dict, description="folder name -> class, for other spellings of a class")
     group_identical: Bool | Literal["bytes", "pixels"] = Field(False, description="identical files share a group: bytes (or true) | pixels (re-encoded copies too)")
@@ -123,8 +124,8 @@ def _group_identical(root: Path, cases: list[Case], how: str) -> list[Case]:
 
 
 class FGADROptions(ReaderOptions):
-    images: Str = Field("Original_Images", description="image folder")
-    labels: Str = Field("DR_Seg_Grading_Label.csv", description="grading CSV: name,grade")
+    images: InsidePath = Field("Original_Images", description="image folder")
+    labels: InsidePath = Field("DR_Seg_Grading_Label.csv", description="grading CSV: name,grade")
 
 
 @READERS.register("fgadr")

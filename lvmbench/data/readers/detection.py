@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Box, Case, DatasetReader, Issue
+from lvmbench.data.contained import InsidePath, inside
 from lvmbench.data.imageio import image_size as oriented_size
 from lvmbench.data.imageio import read_image
 from lvmbench.data.reader_options import Bool, ReaderOptions, Str
@@ -184,8 +185,8 @@ class KvasirBoxes(BoxReader):
     """
 
     class Options(BoxOptions):
-        images: Str = Field("images", description="image folder")
-        boxes: Str = Field("kavsir_bboxes.json", description="the box JSON file")
+        images: InsidePath = Field("images", description="image folder")
+        boxes: InsidePath = Field("kavsir_bboxes.json", description="the box JSON file")
 
     example = {"reader": "kvasir_boxes", "dir": "Kvasir-SEG", "options": {"images": "images", "boxes": "kavsir_bboxes.json"}}
 
@@ -254,10 +255,10 @@ class PascalVOC(BoxReader):
     """
 
     class Options(GroupedBoxOptions):
-        annotations: Str = Field("Annotations", description="folder of the XML files")
-        images: Str = Field("JPEGImages", description="image folder")
-        imagesets: Str = Field("ImageSets/Main", description="folder of the image-set lists")
-        sets: list[Str] = Field(default_factory=lambda: ["train", "val", "test"], description="lists giving the publisher split ([] = every XML, no split)")
+        annotations: InsidePath = Field("Annotations", description="folder of the XML files")
+        images: InsidePath = Field("JPEGImages", description="image folder")
+        imagesets: InsidePath = Field("ImageSets/Main", description="folder of the image-set lists")
+        sets: list[InsidePath] = Field(default_factory=lambda: ["train", "val", "test"], description="lists giving the publisher split ([] = every XML, no split)")
         one_based: Bool = Field(True, description="VOC pixel indices start at 1")
         difficult: Literal["keep", "drop"] = Field("keep", description="objects marked difficult")
 
@@ -296,6 +297,8 @@ class PascalVOC(BoxReader):
         except (ET.ParseError, OSError) as e:
             raise DataError(f"malformed VOC XML ({str(e)[:100]})", path=xml_path, fix="re-export or delete this annotation file") from None
         fname = (root.findtext("filename") or f"{xml_path.stem}.jpg").strip()
+        # the XML is the dataset's, not the user's: its <filename> may not lead out of the image folder
+        inside(fname, what="<filename>", path=xml_path, fix="make <filename> a file name inside data.options.images (to use images kept elsewhere, link them into the dataset folder)")
         size = None
         try:
             w, h = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
@@ -364,8 +367,8 @@ class CocoJSON(BoxReader):
     """
 
     class Options(GroupedBoxOptions):
-        annotations: Str | dict[Str, Str] = Field("annotations.json", description="the COCO JSON, or {publisher split: file}")
-        images: Str = Field("", description="folder the file_names are relative to (default: the dataset folder)")
+        annotations: InsidePath | dict[Str, InsidePath] = Field("annotations.json", description="the COCO JSON, or {publisher split: file}")
+        images: InsidePath = Field("", description="folder the file_names are relative to (default: the dataset folder)")
 
     example = {"reader": "coco", "dir": "lesions_coco", "options": {"annotations": {"train": "train.json", "val": "val.json", "test": "test.json"}, "images": "images"}}
 
@@ -406,7 +409,8 @@ class CocoJSON(BoxReader):
                     if box is not None:
                         per_image[a["image_id"]].append(box)
                 for im in data["images"]:
-                    rel = (Path(self.images) / im["file_name"]).as_posix()
+                    name = inside(str(im["file_name"]), what=f"image {im.get('id')!r}: file_name", path=path, fix="make file_name relative to data.options.images (to use images kept elsewhere, link them into the dataset folder)")
+                    rel = (Path(self.images) / name).as_posix()
                     if rel in seen:
                         raise DataError(f"image '{rel}' appears twice", path=path, fix="list each image once across the annotation files")
                     seen.add(rel)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lvmbench.data.cases import Issue
+from lvmbench.data.contained import InsidePath
 from lvmbench.data.reader_options import Int, ReaderOptions, Str
 from lvmbench.errors import DataError, UserError
 
@@ -52,10 +53,10 @@ class GroupSource(ReaderOptions):
     template: Str | None = Field(None, description="template over the layout's fields or the row's columns")
     column: Str | None = Field(None, description="a column of the reader's table")
     regex: Str | None = Field(None, description="regular expression searched in 'input'")
-    file: Str | None = Field(None, description="mapping table (CSV/TSV/XLSX/JSON) from key to group, relative to the dataset folder")
+    file: InsidePath | None = Field(None, description="mapping table (CSV/TSV/XLSX/JSON) from key to group, relative to the dataset folder")
     key: Str | None = Field(None, description="file: column holding the case key")
     value: Str | None = Field(None, description="file: column holding the group")
-    ranges: list[GroupRange] | Str | None = Field(None, description="numeric ranges [{from, to, group}] or a CSV of them")
+    ranges: list[GroupRange] | InsidePath | None = Field(None, description="numeric ranges [{from, to, group}] or a CSV of them")
     # not ``on``: YAML 1.1 reads an ``on:`` key as the boolean true
     input: Str = Field("{stem}", description="template giving what regex/file/ranges read from each case")
     unmatched: Literal["error", "own"] = Field("error", description="a case no source names: error | own (its own group)")

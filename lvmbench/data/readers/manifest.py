@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.contained import InsidePath
 from lvmbench.data.imageio import read_image
 from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str, StrOrList
 from lvmbench.data.readers.groups import GroupResolver, GroupSource
@@ -39,12 +40,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dc
 
 
 class TableOptions(ReaderOptions):
-    table: Str = Field(description="the table, relative to the dataset folder (.csv, .tsv, .txt, .xlsx)")
+    table: InsidePath = Field(description="the table, relative to the dataset folder (.csv, .tsv, .txt, .xlsx)")
     sheet: Str | Int | None = Field(None, description="XLSX: sheet name or index (default: the first)")
     sep: Str | None = Field(None, description="column separator (default: by file suffix; .txt sniffed)")
     header: Bool = Field(True, description="false: the table has no header row; its columns are then named col1, col2, col3 ...")
     image: StrOrList = Field(description="column(s) holding image paths, or template(s) over columns such as '{image_id}.jpg'; a list gives several images per row")
-    images: Str = Field("", description="folder the image paths are relative to (default: the dataset folder); glob characters in a path pick the first match")
+    images: InsidePath = Field("", description="folder the image paths are relative to (default: the dataset folder); glob characters in a path pick the first match")
     group: GroupSource | None = Field(None, description="patient/lesion group: {column: NAME}, a template over columns, or a group source (default: the row)")
     split: Str | None = Field(None, description="column holding the publisher split (for split.source: publisher)")
     classes: list[Str] = Field(default_factory=list, description="the task's classes (filled in from the task)")
@@ -112,7 +113,7 @@ class TableReader(DatasetReader):
         base = self.root / self.opts.images if self.opts.images else self.root
         if not base.is_dir():
             raise DataError("image folder not found", path=base, fix="check data.options.images in the task")
-        return base, FileIndex(base, IMAGE_SUFFIXES)
+        return base, FileIndex(base, IMAGE_SUFFIXES, within=self.root)
 
     def find_image(self, base: Path, index: FileIndex, template: str, row: dict[str, str], table: Table) -> tuple[str | None, str]:
         """(path relative to the dataset folder or None, what the row named)."""

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
+from lvmbench.data.contained import InsidePath
 from lvmbench.data.reader_options import ReaderOptions, Str
 from lvmbench.errors import DataError
 
@@ -25,7 +26,7 @@ SPLITS = ("train", "val", "test")
 
 
 class MedMNISTOptions(ReaderOptions):
-    file: Str = Field(description="the .npz file inside the dataset folder, e.g. retinamnist.npz")
+    file: InsidePath = Field(description="the .npz file inside the dataset folder, e.g. retinamnist.npz")
     md5: Str | None = Field(None, description="official checksum; verify warns when the copy differs")
 
 

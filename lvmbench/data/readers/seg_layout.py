@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lvmbench.data.cases import Issue
+from lvmbench.data.contained import LINK_FIX, OUTSIDE, glob_inside, stays_inside
 from lvmbench.errors import DataError, UserError
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -69,8 +70,13 @@ class Layout:
 
     def glob(self, pattern: str, recursive: bool = False) -> list[str]:
         """Relative paths matching ``pattern`` under the dataset folder (whose own name may hold
-        glob characters: it is never part of the pattern)."""
-        return globlib.glob(pattern, root_dir=self.root, recursive=recursive)
+        glob characters: it is never part of the pattern). ``recursive``: ``**`` spans folders,
+        following the links placed in the dataset folder once each (a link loop cannot explode)."""
+        if recursive:
+            return glob_inside(self.root, pattern)
+        if not stays_inside(pattern):
+            raise DataError(f"glob '{pattern}' {OUTSIDE}", path=self.root, fix=LINK_FIX)
+        return globlib.glob(pattern, root_dir=self.root)
 
     def excluded(self, rel: str) -> bool:
         return any(e.search(rel) for e in self.exclude)

@@ -39,9 +39,10 @@ from PIL import Image
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
+from lvmbench.data.contained import InsidePath, InsidePathOrList
 from lvmbench.data.content_hints import swapped_sides
 from lvmbench.data.imageio import image_size, read_image, read_mask
-from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str, StrOrList
+from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str
 from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.data.readers.seg_layout import Layout, fill, require_cases, unpaired_issues
 from lvmbench.errors import DataError, UserError
@@ -50,7 +51,7 @@ OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "masks", "thr
 
 
 class MaskEntry(ReaderOptions):
-    path: StrOrList = Field(description="template (or alternatives) of the mask file(s)")
+    path: InsidePathOrList = Field(description="template (or alternatives) of the mask file(s)")
     label: Int = Field(1, ge=0, description="class painted where this mask is set")
     threshold: Int | None = Field(None, ge=0, description="grey-level threshold of this mask (default: data.options.threshold)")
     required: Bool = Field(True, description="an image without this mask is left out")
@@ -64,15 +65,15 @@ class RawSpec(ReaderOptions):
 
 
 class PairedImagesOptions(ReaderOptions):
-    images: StrOrList = Field(description="glob(s) of the image files, relative to the dataset folder (any folder name)")
+    images: InsidePathOrList = Field(description="glob(s) of the image files, relative to the dataset folder (any folder name)")
     pattern: Str | None = Field(None, description="regex with named groups over each image's relative path")
     exclude: list[Str] = Field(default_factory=list, description="regexes of paths to leave out")
     id: Str = Field("{name}", description="template of the case id")
     group: GroupSource | None = Field(None, description="patient/video group: template or group source (default: the id)")
     split: Str | None = Field(None, description="template of the publisher split (for split.source: publisher)")
-    masks: StrOrList | list[Str | MaskEntry] = Field(description="template of the mask file (any folder name), or a list of {path, label, threshold, required}")
+    masks: InsidePathOrList | list[InsidePath | MaskEntry] = Field(description="template of the mask file (any folder name), or a list of {path, label, threshold, required}")
     threshold: Int | None = Field(None, ge=0, description="masks above it are grey-level and thresholded (default 127); at or below: labels")
-    fov: Str | None = Field(None, description="template of a field-of-view mask (DRIVE)")
+    fov: InsidePath | None = Field(None, description="template of a field-of-view mask (DRIVE)")
     image_mode: Literal["RGB", "L"] = Field("RGB", description="decode images as RGB or greyscale")
     match_size: Literal["mask"] | None = Field(None, description="mask: resize the image to its mask")
     resize_masks: Bool = Field(False, description="resize masks of another size to the image (nearest) instead of refusing them")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import fnmatch
 import glob as globlib
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from lvmbench.data.contained import walk
 from lvmbench.errors import DataError, UserError
 from lvmbench.registry import suggest
 
@@ -54,15 +54,17 @@ def read_table(path: Path, sheet: str | int | None = None, sep: str | None = Non
     if not path.is_file():
         raise DataError("table not found", path=path, fix="check the file name in the task's data.options (relative to the dataset folder)")
     kind = TABLE_SUFFIXES.get(path.suffix.lower())
+    # Read without a header and take the first row ourselves: pandas renames a repeated header
+    # (label, label -> label, label.1) before anyone could see it, and the first column would be used.
     try:
         if kind == "excel":
             try:
-                frame = pd.read_excel(path, sheet_name=0 if sheet is None else sheet, dtype=object, header=0 if header else None)
+                frame = pd.read_excel(path, sheet_name=0 if sheet is None else sheet, dtype=object, header=None)
             except ImportError as e:
                 raise UserError(f"reading Excel files needs openpyxl ({e})", path=path, fix="pip install openpyxl, or save the sheet as CSV") from None
             frame = frame.map(_excel_text)
         else:
-            frame = pd.read_csv(path, sep=sep or kind or None, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="python" if not (sep or kind) else "c", skipinitialspace=True, header=0 if header else None)
+            frame = pd.read_csv(path, sep=sep or kind or None, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="python" if not (sep or kind) else "c", skipinitialspace=True, header=None)
     except UserError:
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
@@ -70,10 +72,17 @@ def read_table(path: Path, sheet: str | int | None = None, sep: str | None = Non
         raise DataError(f"not a readable table ({msg})", path=path, fix="save it as UTF-8 CSV/TSV with one header row, or as XLSX") from None
     except Exception as e:  # openpyxl raises its own types for damaged workbooks
         raise DataError(f"not a readable table ({e.__class__.__name__}: {str(e)[:120]})", path=path, fix="re-save the workbook, or export the sheet as CSV") from None
-    columns = [str(c).strip() for c in frame.columns] if header else [f"col{i + 1}" for i in range(len(frame.columns))]
+    if header:
+        if frame.empty:
+            raise DataError("not a readable table (no header row)", path=path, fix="save it as UTF-8 CSV/TSV with one header row, or as XLSX")
+        # an empty header cell gets pandas' name for it ("Unnamed: 3"), so messages can point at it
+        columns = [(str(c).strip() if c is not None else "") or f"Unnamed: {i}" for i, c in enumerate(frame.iloc[0])]
+        frame = frame.iloc[1:]
+    else:
+        columns = [f"col{i + 1}" for i in range(len(frame.columns))]
     dup = sorted({c for c in columns if columns.count(c) > 1})
     if dup:
-        raise DataError(f"the header names column(s) {', '.join(dup)} twice", path=path, fix="give every column its own name")
+        raise DataError(f"the header names column(s) {', '.join(repr(c) for c in dup)} more than once; only one of them could be read", path=path, fix="give every column its own name (or delete the copy)")
     frame.columns = columns
     rows = [{c: ("" if v is None else str(v)).strip() for c, v in zip(columns, rec)} for rec in frame.itertuples(index=False, name=None)]
     return Table(path, columns, rows, 2 if header else 1)
@@ -93,19 +102,19 @@ def _excel_text(v: object) -> str:
 class FileIndex:
     """Every file under a folder, listed once: a table of 10 000 rows then costs set lookups, not
     10 000 directory scans. ``find`` takes a relative path, a glob pattern, or a name without its
-    extension (tried with ``suffixes``)."""
+    extension (tried with ``suffixes``). ``within``: the dataset folder, when ``root`` is a folder
+    in it (a link from ``root`` back up to it is not followed)."""
 
-    def __init__(self, root: Path, suffixes: tuple[str, ...]):
+    def __init__(self, root: Path, suffixes: tuple[str, ...], within: Path | None = None):
         self.root = root
         self.suffixes = suffixes
         self.files: set[str] = set()
         self.by_name: dict[str, list[str]] = defaultdict(list)
         if root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                base = Path(dirpath).relative_to(root).as_posix()
+            # links the user placed are followed, each real folder once: a link loop cannot explode
+            for base, filenames in walk(root, within):
                 for f in filenames:
-                    rel = f if base == "." else f"{base}/{f}"
+                    rel = f"{base}/{f}" if base else f
                     self.files.add(rel)
                     self.by_name[f].append(rel)
 

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Box, Case, Issue
+from lvmbench.data.contained import InsidePath
 from lvmbench.data.reader_options import Bool, Float, Str
 from lvmbench.data.readers.detection import DICOM_SUFFIXES, IMAGE_SUFFIXES, BoxOptions, BoxReader, _norm, _scale, image_size, read_dicom
 from lvmbench.data.imageio import read_image
@@ -41,8 +42,8 @@ class VinDrCXR(BoxReader):
     rows), ``csv_order_split`` (fractions for train/valid/test, or null)."""
 
     class Options(BoxOptions):
-        images: Str = Field("train", description="image folder (DICOM or PNG)")
-        csv: Str = Field("train.csv", description="annotation CSV")
+        images: InsidePath = Field("train", description="image folder (DICOM or PNG)")
+        csv: InsidePath = Field("train.csv", description="annotation CSV")
         fusion: Literal["wbf", "none"] = Field("wbf", description="fuse the radiologists' boxes per class (weighted box fusion) or keep every box")
         wbf_iou: Float = Field(0.2, gt=0, le=1, description="fusion IoU threshold")
         wbf_skip: Float = Field(1e-4, ge=0, le=1, description="fusion score threshold")

@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue, checked_options, issue_from
-from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str, StrOrList
+from lvmbench.data.contained import InsidePathOrList
+from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str
 from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.data.readers.seg_layout import Layout, as_list, fill, require_cases, unpaired_issues
 from lvmbench.errors import DataError, UserError
@@ -45,13 +46,13 @@ OPTIONS = {"images", "pattern", "exclude", "id", "group", "split", "label", "sit
 
 
 class VolumeOptions(ReaderOptions):
-    images: StrOrList = Field(description="glob(s) of the image volumes, relative to the dataset folder")
+    images: InsidePathOrList = Field(description="glob(s) of the image volumes, relative to the dataset folder")
     pattern: Str | None = Field(None, description="regex with named groups over each image's relative path")
     exclude: list[Str] = Field(default_factory=list, description="regexes of paths to leave out")
     id: Str | None = Field(None, description="template of the case id (default: the image stem)")
     group: GroupSource | None = Field(None, description="patient group: template or group source (default: the id)")
     split: Str | None = Field(None, description="template of the publisher split")
-    label: StrOrList = Field(description="template (or alternatives) of the label volume")
+    label: InsidePathOrList = Field(description="template (or alternatives) of the label volume")
     site: Str | None = Field(None, description="template naming the acquisition site")
     sites: list[Str] = Field(default_factory=list, description="sites to keep (default: all)")
     label_map: dict[Int, Int] = Field(default_factory=dict, description="stored label value -> class index (unlisted values: background)")
