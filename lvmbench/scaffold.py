@@ -20,16 +20,19 @@ from typing import Any
 
 import yaml
 
+from lvmbench.data.data_commands import report_lines
+from lvmbench.data.verify import verify_task
 from lvmbench.errors import UserError
+from lvmbench.metric_names import is_known, known_metrics
 from lvmbench.scaffold_infer import Inferred, infer
+from lvmbench.spec import TaskSpec
+from lvmbench.tasks import REPO_TASKS, TASKS, check_out_of_tree, load_task_file, read_task_yaml
 
 TEMPLATES = {"classification": "brain_tumor_linear", "segmentation": "kvasir_seg", "segmentation-3d": "brats2018", "detection": "kvasir_det"}
 QUICK_CASES = 64
 
 
 def _template(family: str, dims: str) -> dict[str, Any]:
-    from lvmbench.tasks import REPO_TASKS, read_task_yaml
-
     name = TEMPLATES["segmentation-3d" if family == "segmentation" and dims != "2d" else family]
     raw = read_task_yaml(REPO_TASKS / name / "task.yaml")
     assert isinstance(raw, dict)
@@ -39,9 +42,6 @@ def _template(family: str, dims: str) -> dict[str, Any]:
 
 def build_spec(task_id: str, family: str, inferred: Inferred, data_dir: str, suite: str) -> tuple[dict[str, Any], list[str]]:
     """The new task.yaml as a mapping, and the lines of what is left to fill in."""
-    from lvmbench.metric_names import is_known, known_metrics
-    from lvmbench.spec import TaskSpec
-
     t = _template(family, inferred.dims)
     protocols = {p: t["protocols"][p] for p in t.get("default_protocols") or list(t["protocols"])}
     smoke = (t.get("profiles") or {}).get("smoke") or {}
@@ -105,7 +105,6 @@ def new_task(task_id: str, family: str, data: Path, out: Path, *, suite: str | N
     path = folder / "task.yaml"
     if path.exists():
         raise UserError("a task file already exists here; nothing written", path=path, fix="choose another id or --out, or delete the folder yourself")
-    from lvmbench.tasks import TASKS
 
     if task_id in TASKS.names():
         raise UserError(f"task '{task_id}' already exists (in {TASKS.get(task_id).folder})", fix="choose another id")
@@ -135,10 +134,6 @@ def new_task(task_id: str, family: str, data: Path, out: Path, *, suite: str | N
 def check_task(folder: Path, data_root: Path | None = None, log: Callable[[str], None] = print) -> bool:
     """Validate one task folder (spec, protocol settings, reader options, metric names, suites);
     with ``data_root``, verify its data too. True when it can run."""
-    from lvmbench.data.data_commands import report_lines
-    from lvmbench.data.verify import verify_task
-    from lvmbench.tasks import REPO_TASKS, check_out_of_tree, load_task_file, read_task_yaml
-
     folder = Path(folder)
     path = folder if folder.name == "task.yaml" else folder / "task.yaml"
     if not (path.exists() or path.is_symlink()):  # anything else named task.yaml: read_task_yaml says what it is

@@ -18,13 +18,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
+from lvmbench.data.imageio import read_mask
 from lvmbench.data.readers.tables import TABLE_SUFFIXES, FileIndex, Table, read_table
 from lvmbench.errors import UserError
 
@@ -236,15 +239,11 @@ def _best_pair(folders: dict[str, list[str]]) -> tuple[str, str, str, int] | Non
 def _sample_arrays(root: Path, folder: str, names: list[str], volumes: bool, n: int) -> list[np.ndarray]:
     """Up to ``n`` files spread over ``names``, read as masks (volumes through SimpleITK); an
     unreadable sample says nothing either way and is left out."""
-    from lvmbench.data.imageio import read_mask
-
     out = []
     for name in names[:: max(1, len(names) // n)][:n]:
         p = root / folder / name
         try:
             if volumes:
-                import SimpleITK as sitk
-
                 out.append(sitk.GetArrayFromImage(sitk.ReadImage(str(p))))
             else:
                 out.append(read_mask(p))
@@ -329,8 +328,6 @@ def _detection(root: Path) -> Inferred:
                             todo=["no patient information: each image is its own group"], found=[f"COCO file {path.name}: {len(data['images'])} images, {len(classes)} categories"])
     xmls = sorted(root.glob("**/*.xml"))[:2000]
     if xmls:
-        import xml.etree.ElementTree as ET
-
         names: set[str] = set()
         for x in xmls[:300]:
             try:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lvmbench.data.cases import issue_from
 from lvmbench.data.split_import import ImportResult, import_lists, load_paper_lists
 from lvmbench.data.splits import Split, frozen_split_path, make_split, write_split_file
 from lvmbench.data.task_data import dataset_root, limit_cases, task_reader
-from lvmbench.data.cases import issue_from
 from lvmbench.data.verify import TaskReport
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec

@@ -14,12 +14,14 @@ are. An error says "cannot decode" only after every decoder failed.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lvmbench.errors import DataError, UserError
@@ -115,10 +117,6 @@ def _is_tiff(p: Path) -> bool:
 
 def _tiff_page(p: Path, pil_error: str, decode: bool = False) -> tuple[np.ndarray | None, tuple[int, ...]]:
     """(pixels with samples last or None, (h, w[, samples])) of the first page, through tifffile."""
-    import logging
-
-    import tifffile
-
     quiet = logging.getLogger("tifffile")
     level, quiet.level = quiet.level, logging.CRITICAL  # its warnings would repeat our one line
     try:

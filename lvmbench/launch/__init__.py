@@ -12,9 +12,17 @@ finished units and recomputes stale ones, and the epoch checkpoints of detection
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
-from lvmbench.runner import EvalRequest, Summary
+from tabulate import tabulate
+
+from lvmbench.errors import UserError
+from lvmbench.launch import options as opt
+from lvmbench.launch.local import run_local
+from lvmbench.launch.slurm import run_slurm
+from lvmbench.launch.units import RESUMES, bundles, describe, pending
+from lvmbench.runner import EvalRequest, Summary, run
 
 
 def launch_eval(
@@ -30,33 +38,22 @@ def launch_eval(
 ) -> Summary | None:
     """Run ``req`` in this process (``none``), on local workers or on Slurm. None: nothing ran here
     (a dry run, or a job array left running)."""
-    import sys
-
-    from lvmbench.launch import options as opt
-
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     slurm = dict(slurm or {})
     opt.check_combination(launcher, {"--jobs": jobs, "--devices": devices}, {opt.SLURM_OPTIONS[k]: v for k, v in slurm.items()})
     if launcher == "none" and bundle is not None:
-        from lvmbench.errors import UserError
-
         raise UserError("--bundle applies to --launcher local or slurm", fix="add --launcher local --jobs N (or --launcher slurm), or drop --bundle")
     if launcher == "local":
-        from lvmbench.launch.local import run_local
-
         settings = opt.local_settings(jobs, devices, req.run.device, bundle)
         if dry_run:
             return dry_run_units(req, settings.bundle, log)
         return run_local(req, settings, log)
     if launcher == "slurm":
-        from lvmbench.launch.slurm import run_slurm
-
         if bundle is not None:
             slurm["bundle"] = bundle
         return run_slurm(req, opt.slurm_settings(slurm), log, dry_run=dry_run)
     if dry_run:
         return dry_run_units(req, None, log)
-    from lvmbench.runner import run
 
     return run(req)
 
@@ -64,10 +61,6 @@ def launch_eval(
 def dry_run_units(req: EvalRequest, bundle: int | None, log: Callable[[str], None]) -> None:
     """Print what ``eval`` would run (after skipping finished units): in the order this process
     runs them, or (``bundle``: local workers) in the bundles the workers take."""
-    from tabulate import tabulate
-
-    from lvmbench.launch.units import RESUMES, bundles, describe, pending
-
     pend = pending(req, log, prepare=False)
     done = len(pend.summary.skipped)
     if bundle is None:

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from lvmbench import interrupt
+from lvmbench.errors import UserError
 from lvmbench.failures import note_failure
 from lvmbench.launch.options import LocalSettings
 from lvmbench.launch.units import absolute, bundles, finish, keys, merge, pending
-from lvmbench.runner import EvalRequest, Planned, Summary
+from lvmbench.launch.worker import UnitWorker
+from lvmbench.runner import EvalRequest, Planned, Summary, user_message
 
 POLL_S = 0.5
 
@@ -37,8 +42,6 @@ def worker_env(index: int, settings: LocalSettings) -> dict[str, str]:
 
 def _worker_main(index: int, env: dict[str, str], threads: int, req: EvalRequest, redo: bool, launcher: dict, todo: Any, events: Any, stop: Any) -> None:
     """A worker process: take bundles until the queue says stop (``None``) or a stop is asked."""
-    import os
-
     os.environ.update(env)  # before torch touches CUDA: this worker sees only its GPU
     # SIGINT was blocked since before this process existed (Pool.start_worker): a Ctrl-C that came
     # while it started is pending here. The launcher saw the same Ctrl-C and is stopping: leave quietly.
@@ -46,10 +49,8 @@ def _worker_main(index: int, env: dict[str, str], threads: int, req: EvalRequest
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # between bundles; ``run`` installs its own handler
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    import torch
 
     torch.set_num_threads(threads)
-    from lvmbench.launch.worker import UnitWorker
 
     prefix = f"[w{index}] "
     while not stop.is_set():
@@ -61,9 +62,6 @@ def _worker_main(index: int, env: dict[str, str], threads: int, req: EvalRequest
         try:
             out = UnitWorker(req, unit_keys, unit_keys if redo else [], {**launcher, "worker": index}, prefix=prefix)()
         except Exception as e:  # a bad data root or checkpoint: the whole bundle fails with its one line
-            from lvmbench.runner import user_message
-            from lvmbench.errors import UserError
-
             msg = user_message(e) if isinstance(e, UserError) else f"{e.__class__.__name__}: {e}"
             print(f"{prefix}FAIL  bundle {n}: {msg}", file=sys.stderr, flush=True)
             out = {"failed": list(unit_keys), "error": msg}

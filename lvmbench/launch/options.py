@@ -12,6 +12,7 @@ import os
 import re
 from typing import Annotated, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from lvmbench.errors import UserError
@@ -167,7 +168,6 @@ def local_settings(jobs: int | None, devices_text: str | None, device: str | Non
     if devices:
         if device is not None and device != "cuda":
             raise UserError(f"--device {device} and --devices {devices_text} both choose the GPU", fix="keep --devices (one GPU per worker) and drop --device")
-        import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

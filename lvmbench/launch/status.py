@@ -20,12 +20,20 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from lvmbench.data.fingerprint import data_fingerprint
+from lvmbench.data.synth import synthetic_suite_root
+from lvmbench.data.task_data import load_task_data
+from lvmbench.encoders import is_known
+from lvmbench.encoders.kinds import encoder_kind
 from lvmbench.errors import UserError
 from lvmbench.failures import read_failure
 from lvmbench.identity import differences
 from lvmbench.launch import claims as claim_mod
+from lvmbench.protocols.base import has_transformer_recipe, resolve_settings
 from lvmbench.results import read_result
-from lvmbench.runner import EvalRequest, Planned, current_identity, plan
+from lvmbench.runner import EvalRequest, Planned, current_identity, plan, resolve_data_root
+from lvmbench.suites import get_suite
+from lvmbench.tasks import get_task
 
 STATES = ("done", "stale", "unchecked", "running", "failed", "missing")
 
@@ -84,26 +92,17 @@ class IdentityCheck:
 
     def root(self, suite: str) -> Path | UserError | None:
         if suite not in self.roots:
-            from lvmbench.suites import get_suite
-
             try:
                 if get_suite(suite).synthetic:
-                    from lvmbench.data.synth import synthetic_suite_root
-
                     r = synthetic_suite_root(self.data_root, self.cache_dir, generate=False)
                     self.roots[suite] = r if r.is_dir() else UserError(f"the {suite} suite's synthetic data is not at {r}; pass the --cache-dir (or --data-root) eval used")
                 else:
-                    from lvmbench.runner import resolve_data_root
-
                     self.roots[suite] = resolve_data_root(EvalRequest(encoder="-", suite=suite, data_root=self.data_root, cache_dir=self.cache_dir))
             except UserError as e:
                 self.roots[suite] = e
         return self.roots[suite]
 
     def task_data(self, p: Planned):
-        from lvmbench.data.task_data import load_task_data
-        from lvmbench.data.fingerprint import data_fingerprint
-
         k = (p.unit.suite, p.task.id)
         if k not in self.data:
             root = self.root(p.unit.suite)
@@ -129,11 +128,6 @@ class IdentityCheck:
 
 def planned_of(unit) -> Planned:
     """The plan entry behind a result's unit, built as ``runner.plan`` builds it."""
-    from lvmbench.encoders import is_known
-    from lvmbench.encoders.kinds import encoder_kind
-    from lvmbench.protocols.base import has_transformer_recipe, resolve_settings
-    from lvmbench.tasks import get_task
-
     task = get_task(unit.task_id).for_suite(unit.suite)
     kind = encoder_kind(unit.encoder) if is_known(unit.encoder) else "cnn"
     recipe = "transformer" if kind == "transformer" and has_transformer_recipe(task, unit.protocol) else "default"

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvmbench.runner import EncoderPool, EvalRequest, Planned, Summary, TaskDataPool, below_baseline, plan, resolve_data_root, triage
 from lvmbench.errors import UserError
 from lvmbench.paths import _unusable_folder, usable_cache_dir
+from lvmbench.runner import EncoderPool, EvalRequest, Planned, Summary, TaskDataPool, below_baseline, plan, resolve_data_root, triage
 from lvmbench.suites import get_suite
 
 # Protocols that train a network end to end: one unit is minutes to hours on a GPU, so each gets

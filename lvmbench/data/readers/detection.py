@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pydicom
 from pydantic import Field
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_voi_lut
 
 from lvmbench.data.cases import READERS, Box, Case, DatasetReader, Issue
 from lvmbench.data.contained import InsidePath, inside
@@ -46,9 +49,6 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def _dcmread(path: Path, header_only: bool = False):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     if not path.is_file():
         raise DataError("file not found", path=path, fix="restore the file or remove its rows from the annotation file")
     try:
@@ -59,8 +59,6 @@ def _dcmread(path: Path, header_only: bool = False):
 
 def read_dicom(path: Path) -> np.ndarray:
     """A DICOM image as HxW uint8: VOI LUT / windowing applied, MONOCHROME1 inverted, min-max scaled."""
-    from pydicom.pixels import apply_voi_lut
-
     ds = _dcmread(path)
     try:
         arr = ds.pixel_array

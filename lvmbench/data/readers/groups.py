@@ -30,6 +30,8 @@ from pydantic import Field, field_validator, model_validator
 from lvmbench.data.cases import Issue
 from lvmbench.data.contained import InsidePath
 from lvmbench.data.reader_options import Int, ReaderOptions, Str
+from lvmbench.data.readers.seg_layout import fill
+from lvmbench.data.readers.tables import column_error, read_table
 from lvmbench.errors import DataError, UserError
 
 _NUMBER = re.compile(r"\d+")
@@ -102,8 +104,6 @@ class GroupResolver:
         self._ranges: list[tuple[int, int, str]] | None = None
         self._regex = re.compile(source.regex) if source and source.regex else None
         if source and source.column is not None and columns is not None and source.column not in columns:
-            from lvmbench.data.readers.tables import column_error
-
             raise column_error(source.column, columns, root, "data.options.group.column")
 
     def __call__(self, fields: dict[str, str], default: str) -> str:
@@ -120,8 +120,6 @@ class GroupResolver:
 
     def _group(self, s: GroupSource, fields: dict[str, str]) -> str | None:
         if s.template is not None:
-            from lvmbench.data.readers.seg_layout import fill
-
             return fill(s.template, fields, "group")
         if s.column is not None:
             if s.column not in fields:
@@ -147,8 +145,6 @@ class GroupResolver:
         return None
 
     def _on(self, s: GroupSource, fields: dict[str, str]) -> str:
-        from lvmbench.data.readers.seg_layout import fill
-
         return fill(s.input, fields, "group.input")
 
     def _mapping(self, s: GroupSource) -> dict[str, str]:
@@ -157,8 +153,6 @@ class GroupResolver:
             if path.suffix.lower() == ".json":
                 self._table = _json_mapping(path)
             else:
-                from lvmbench.data.readers.tables import read_table
-
                 table = read_table(path)
                 for col, opt in ((s.key, "key"), (s.value, "value")):
                     table.require(str(col), f"data.options.group.{opt}")
@@ -201,8 +195,6 @@ def _json_mapping(path: Path) -> dict[str, str]:
 
 
 def _range_file(path: Path) -> list[tuple[int, int, str]]:
-    from lvmbench.data.readers.tables import read_table
-
     table = read_table(path)
     cols = {c.lower(): c for c in table.columns}
     start, end = cols.get("from") or cols.get("start") or cols.get("first"), cols.get("to") or cols.get("end") or cols.get("last")

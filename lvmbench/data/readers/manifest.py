@@ -30,6 +30,7 @@ from lvmbench.data.cases import READERS, Case, DatasetReader, Issue
 from lvmbench.data.contained import InsidePath
 from lvmbench.data.imageio import read_image
 from lvmbench.data.reader_options import Bool, Int, ReaderOptions, Str, StrOrList
+from lvmbench.data.readers.detection import read_dicom
 from lvmbench.data.readers.groups import GroupResolver, GroupSource
 from lvmbench.data.readers.seg_layout import _FIELD
 from lvmbench.data.readers.tables import FileIndex, Table, read_table
@@ -140,8 +141,6 @@ class TableReader(DatasetReader):
     def load_image(self, case: Case) -> np.ndarray:
         path = self.root / case.image
         if path.suffix.lower() in (".dcm", ".dicom"):
-            from lvmbench.data.readers.detection import read_dicom
-
             grey = read_dicom(path)
             return grey if getattr(self.opts, "image_mode", "RGB") == "L" else np.repeat(grey[..., None], 3, axis=2)
         return read_image(path, getattr(self.opts, "image_mode", "RGB"))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Case, DatasetReader, Issue

@@ -14,6 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from lvmbench.data.contained import walk
 from lvmbench.errors import DataError, UserError
 from lvmbench.registry import suggest
@@ -49,8 +51,6 @@ def column_error(column: str, columns: list[str], path: Path, option: str) -> Da
 def read_table(path: Path, sheet: str | int | None = None, sep: str | None = None, header: bool = True) -> Table:
     """The table's header and rows, every cell as stripped text; without a header row the columns
     are named col1, col2, col3 ... (usable in templates: ``{col1}.png``)."""
-    import pandas as pd
-
     if not path.is_file():
         raise DataError("table not found", path=path, fix="check the file name in the task's data.options (relative to the dataset folder)")
     kind = TABLE_SUFFIXES.get(path.suffix.lower())

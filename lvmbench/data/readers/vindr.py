@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
+from ensemble_boxes import weighted_boxes_fusion
 from pydantic import Field
 
 from lvmbench.data.cases import READERS, Box, Case, Issue
 from lvmbench.data.contained import InsidePath
+from lvmbench.data.imageio import read_image
 from lvmbench.data.reader_options import Bool, Float, Str
 from lvmbench.data.readers.detection import DICOM_SUFFIXES, IMAGE_SUFFIXES, BoxOptions, BoxReader, _norm, _scale, image_size, read_dicom
-from lvmbench.data.imageio import read_image
 from lvmbench.errors import DataError
 
 REQUIRED = ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max")
@@ -166,8 +166,6 @@ class VinDrCXR(BoxReader):
 
     def fuse(self, rows: list[tuple], frame: tuple[int, int]) -> list[Box]:
         """Weighted Box Fusion of all radiologists' boxes, class by class, in normalised coordinates."""
-        from ensemble_boxes import weighted_boxes_fusion
-
         h, w = frame
         arr = np.array([r[:4] for r in rows], np.float64) / np.array([w, h, w, h], np.float64)
         arr = np.clip(arr, 0.0, 1.0)

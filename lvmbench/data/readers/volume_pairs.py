@@ -15,11 +15,13 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 from pydantic import Field
 
-from lvmbench.data.reader_options import Str
 from lvmbench.data.cases import READERS
+from lvmbench.data.reader_options import Str
 from lvmbench.data.readers.seg_layout import Layout
 from lvmbench.data.readers.volumes import MAX_VOXELS_ENV, OPTIONS, NiftiPairs, VolumeOptions, max_volume_voxels
 from lvmbench.errors import DataError
@@ -77,8 +79,6 @@ class VolumePairs(NiftiPairs):
 
     # -- headers ---------------------------------------------------------------------------
     def _series_files(self, folder: Path) -> list[str]:
-        import SimpleITK as sitk
-
         ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
         if not ids:
             raise DataError("folder holds no DICOM series", path=folder, fix="point the images glob / label template at the series folders (or at volume files)")
@@ -93,8 +93,6 @@ class VolumePairs(NiftiPairs):
         return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))
 
     def _header(self, path: str) -> Any:
-        import SimpleITK as sitk
-
         r = sitk.ImageFileReader()
         r.SetFileName(path)
         try:
@@ -137,8 +135,6 @@ class VolumePairs(NiftiPairs):
         return info
 
     def geometry(self, rel: str) -> dict[str, Any]:
-        import nibabel as nib
-
         info = self.info(rel)
         order = [self.axis] + [a for a in range(3) if a != self.axis]
         return {
@@ -153,8 +149,6 @@ class VolumePairs(NiftiPairs):
 
     # -- decoding --------------------------------------------------------------------------
     def _array(self, rel: str) -> np.ndarray:
-        import SimpleITK as sitk
-
         info = self.info(rel)
         try:
             if len(info.files) > 1:

@@ -23,11 +23,13 @@ small fraction of a voxel).
 
 from __future__ import annotations
 
+import gzip
 import os
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
+import nibabel as nib
 import numpy as np
 from pydantic import Field
 
@@ -68,8 +70,6 @@ def _nib_error(path: Path, e: Exception) -> DataError:
 
 def load_nifti(path: Path):
     """nibabel image with its header read (data is decoded on demand), one clear error per bad file."""
-    import nibabel as nib
-
     if not path.is_file():
         raise DataError("file not found", path=path, fix="restore the file or remove the case from the dataset")
     try:
@@ -99,8 +99,6 @@ def _human(n: float) -> str:
 
 def _gzip_payload(path: Path) -> int:
     """Bytes a gzip file really decompresses to (all members), counted in bounded memory."""
-    import gzip
-
     total = 0
     with gzip.open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -226,8 +224,6 @@ class NiftiPairs(DatasetReader):
         return load_nifti(self.root / rel).affine
 
     def _geometry(self, img) -> dict[str, Any]:
-        import nibabel as nib
-
         shape = tuple(int(s) for s in img.shape[:3])
         if len(img.shape) != 3:
             raise DataError(f"expected a 3D volume, got shape {tuple(img.shape)}", path=img.get_filename(), fix="pass one 3D volume per file (choose the sequence in data.options)")
@@ -293,8 +289,6 @@ class NiftiPairs(DatasetReader):
         if raw.shape != img.shape:
             issues.append(Issue(where, f"label volume {raw.shape} and image {img.shape} differ in shape", "re-export the label on the image grid"))
         else:
-            import nibabel as nib
-
             ia, la = self.affine(case.image), self.affine(case.target)
             diff = affine_difference(ia, la)
             if diff is not None:

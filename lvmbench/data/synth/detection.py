@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from lvmbench.data.synth import SYNTH
 from lvmbench.data.synth.draw import disk, ellipse, noisy_background, tint, to_uint8
@@ -61,9 +63,6 @@ def _chest(rng: np.random.Generator, size: int, healthy: bool = False) -> tuple[
 
 
 def _write_dicom(path: Path, pixels: np.ndarray, uid_seed: str, monochrome1: bool) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     # 12-bit data as in radiographs; MONOCHROME1 files store the inverted values.
     data = pixels.astype(np.uint16) * 16
     if monochrome1:

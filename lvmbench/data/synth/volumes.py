@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from lvmbench.data.synth import SYNTH
@@ -22,8 +23,6 @@ def ellipsoid(shape: tuple[int, int, int], centre: tuple[float, float, float], r
 
 
 def save_nifti(arr: np.ndarray, path: Path, spacing: tuple[float, float, float]) -> None:
-    import nibabel as nib
-
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(arr, np.diag([*spacing, 1.0]))
     img.header.set_zooms(spacing)
