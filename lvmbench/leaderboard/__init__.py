@@ -20,7 +20,8 @@ from lvmbench.errors import UserError
 from lvmbench.identity import split_current
 from lvmbench.leaderboard.board import FAMILY_COLUMNS, FAMILY_TITLES, Cell, SuiteBoard
 from lvmbench.leaderboard.markdown import LEGEND, SUITE_TITLES, fmt, plot_name, suite_section
-from lvmbench.results import iter_results, write_atomic
+from lvmbench.outputs import check_distinct, check_target, write_atomic
+from lvmbench.results import iter_results
 from lvmbench.spec import ResultRecord
 from lvmbench.stats import DEFAULT_BOOT
 
@@ -130,7 +131,7 @@ def write(
     each atomically; returns the markdown."""
     if not results.is_dir():
         raise UserError("results folder not found", path=results, fix="pass --results DIR holding the output of `lvmbench eval`")
-    if out.is_dir():
+    if out.is_dir() and not out.is_symlink():
         raise UserError("--out names a folder", path=out, fix=f"pass --out FILE.md, e.g. --out {out / 'leaderboard.md'}")
     if parquet is not None:
         from lvmbench.leaderboard.export import require_parquet
@@ -138,11 +139,23 @@ def write(
         require_parquet()
     if html is not None and html.exists() and not html.is_dir():
         raise UserError("--html names a file", path=html, fix="pass a folder: the page is written to FOLDER/index.html")
+    # every output checked, and checked distinct, before any work (the figures once they are named)
+    targets = [("--out", "--out FILE.md", out)]
+    targets += [("--html's index.html", "--html DIR", html / "index.html")] if html is not None else []
+    targets += [("--csv", "--csv FILE", csv)] if csv is not None else []
+    targets += [("--parquet", "--parquet FILE", parquet)] if parquet is not None else []
+    for _, option, path in targets:
+        check_target(path, option)
+    check_distinct((what, path) for what, _, path in targets)
     lb = load(results, warn, n_boot=n_boot, alpha=alpha)
     figures: dict[str, bytes] = {}
     text = render(lb, out_name=out.stem, figures=figures, **options)
-    for name, blob in sorted(figures.items()):
-        write_atomic(out.parent / name, blob, option="--out FILE.md")
+    pngs = [(f"the figure {name} next to --out", out.parent / name) for name in sorted(figures)]
+    for _, path in pngs:
+        check_target(path, "--out FILE.md")
+    check_distinct([*((what, path) for what, _, path in targets), *pngs])
+    for (_, path), name in zip(pngs, sorted(figures)):
+        write_atomic(path, figures[name], option="--out FILE.md")
     write_atomic(out, text, option="--out FILE.md")
     if html is not None:
         from lvmbench.leaderboard.html import write_page

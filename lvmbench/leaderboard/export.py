@@ -19,7 +19,7 @@ from lvmbench.compare import encoder_label
 from lvmbench.errors import UserError
 from lvmbench.identity import POOL_PARTS, cell_key, pool_key, split_current
 from lvmbench.leaderboard.board import family_of
-from lvmbench.results import write_atomic
+from lvmbench.outputs import write_atomic
 from lvmbench.stats import CI, cell_ci, stable_seed
 
 PARQUET_FIX = 'pip install "lvmbench[parquet]" (or: pip install pyarrow)'
@@ -109,8 +109,6 @@ def write_table(df, path: Path, kind: str) -> None:
     """Write atomically (a temp file renamed), as every other output."""
     import io
 
-    if path.is_dir():
-        raise UserError(f"--{kind} names a folder", path=path, fix=f"pass --{kind} FILE.{kind}")
     if kind == "csv":
         write_atomic(path, df.to_csv(index=False, lineterminator="\n"), option=f"--{kind} FILE")
     else:

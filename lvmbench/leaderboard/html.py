@@ -21,7 +21,7 @@ from lvmbench.errors import UserError
 from lvmbench.leaderboard.board import FAMILY_TITLES, MAIN, Cell, SuiteBoard
 from lvmbench.leaderboard.markdown import LEGEND, SUITE_TITLES, _metrics_line
 from lvmbench.leaderboard.page_assets import CSS, JS
-from lvmbench.results import write_atomic
+from lvmbench.outputs import check_target, write_atomic
 from lvmbench.spec import ResultRecord
 
 
@@ -122,6 +122,7 @@ def write_page(lb, out_dir: Path) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError("--html names a file", path=out_dir, fix="pass a folder: the page is written to FOLDER/index.html")
     target = out_dir / "index.html"
+    check_target(target, "--html DIR")
     if target.is_file() and "<title>lvmbench leaderboard</title>" not in target.read_text(encoding="utf-8", errors="replace")[:2000]:
         raise UserError("index.html there was not written by lvmbench; not replacing it", path=target, fix="pass another --html folder")
     out_dir.mkdir(parents=True, exist_ok=True)
