@@ -18,6 +18,7 @@ label fraction, one record per seed) and works on the test split's per-case reco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -97,7 +98,16 @@ def _shared(records: Sequence[ResultRecord]) -> tuple[list[str], list[str], list
 
 
 def _weights(groups: list[str], splits: list[str], n_boot: int, seed: int) -> np.ndarray:
-    return resample_weights(groups, n_boot, seed, strata=splits if len(set(splits)) > 1 else None)
+    return _cached_weights(tuple(groups), tuple(splits), n_boot, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_weights(groups: tuple[str, ...], splits: tuple[str, ...], n_boot: int, seed: int) -> np.ndarray:
+    """The cells of one leaderboard column share a seed (common random numbers), so their CIs and
+    paired tests reuse one draw whenever they scored the same cases; read-only, as it is shared."""
+    w = resample_weights(list(groups), n_boot, seed, strata=list(splits) if len(set(splits)) > 1 else None)
+    w.flags.writeable = False
+    return w
 
 
 def _seed_mean(metric: str, by_rec: list[dict[str, dict[str, Any]]], cases: list[str], w: np.ndarray) -> tuple[np.ndarray, str]:
@@ -190,6 +200,22 @@ def paired_test(
     b = d.size
     p = min(1.0, 2 * min((1 + np.sum(d <= 0)) / (b + 1), (1 + np.sum(d >= 0)) / (b + 1)))
     return Paired(diff, lo, hi, float(p), len(cases), len(set(groups)), METHOD_MEAN if METHOD_MEAN in (ma, mb) else ma)
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks 1..n of ``values`` (smallest first), ties sharing their average rank: scipy's
+    ``rankdata(method="average")`` without importing scipy.stats (a second of CPU)."""
+    v = np.asarray(values, dtype=np.float64)
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    i = 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + 1 + j + 1) / 2
+        i = j + 1
+    return ranks.tolist()
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

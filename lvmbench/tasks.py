@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def read_task_yaml(path: Path) -> object:
         raise UserError(f"cannot read task file ({e.__class__.__name__}: {e})", path=path) from None
 
 
-def load_task_file(path: Path) -> TaskSpec:
+def parse_task_file(path: Path) -> TaskSpec:
+    """The task file as a ``TaskSpec``: YAML, schema and id only, without the protocol, reader and
+    metric-name checks of :func:`load_task_file` (those import torch)."""
     raw = read_task_yaml(path)
     if not isinstance(raw, dict):
         raise UserError("task file is not a YAML mapping", path=path)
@@ -127,6 +130,11 @@ def load_task_file(path: Path) -> TaskSpec:
     if spec.id != path.parent.name:
         raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path)
     spec.folder = path.parent
+    return spec
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    spec = parse_task_file(path)
     from lvmbench.data.reader_options import validate_task_readers
     from lvmbench.metric_names import check_metric_names
     from lvmbench.protocols.base import validate_task_settings  # heavy (torch): only once a spec parsed
@@ -164,7 +172,7 @@ BROKEN: dict[str, tuple[Path, UserError]] = {}
 ORIGINS: dict[str, dict[str, str | None]] = {}
 
 
-def _discover(reg: Registry[TaskSpec]) -> None:
+def _discover(reg: Registry[TaskSpec], load: Callable[[Path], TaskSpec] = load_task_file) -> None:
     BROKEN.clear()
     reg._broken.clear()
     for root, package in _task_roots():
@@ -172,7 +180,7 @@ def _discover(reg: Registry[TaskSpec]) -> None:
             continue
         for yml in sorted(root.glob("*/task.yaml")):
             try:
-                spec = load_task_file(yml)
+                spec = load(yml)
                 if root.resolve() != REPO_TASKS.resolve():
                     raw = read_task_yaml(yml)
                     check_out_of_tree(spec, raw if isinstance(raw, dict) else {})
@@ -210,6 +218,20 @@ def get_task(name: str) -> TaskSpec:
 
 def all_tasks() -> list[TaskSpec]:
     return [spec for _, spec in TASKS.items()]
+
+
+def parsed_tasks() -> list[TaskSpec]:
+    """Every task that parses (YAML, schema, id), without validating its protocol settings, reader
+    options and metric names: what a command that only reads results needs (the leaderboard:
+    families, suites, reported rows), without importing torch. The checked tasks when they are
+    already loaded in this process; otherwise read afresh on each call (no cache to go stale when
+    LVMBENCH_TASK_PATH changes). A task that parses but fails those checks is listed here;
+    ``all_tasks`` leaves it out (``lvmbench tasks`` names the error)."""
+    if TASKS._loaded:
+        return all_tasks()
+    reg: Registry[TaskSpec] = Registry("task")
+    _discover(reg, parse_task_file)
+    return [spec for _, spec in reg.items()]
 
 
 def tasks_in_suite(suite: str) -> list[TaskSpec]:

@@ -66,6 +66,37 @@ def test_weighted_ap_matches_records_repeated():
         assert got[0] == pytest.approx(ap_from_records(repeated)[0], abs=1e-12)
 
 
+@pytest.mark.parametrize("block", [7, bs.AP_BLOCK], ids=["blocks-of-rows", "one-block"])
+def test_weighted_ap_is_vectorised_over_resamples_exactly(monkeypatch, block):
+    """All resamples in one pass (in blocks of rows when memory asks): each row the AP of the records
+    repeated by its weights, images drawn 0 times included."""
+    monkeypatch.setattr(bs, "AP_BLOCK", block)
+    rng = np.random.default_rng(11)
+    recs = []
+    for i in range(30):
+        n_gt = {str(c): int(v) for c in range(3) if (v := rng.integers(0, 3))}
+        dets = [[int(rng.integers(0, 3)), float(rng.random()), bool(rng.random() < 0.5)] for _ in range(rng.integers(0, 7))]
+        recs.append({"case": str(i), "group": str(i // 3), "n_gt": n_gt, "dets": dets, "score": 0.0})
+    w = np.vstack([np.ones(30), np.zeros(30), bs.resample_weights([r["group"] for r in recs], 40, seed=2)])
+    got = bs.weighted_ap(recs, w)
+    assert np.isnan(got[1]), "nothing drawn: undefined"
+    for b in range(len(w)):
+        if b != 1:
+            repeated = [recs[i] for i in range(30) for _ in range(int(w[b, i]))]
+            assert got[b] == pytest.approx(ap_from_records(repeated)[0], abs=1e-12)
+
+
+def test_average_ranks_match_scipy():
+    from scipy.stats import rankdata
+
+    from lvmbench.stats import average_ranks
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 40):
+        v = np.round(rng.random(n), 1)  # ties
+        assert average_ranks(v) == rankdata(v, method="average").tolist()
+
+
 def test_resampling_keeps_groups_whole_and_ignores_case_order():
     rng = np.random.default_rng(0)
     groups = [f"p{g}" for g in rng.integers(0, 15, 60)]

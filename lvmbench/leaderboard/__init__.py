@@ -23,6 +23,7 @@ from lvmbench.leaderboard.markdown import LEGEND, SUITE_TITLES, fmt, plot_name, 
 from lvmbench.outputs import check_distinct, check_target, write_atomic
 from lvmbench.results import iter_results
 from lvmbench.spec import ResultRecord
+from lvmbench.tasks import parsed_tasks
 from lvmbench.stats import DEFAULT_BOOT
 
 __all__ = ["FAMILY_COLUMNS", "FAMILY_TITLES", "LEGEND", "SUITE_TITLES", "Cell", "Leaderboard", "SuiteBoard", "build", "fmt", "load", "write"]
@@ -55,7 +56,8 @@ def load(results: Path, warn: Callable[[str], None] = print, *, n_boot: int = DE
             records.append(rec)
             files[id(rec)] = path.relative_to(results).as_posix()
     suites = sorted({r.unit.suite for r in records}, key=lambda s: (s != "lvmmed", s))
-    return Leaderboard(results, records, bad, [SuiteBoard(records, s, n_boot, alpha, warn, results) for s in suites], files)
+    registered = parsed_tasks()  # read once for every suite; no protocol import (torch) needed here
+    return Leaderboard(results, records, bad, [SuiteBoard(records, s, n_boot, alpha, warn, results, registered) for s in suites], files)
 
 
 def render(

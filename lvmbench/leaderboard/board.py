@@ -31,8 +31,8 @@ from lvmbench.compare import encoder_label, matches
 from lvmbench.identity import cell_key, differences, pool_key, split_current
 from lvmbench.metric_names import protocol_metric as column_metric
 from lvmbench.spec import ResultRecord, RunUnit, TaskSpec
-from lvmbench.stats import CI, cell_ci, higher_is_better, holm, paired_test, stable_seed
-from lvmbench.tasks import all_tasks
+from lvmbench.stats import CI, average_ranks, cell_ci, higher_is_better, holm, paired_test, stable_seed
+from lvmbench.tasks import parsed_tasks
 
 FAMILY_COLUMNS = {
     "2D seg": lambda t: t.family == "segmentation" and t.dims == "2d" and not t.ood,
@@ -143,11 +143,20 @@ class Group:
 
 
 class SuiteBoard:
-    def __init__(self, records: list[ResultRecord], suite: str, n_boot: int, alpha: float, warn: Callable[[str], None], results: Path):
+    def __init__(
+        self,
+        records: list[ResultRecord],
+        suite: str,
+        n_boot: int,
+        alpha: float,
+        warn: Callable[[str], None],
+        results: Path,
+        registered: list[TaskSpec] | None = None,
+    ):
         self.suite, self.results = suite, results
         self.records = [r for r in records if r.unit.suite == suite]
         self.n_boot, self.alpha, self.warn = n_boot, alpha, warn
-        registered = all_tasks()
+        registered = parsed_tasks() if registered is None else registered
         self.specs: dict[str, TaskSpec] = {t.id: (t.for_suite(suite) if t.in_suite(suite) else t) for t in registered}
         self.suite_tasks = sorted(t.id for t in registered if t.in_suite(suite))
         self.units: dict[str, RunUnit] = {}  # row label -> one of its units (for name matching)
@@ -200,7 +209,7 @@ class SuiteBoard:
             by_row = self.cells[col]
             key = (self.suite, *col, 1.0)
             for lab in sorted(by_row):
-                by_row[lab].ci = cell_ci(by_row[lab].records, n_boot=self.n_boot, alpha=self.alpha, seed=stable_seed(*key, lab))
+                by_row[lab].ci = cell_ci(by_row[lab].records, n_boot=self.n_boot, alpha=self.alpha, seed=stable_seed(*key))
             for lab in self._top_group({e: c for e, c in by_row.items() if c.current}, key):
                 by_row[lab].bold = True
 
@@ -211,7 +220,7 @@ class SuiteBoard:
         sign = 1.0 if higher_is_better(next(iter(cells.values())).metric) else -1.0
         best = min(cells, key=lambda e: (-sign * cells[e].mean, e))
         others = [e for e in sorted(cells) if e != best]
-        tests = [paired_test(cells[best].records, cells[e].records, n_boot=self.n_boot, alpha=self.alpha, seed=stable_seed(*key, "pair", e)) for e in others]
+        tests = [paired_test(cells[best].records, cells[e].records, n_boot=self.n_boot, alpha=self.alpha, seed=stable_seed(*key)) for e in others]
         p_adj = holm([t.p if t is not None else float("nan") for t in tests])
         tied = {best}
         b_ci = cells[best].ci
@@ -336,8 +345,6 @@ class SuiteBoard:
 
     def mean_ranks(self) -> dict[str, tuple[float, int]]:
         """Row -> (mean rank over the suite tasks it ran, number of those tasks); current rows only."""
-        from scipy.stats import rankdata
-
         ranks: dict[str, list[float]] = defaultdict(list)
         for t in self.suite_tasks:
             col = (t, main_protocol(self.specs[t]))
@@ -346,7 +353,7 @@ class SuiteBoard:
                 continue
             names = sorted(cells)
             sign = -1.0 if higher_is_better(cells[names[0]].metric) else 1.0
-            for e, rk in zip(names, rankdata([sign * cells[e].mean for e in names], method="average")):
+            for e, rk in zip(names, average_ranks([sign * cells[e].mean for e in names])):
                 ranks[e].append(float(rk))
         return {e: (float(np.mean(v)), len(v)) for e, v in ranks.items()}
 
