@@ -36,7 +36,7 @@ EVAL_VERSION = 2
 POOL_PARTS = ("split", "spec", "eval", "data", "encoder")
 
 # TaskSpec fields that cannot move a number (documentation, listing, verification counts)
-_COSMETIC = {"title", "notes", "reported", "suites", "profiles", "folder", "default_protocols", "metrics", "modality"}
+_COSMETIC = {"title", "notes", "reported", "reported_suite", "suites", "profiles", "folder", "default_protocols", "metrics", "modality"}
 
 
 def _sha(obj: Any) -> str:
