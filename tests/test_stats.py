@@ -222,3 +222,26 @@ def test_ood_average_uses_the_averaged_metric_not_the_primary_score():
     # a shown value the records cannot reproduce (slice-pooled vs per-volume) marks the CI a stand-in
     ci = cell_ci([make_record(recs, "dice_avg", family="segmentation", primary=float(full) + 0.05)], n_boot=300, seed=1)
     assert ci.method.endswith("(approx.)")
+
+
+def test_stored_probabilities_recompute_auc_exactly():
+    """Probabilities are stored at full precision, so the AUC recomputed from the per-case records
+    is the AUC the protocol reported: no stand-in interval (‡). Rounded to 6 decimals, scores less
+    than 1e-6 apart tied and moved the AUC."""
+    from types import SimpleNamespace
+
+    from lvmbench.metrics.classification import auc
+    from lvmbench.protocols.classification_common import per_case_records
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 80)
+    p1 = (0.5 + 1e-8 * rng.permutation(80)).astype(np.float32).astype(np.float64)  # distinct, all within 1e-6
+    prob = np.stack([1 - p1, p1], axis=1)
+    cases = [SimpleNamespace(id=f"c{i}", group=f"p{i}", label=int(labels[i])) for i in range(80)]
+    recs = per_case_records(cases, prob)
+    assert [r["prob"][1] for r in recs] == p1.tolist(), "stored exactly"
+    rec = make_record(recs, "accuracy")
+    rec.metrics["auc"] = auc(labels, prob)
+    ci = cell_ci([rec], n_boot=200, seed=0, metric="auc")
+    assert ci is not None and ci.method == "recomputed", ci
+

@@ -311,12 +311,12 @@ METHOD_RECOMPUTED = "recomputed"
 METHOD_MEAN = "per-case mean"
 
 
-def weighted_metric(name: str, records: Sequence[dict[str, Any]], w: np.ndarray) -> tuple[np.ndarray, str]:
+def weighted_metric(name: str, records: Sequence[dict[str, Any]], w: np.ndarray, key: str = "score") -> tuple[np.ndarray, str]:
     """The metric ``name`` under each weight row, and how it was obtained (recomputed or the mean
-    of per-case scores, when the records do not carry what the metric needs)."""
+    of per-case ``key`` values, when the records do not carry what the metric needs)."""
     fn = RECOMPUTED.get(name) or (functools.partial(split_average, name=name) if name.endswith("_avg") else None)
     if fn is not None:
         vals = fn(records, w)
         if vals is not None:
             return vals, METHOD_RECOMPUTED
-    return weighted_mean_score(records, w), METHOD_MEAN
+    return weighted_mean_score(records, w, key), METHOD_MEAN
