@@ -285,7 +285,7 @@ def leaderboard_cmd(
     html: Annotated[Optional[Path], typer.Option(help="also write FOLDER/index.html: one self-contained page, sortable and filterable, cells linking to their result JSON")] = None,
     csv: Annotated[Optional[Path], typer.Option(help="also write one row per result unit (identity, metrics, CIs) as CSV")] = None,
     parquet: Annotated[Optional[Path], typer.Option(help="the same table as Parquet (needs pyarrow: pip install \"lvmbench[parquet]\")")] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="also show the family tables in this metric (repeatable; 'all' = every metric the results and reported rows carry), e.g. --metric auc")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", metavar="NAME", help="also show the family tables in this metric (repeatable; 'all' = every metric the results and reported rows carry), e.g. --metric auc")] = None,
 ) -> None:
     """Aggregate every result JSON into a markdown leaderboard with per-family plots, optionally an
     HTML page and CSV/Parquet exports (exit 1 if a result file was unreadable)."""

@@ -1,11 +1,15 @@
 """results/**/*.json -> leaderboard.md (+ per-family and label-efficiency PNGs next to it), and on
 request a static HTML page and CSV/Parquet exports. Byte-identical for the same inputs (bootstrap
-seeds come from each cell's identity, every listing is sorted, figures carry no dates).
+seeds come from each column's identity, every listing is sorted, figures carry no dates).
 
-Per suite: a summary table (encoders x family averages, completeness k/K, mean rank), then one
-table per family (tasks as columns, protocol variants as rows, the paper's reported rows beside the
-measured ones), its figure, footnotes, the normalised score and the label-efficiency section.
-Modules: :mod:`.board` (the numbers), :mod:`.markdown`, :mod:`.plots`, :mod:`.html`, :mod:`.export`.
+Per suite: a summary table (encoders x family averages, completeness k/K, mean rank over the tasks
+every encoder ran), then one table per family (tasks as columns, protocol variants as rows, the
+published numbers beside measured ones of the same metric and conventions), the same tables in each
+``--metric`` asked for, its figure, footnotes, the normalised score and the label-efficiency section.
+Every output path is checked and written through :mod:`lvmbench.outputs`. Modules: :mod:`.board`
+(the numbers, one view per metric), :mod:`.reported` (published numbers, conventions),
+:mod:`.ranking` (the summary), :mod:`.markdown`, :mod:`.plots`, :mod:`.html`, :mod:`.export`.
+Reads task files without importing torch (:func:`lvmbench.tasks.parsed_tasks`).
 """
 
 from __future__ import annotations
