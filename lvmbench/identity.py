@@ -39,7 +39,7 @@ POOL_PARTS = ("split", "spec", "eval", "data", "encoder", "run")
 OPTIONAL_PARTS = ("run",)
 
 # TaskSpec fields that cannot move a number (documentation, listing, verification counts)
-_COSMETIC = {"title", "notes", "reported", "suites", "profiles", "folder", "default_protocols", "metrics", "modality"}
+_COSMETIC = {"title", "notes", "reported", "reported_suite", "suites", "profiles", "folder", "default_protocols", "metrics", "modality"}
 
 
 def _sha(obj: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from tabulate import tabulate
@@ -47,8 +48,9 @@ def common_fractions(by_enc: dict[str, Curve]) -> list[float]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def section(records: list[ResultRecord], suite: str, png_name: str, draw: bool = True) -> tuple[list[str], bytes | None]:
-    """Markdown lines of the section and the PNG (None when the suite has no curves or not ``draw``)."""
+def section(records: list[ResultRecord], suite: str, png_name: str, draw: bool = True, escape: Callable[[str], str] = str) -> tuple[list[str], bytes | None]:
+    """Markdown lines of the section and the PNG (None when the suite has no curves or not ``draw``);
+    ``escape`` makes names from result files safe in markdown (the leaderboard passes its own)."""
     cols = curves(records, suite)
     if not cols:
         return [], None
@@ -61,10 +63,10 @@ def section(records: list[ResultRecord], suite: str, png_name: str, draw: bool =
             if math.isfinite(a):
                 per_enc[enc].append(a)
             cells = [_pt(curve.get(f)) for f in fracs]
-            rows.append([f"{task}/{proto}", enc, *cells, "–" if not math.isfinite(a) else f"{100 * a:.2f}", ", ".join(f"{f:g}" for f in common)])
+            rows.append([escape(f"{task}/{proto}"), escape(enc), *cells, "–" if not math.isfinite(a) else f"{100 * a:.2f}", ", ".join(f"{f:g}" for f in common)])
     head = ["task/protocol", "encoder", *[f"f={f:g}" for f in fracs], "AULC", "AULC over"]
     n_cols = len(cols)
-    summary = [[enc, f"{100 * float(np.mean(v)):.2f}", f"{len(v)}/{n_cols}"] for enc, v in sorted(per_enc.items())]
+    summary = [[escape(enc), f"{100 * float(np.mean(v)):.2f}", f"{len(v)}/{n_cols}"] for enc, v in sorted(per_enc.items())]
     lines = [
         "### Label efficiency",
         "",
@@ -110,9 +112,9 @@ def plot(cols: dict[tuple[str, str], dict[str, Curve]], suite: str) -> bytes:
         for ax, ((task, proto), by_enc) in zip(axes.flat, cols.items()):
             for enc, curve in by_enc.items():
                 f = sorted(curve)
-                ax.errorbar(f, [100 * curve[x][0] for x in f], yerr=[100 * curve[x][1] for x in f], marker="o", ms=3, capsize=2, label=enc)
+                ax.errorbar(f, [100 * curve[x][0] for x in f], yerr=[100 * curve[x][1] for x in f], marker="o", ms=3, capsize=2, label=enc.replace("$", r"\$"))  # literal text, never math mode
             ax.set_xscale("log")
-            ax.set_title(f"{task}/{proto}")
+            ax.set_title(f"{task}/{proto}".replace("$", r"\$"))
             ax.set_xlabel("label fraction")
             ax.set_ylabel("primary metric x100")
             ax.grid(True, which="both", alpha=0.3)

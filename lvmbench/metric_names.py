@@ -1,4 +1,5 @@
-"""Metric names a task may state: ``primary_metric``, ``metrics`` and each reported row's ``metric``.
+"""Metric names a task may state: ``primary_metric``, ``metrics`` and each reported row's ``metric``
+(or the names of its ``metrics:`` mapping).
 
 A typo (``acuracy``) used to pass every check and fail after the first epoch with a KeyError; the
 names are now checked when the task loads, against what the task's family and protocols report:
@@ -77,7 +78,7 @@ def check_metric_names(spec: Any, where: str = "") -> None:
     path = (spec.folder / "task.yaml") if spec.folder else None
     named = [(f"{where}primary_metric", spec.primary_metric)]
     named += [(f"{where}metrics", m) for m in spec.metrics]
-    named += [(f"{where}reported[{i}].metric", r.metric) for i, r in enumerate(spec.reported) if r.metric is not None]
+    named += [(f"{where}reported[{i}].metric" + ("s" if r.metrics else ""), m) for i, r in enumerate(spec.reported) for m in r.stated_metrics()]
     for key, name in named:
         if not is_known(name, known):
             hint = suggest(name, sorted(known))
@@ -88,7 +89,7 @@ def check_metric_names(spec: Any, where: str = "") -> None:
             )
     for i, r in enumerate(spec.reported):
         ranked = protocol_metric(spec, r.protocol)
-        if r.metric is None and ranked != spec.primary_metric:
+        if not r.stated_metrics() and ranked != spec.primary_metric:
             raise UserError(
                 f"task '{spec.id}': {where}reported[{i}] ({r.protocol}) states no metric, and {r.protocol} results are ranked by '{ranked}', not the task's '{spec.primary_metric}'",
                 path=path,

@@ -12,13 +12,13 @@ import math
 import os
 import stat
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from lvmbench import outputs
 from lvmbench.errors import UserError
 from lvmbench.spec import ResultRecord, RunUnit
 
@@ -36,41 +36,10 @@ def result_path(results: Path, unit: RunUnit) -> Path:
 
 
 def write_atomic(path: Path, text: str | bytes, option: str = "--results DIR") -> None:
-    """Write to a temp file in the same folder, fsync, rename, fsync the folder: readers never see
-    half a file, and a crash (or a full disk) leaves either the old file or the new one.
+    """:func:`lvmbench.outputs.write_atomic` raising :class:`ResultsDirError`: checked (no link,
+    FIFO, device or folder replaced), written to a temp file and renamed, mode from the umask.
     ``option`` names the command-line option that chose ``path`` (for the fix of an error)."""
-    if path.is_dir():
-        raise ResultsDirError("is a folder, not a file", path=path, fix=f"pass {option} naming a file")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise ResultsDirError(f"cannot write there ({e.strerror})", path=path.parent, fix=f"pass a writable {option}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        what = "result" if option.startswith("--results") else "file"
-        raise ResultsDirError(f"cannot write {what} ({e.strerror})", path=path, fix=f"free disk space or pass another {option}") from None
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable; some filesystems cannot open folders, which is fine."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    outputs.write_atomic(path, text, option, ResultsDirError)
 
 
 def write_result(results: Path, record: ResultRecord) -> Path:

@@ -82,7 +82,8 @@ def build_spec(task_id: str, family: str, inferred: Inferred, data_dir: str, sui
         *inferred.todo,
         f"split: {inferred.split.get('source')} (group_by: {inferred.split.get('group_by')}); check it is what the publisher intends",
         f"protocols: copied from tasks/{t['_template']} (paper values for that task); preprocess.size {spec['preprocess'].get('size')}",
-        "reported rows (published numbers for this task), if any: reported: [{encoder, protocol, value, unit: percent|fraction, metric, source}]",
+        "reported rows (published numbers for this task), if any: reported: [{encoder, protocol, metrics: {accuracy: 0.86, auc: 0.90}, unit: percent|fraction, source}]"
+        " and reported_suite: the suite whose budget they were measured under (default: the first suite without a profile)",
     ]
     return spec, todo
 

@@ -116,31 +116,68 @@ class OODSet(_Strict):
     sites: list[str] = Field(default_factory=list)
 
 
-class ReportedRow(_Strict):
-    """A published number, shown on the leaderboard marked 'reported', in any suite the task runs in.
+class ReportedValue(_Strict):
+    """One published number with its spread, in the row's ``unit``."""
 
-    ``metric`` (default: the task's primary metric) may be any metric the task reports; ``unit``
-    says how ``value`` and ``std`` are written: ``percent`` (76.8, the LVM-Med tables) or
-    ``fraction`` (0.768). ``percent_value`` / ``percent_std`` give them x100 either way.
+    value: float
+    std: float | None = None
+
+
+class ReportedRow(_Strict):
+    """Published numbers of one encoder and protocol, shown on the leaderboard marked 'reported' in
+    the task's ``reported_suite`` only (the suite whose budget they were measured under).
+
+    Either one number (``value``, ``std``, ``metric`` = default the task's primary metric) or several
+    from one source (``metrics: {auc: 0.901, accuracy: {value: 0.863, std: 0.01}}``); each may be any
+    metric the task reports and shows beside results of that metric. ``unit`` says how the numbers
+    are written: ``percent`` (76.8, the LVM-Med tables) or ``fraction`` (0.768); ``values()`` gives
+    them x100 either way. ``conventions`` (``prompt_preset``, ``empty_policy``, ``metric_definition``,
+    ...) states how the source measured them: a result sits in the same column only when its own
+    ``extra.conventions`` agree on every key stated here.
     """
 
     encoder: str
     protocol: str
     head: str = "linear"
-    value: float
+    value: float | None = None
     std: float | None = None
     metric: str | None = None
+    metrics: dict[str, float | ReportedValue] = Field(default_factory=dict)
     unit: Literal["percent", "fraction"] = "percent"
     source: str
+    conventions: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _in_range(self) -> "ReportedRow":
-        if self.unit == "fraction" and not -1.0 <= self.value <= 1.0 and not (self.metric or "").startswith("hd95"):
-            raise ValueError(f"reported value {self.value} is not a fraction; write unit: percent for 0-100 numbers")
+        if (self.value is None) == (not self.metrics):
+            raise ValueError("a reported row states either value (with metric, std) or metrics: {name: value, ...}, not both or neither")
+        if self.metrics and (self.metric is not None or self.std is not None):
+            raise ValueError("with metrics: {name: value}, give each metric's std inside it ({name: {value: v, std: s}}), not metric/std beside it")
+        if self.unit == "fraction":
+            for name, v in self._raw():
+                if not -1.0 <= v.value <= 1.0 and not (name or "").startswith("hd95"):
+                    raise ValueError(f"reported value {v.value} is not a fraction; write unit: percent for 0-100 numbers")
         return self
+
+    def _raw(self) -> list[tuple[str | None, ReportedValue]]:
+        if self.value is not None:
+            return [(self.metric, ReportedValue(value=self.value, std=self.std))]
+        return [(k, v if isinstance(v, ReportedValue) else ReportedValue(value=v)) for k, v in self.metrics.items()]
+
+    def values(self, primary_metric: str) -> list[tuple[str, float, float | None]]:
+        """``(metric, value x100, std x100)`` for each number of the row (``metric`` defaults to
+        ``primary_metric``)."""
+        scale = 100.0 if self.unit == "fraction" else 1.0
+        return [(m or primary_metric, v.value * scale, None if v.std is None else v.std * scale) for m, v in self._raw()]
+
+    def stated_metrics(self) -> list[str]:
+        """The metric names the row states (none: one number in the task's primary metric)."""
+        return [m for m, _ in self._raw() if m is not None]
 
     @property
     def percent_value(self) -> float:
+        """The single ``value`` x100 (rows written with ``metrics:`` use ``values()``)."""
+        assert self.value is not None, "a row with metrics: has several values; use values()"
         return self.value * 100.0 if self.unit == "fraction" else self.value
 
     @property
@@ -169,6 +206,9 @@ class TaskSpec(_Strict):
     metrics: list[str] = Field(default_factory=list)
     ood: list[OODSet] = Field(default_factory=list)
     reported: list[ReportedRow] = Field(default_factory=list)
+    # the suite whose budget the reported numbers were measured under: they show there only (default:
+    # the first of ``suites`` without a profile, i.e. run at this file's own settings; lvmmed for LVM-Med's)
+    reported_suite: str | None = None
     suites: list[str] = Field(default_factory=lambda: ["lvmmed"])
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="suite name -> overrides deep-merged into this spec"
@@ -194,7 +234,19 @@ class TaskSpec(_Strict):
             raise ValueError(f"default_protocols {missing} not in protocols")
         if self.primary_metric not in self.metrics:
             self.metrics = [self.primary_metric, *self.metrics]
+        for name, override in self.profiles.items():
+            if isinstance(override, dict) and "reported_suite" in override:
+                raise ValueError(f"profiles.{name}.reported_suite: the suite of the reported rows is declared once per task, at the top level")
+        if self.reported_suite is not None and not self.in_suite(self.reported_suite):
+            raise ValueError(f"reported_suite '{self.reported_suite}' is not one of the task's suites or profiles ({', '.join([*self.suites, *self.profiles]) or 'none'})")
         return self
+
+    def reported_in(self) -> str | None:
+        """The suite the reported rows show in: ``reported_suite``, else the first of ``suites`` that
+        runs the task at this file's own settings (no profile of its own), else none."""
+        if self.reported_suite is not None:
+            return self.reported_suite
+        return next((s for s in self.suites if s not in self.profiles), None)
 
     @property
     def num_classes(self) -> int:
@@ -222,6 +274,7 @@ class TaskSpec(_Strict):
         base = self.model_dump(exclude={"folder"})
         merged = deep_merge(base, override)
         merged["profiles"] = {}
+        merged["reported_suite"] = None  # the rows belong to the task (reported_in), not to a suite's copy
         spec = TaskSpec.model_validate(merged)
         spec.folder = self.folder
         return spec

@@ -18,6 +18,7 @@ label fraction, one record per seed) and works on the test split's per-case reco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lvmbench.metrics.bootstrap import METHOD_MEAN, percentile_ci, resample_weights, weighted_metric
+from lvmbench.metrics.bootstrap import METHOD_MEAN, RECOMPUTED, percentile_ci, resample_weights, weighted_metric
 from lvmbench.spec import ResultRecord
 
 DEFAULT_BOOT = 2000
@@ -71,9 +72,10 @@ def scored_splits(metric: str) -> tuple[str, ...]:
     return ("test", "ood:") if metric.endswith("_avg") else ("test",)
 
 
-def test_cases(rec: ResultRecord) -> dict[str, dict[str, Any]]:
-    """The per-case records a result's primary metric is computed on, by (split-qualified) case id."""
-    keep = scored_splits(rec.primary_metric)
+def test_cases(rec: ResultRecord, metric: str | None = None) -> dict[str, dict[str, Any]]:
+    """The per-case records ``metric`` (default: the primary) is computed on, by (split-qualified)
+    case id."""
+    keep = scored_splits(metric or rec.primary_metric)
     out = {}
     for c in rec.per_case:
         if c.split == "test" or (c.split.startswith("ood:") and "ood:" in keep):
@@ -81,10 +83,10 @@ def test_cases(rec: ResultRecord) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _shared(records: Sequence[ResultRecord]) -> tuple[list[str], list[str], list[dict[str, dict[str, Any]]], list[str]]:
+def _shared(records: Sequence[ResultRecord], metric: str | None = None) -> tuple[list[str], list[str], list[dict[str, dict[str, Any]]], list[str]]:
     """Case ids scored in every record (sorted), their groups, each record's cases by id, and
     each case's split (the bootstrap resamples within each split)."""
-    by_rec = [test_cases(r) for r in records]
+    by_rec = [test_cases(r, metric) for r in records]
     if not by_rec or any(not d for d in by_rec):
         return [], [], by_rec, []
     ids = set(by_rec[0])
@@ -96,14 +98,32 @@ def _shared(records: Sequence[ResultRecord]) -> tuple[list[str], list[str], list
     return cases, groups, by_rec, splits
 
 
+def _mean_key(metric: str, records: Sequence[ResultRecord], by_rec: list[dict[str, dict[str, Any]]]) -> str | None:
+    """Where a metric's per-case value sits when it is a mean of per-case scores: ``score`` for the
+    primary metric, else a key of its own name (``iou``, ``dice_clean``, ``dice3d``); None when the
+    metric is neither recomputable nor in the per-case records (no interval then)."""
+    if metric in RECOMPUTED or metric.endswith("_avg") or metric == records[0].primary_metric:
+        return "score"
+    return metric if any(metric in c and c[metric] is not None for d in by_rec for c in d.values()) else None
+
+
 def _weights(groups: list[str], splits: list[str], n_boot: int, seed: int) -> np.ndarray:
-    return resample_weights(groups, n_boot, seed, strata=splits if len(set(splits)) > 1 else None)
+    return _cached_weights(tuple(groups), tuple(splits), n_boot, seed)
 
 
-def _seed_mean(metric: str, by_rec: list[dict[str, dict[str, Any]]], cases: list[str], w: np.ndarray) -> tuple[np.ndarray, str]:
+@functools.lru_cache(maxsize=8)
+def _cached_weights(groups: tuple[str, ...], splits: tuple[str, ...], n_boot: int, seed: int) -> np.ndarray:
+    """The cells of one leaderboard column share a seed (common random numbers), so their CIs and
+    paired tests reuse one draw whenever they scored the same cases; read-only, as it is shared."""
+    w = resample_weights(list(groups), n_boot, seed, strata=list(splits) if len(set(splits)) > 1 else None)
+    w.flags.writeable = False
+    return w
+
+
+def _seed_mean(metric: str, by_rec: list[dict[str, dict[str, Any]]], cases: list[str], w: np.ndarray, key: str = "score") -> tuple[np.ndarray, str]:
     vals, methods = [], set()
     for d in by_rec:
-        v, m = weighted_metric(metric, [d[c] for c in cases], w)
+        v, m = weighted_metric(metric, [d[c] for c in cases], w, key)
         vals.append(v)
         methods.add(m)
     with np.errstate(invalid="ignore"):
@@ -131,29 +151,36 @@ def _own_interval(records: Sequence[ResultRecord], metric: str) -> CI | None:
     return CI(float(np.mean(lows)), float(np.mean(highs)), method, n, len({c.group for c in records[0].per_case}))
 
 
-def cell_ci(records: Sequence[ResultRecord], *, n_boot: int = DEFAULT_BOOT, alpha: float = 0.05, seed: int = 0) -> CI | None:
-    """Percentile CI of the seed-mean primary metric, resampling whole patients/volumes.
+def _shown(records: Sequence[ResultRecord], metric: str) -> float:
+    """The seed-mean of ``metric`` as the records state it (their ``primary`` for the primary)."""
+    vals = [r.primary if metric == r.primary_metric else r.metrics.get(metric) for r in records]
+    return float(np.mean([np.nan if v is None else float(v) for v in vals]))
 
-    None when the records carry no per-case scores. The method is ``per-case mean (approx.)`` when
-    the value obtained from the per-case records with every case once differs from the metric
+
+def cell_ci(records: Sequence[ResultRecord], *, n_boot: int = DEFAULT_BOOT, alpha: float = 0.05, seed: int = 0, metric: str | None = None) -> CI | None:
+    """Percentile CI of the seed-mean of ``metric`` (default: the records' primary metric),
+    resampling whole patients/volumes.
+
+    None when the records carry no per-case values of it. The method is ``per-case mean (approx.)``
+    when the value obtained from the per-case records with every case once differs from the metric
     shown (the metric cannot be recomputed exactly from them; the interval is a stand-in).
     """
     if not records:
         return None
-    metric = _metric_of(records)
+    metric = metric or _metric_of(records)
     own = _own_interval(records, metric)
     if own is not None:
         return own
-    cases, groups, by_rec, splits = _shared(records)
-    if not cases:
+    cases, groups, by_rec, splits = _shared(records, metric)
+    key = _mean_key(metric, records, by_rec) if cases else None
+    if key is None:
         return None
     w = _weights(groups, splits, n_boot, seed)
-    boot, method = _seed_mean(metric, by_rec, cases, w)
-    full, _ = _seed_mean(metric, by_rec, cases, np.ones((1, len(cases))))
+    boot, method = _seed_mean(metric, by_rec, cases, w, key)
+    full, _ = _seed_mean(metric, by_rec, cases, np.ones((1, len(cases))), key)
     # a recomputed metric can still differ from the one shown (e.g. the paper's slice-pooled Dice
     # averaged per volume): the interval is then a stand-in, and the leaderboard marks it
-    shown = float(np.mean([r.primary for r in records]))
-    if not math.isclose(float(full[0]), shown, rel_tol=1e-6, abs_tol=1e-6):
+    if not math.isclose(float(full[0]), _shown(records, metric), rel_tol=1e-6, abs_tol=1e-6):
         method = f"{METHOD_MEAN} (approx.)"
     lo, hi = percentile_ci(boot, alpha)
     return CI(lo, hi, method, len(cases), len(set(groups)))
@@ -166,21 +193,24 @@ def paired_test(
     n_boot: int = DEFAULT_BOOT,
     alpha: float = 0.05,
     seed: int = 0,
+    metric: str | None = None,
 ) -> Paired | None:
-    """Paired cluster bootstrap of (A - B) on the cases both scored; None without shared cases."""
+    """Paired cluster bootstrap of (A - B) in ``metric`` (default: the primary) on the cases both
+    scored; None without shared cases or per-case values of the metric."""
     if not records_a or not records_b:
         return None
-    metric = _metric_of([*records_a, *records_b])
-    cases, groups, by_rec, splits = _shared([*records_a, *records_b])
-    if not cases:
+    metric = metric or _metric_of([*records_a, *records_b])
+    cases, groups, by_rec, splits = _shared([*records_a, *records_b], metric)
+    key = _mean_key(metric, [*records_a, *records_b], by_rec) if cases else None
+    if key is None:
         return None
     na = len(records_a)
     w = _weights(groups, splits, n_boot, seed)
     ones = np.ones((1, len(cases)))
-    a_boot, ma = _seed_mean(metric, by_rec[:na], cases, w)
-    b_boot, mb = _seed_mean(metric, by_rec[na:], cases, w)
-    a_full, _ = _seed_mean(metric, by_rec[:na], cases, ones)
-    b_full, _ = _seed_mean(metric, by_rec[na:], cases, ones)
+    a_boot, ma = _seed_mean(metric, by_rec[:na], cases, w, key)
+    b_boot, mb = _seed_mean(metric, by_rec[na:], cases, w, key)
+    a_full, _ = _seed_mean(metric, by_rec[:na], cases, ones, key)
+    b_full, _ = _seed_mean(metric, by_rec[na:], cases, ones, key)
     d = a_boot - b_boot
     d = d[np.isfinite(d)]
     diff = float(a_full[0] - b_full[0])
@@ -190,6 +220,22 @@ def paired_test(
     b = d.size
     p = min(1.0, 2 * min((1 + np.sum(d <= 0)) / (b + 1), (1 + np.sum(d >= 0)) / (b + 1)))
     return Paired(diff, lo, hi, float(p), len(cases), len(set(groups)), METHOD_MEAN if METHOD_MEAN in (ma, mb) else ma)
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks 1..n of ``values`` (smallest first), ties sharing their average rank: scipy's
+    ``rankdata(method="average")`` without importing scipy.stats (a second of CPU)."""
+    v = np.asarray(values, dtype=np.float64)
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v))
+    i = 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + 1 + j + 1) / 2
+        i = j + 1
+    return ranks.tolist()
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

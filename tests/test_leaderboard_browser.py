@@ -1,6 +1,6 @@
 """The HTML leaderboard in a real headless browser (Debian's chromium): the page loads from
-file:// without console errors, clicking a column header reorders the rows by value, and the family
-filter hides the other families.
+file:// without console errors, clicking a column header reorders the rows by value, the family
+filter hides the other families and the metric switch shows one metric's tables.
 
 The test never installs anything: without a browser on PATH it is skipped, saying why (CI installs
 chromium in ``.ci/run`` before it runs the tests).
@@ -48,7 +48,7 @@ PROBE_BODY = """<script>
 (function () {
   var out = {errors: window.__errors.slice()};
   try {
-    var table = document.querySelector('div.family[data-family="Cls"] table.family-table');
+    var table = document.querySelector('div.family[data-family="Cls"][data-metric=""] table.family-table');
     var order = function () { return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].getAttribute("data-v")]; }); };
     out.before = order();
     table.tHead.rows[0].cells[2].click();
@@ -62,11 +62,20 @@ PROBE_BODY = """<script>
     var fam = document.getElementById("filter-family");
     fam.value = "Cls";
     fam.dispatchEvent(new Event("change"));
-    out.shown = Array.prototype.map.call(document.querySelectorAll("div.family"), function (d) { return [d.getAttribute("data-family"), getComputedStyle(d).display !== "none"]; });
+    out.shown = Array.prototype.map.call(document.querySelectorAll('div.family[data-metric=""]'), function (d) { return [d.getAttribute("data-family"), getComputedStyle(d).display !== "none"]; });
     var proto = document.getElementById("filter-protocol");
     proto.value = "knn";
     proto.dispatchEvent(new Event("change"));
     out.visible_protocols = Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return getComputedStyle(r).display !== "none"; }).map(function (r) { return r.cells[1].textContent; });
+    out.hidden_views = Array.prototype.filter.call(document.querySelectorAll('div.family:not([data-metric=""])'), function (d) { return getComputedStyle(d).display !== "none"; }).length;
+    fam.value = "";
+    proto.value = "";
+    var metric = document.getElementById("filter-metric");
+    metric.value = "accuracy";
+    metric.dispatchEvent(new Event("change"));
+    out.metric_shown = Array.prototype.filter.call(document.querySelectorAll("div.family"), function (d) { return getComputedStyle(d).display !== "none"; }).map(function (d) { return [d.getAttribute("data-family"), d.getAttribute("data-metric")]; });
+    metric.value = "";
+    metric.dispatchEvent(new Event("change"));
   } catch (e) { out.exception = String(e); }
   out.errors = window.__errors.slice();
   var pre = document.createElement("pre");
@@ -107,4 +116,7 @@ def test_page_sorts_and_filters_in_a_headless_browser(chromium, tmp_path):
     # filtering by family hides the other families; by protocol, the other rows
     shown = dict(out["shown"])
     assert shown["Cls"] and not shown["2D seg"]
+    # the metric switch: the default shows each column's primary metric only; "accuracy" that view only
+    assert out["hidden_views"] == 0
+    assert out["metric_shown"] == [["Cls", "accuracy"]]
     assert out["visible_protocols"] == ["knn"] * 3

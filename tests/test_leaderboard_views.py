@@ -44,21 +44,26 @@ def test_summary_mean_rank_completeness_and_family_averages(tree):
     recs = records()
     summary = {k: v[0] for k, v in table(text, "## Smoke").items()}
     assert list(summary) == ["zeta @cccccccccccc", "mid @bbbbbbbbbbbb", "alpha @aaaaaaaaaaaa"], "most tasks first, then best mean rank"
-    # mean rank by brute force over the suite tasks each encoder ran (main protocol), ties averaged
-    tasks = sorted({r.unit.task_id for r in recs})
+    # mean rank by brute force over the tasks every encoder ran (main protocol), ties averaged:
+    # alpha ran 2 tasks, so all three are ranked on those 2 only, never alpha on its 2 and zeta on 6
     means = {}
     for r in recs:
         if r.unit.protocol in ("seg2d", "linear"):
             means.setdefault(r.unit.task_id, {}).setdefault(r.unit.encoder, []).append(r.primary)
+    common = sorted(t for t in means if len(means[t]) == 3)
+    assert common == sorted([SEG2D[0], "brain_tumor_linear"])
     ranks: dict[str, list[float]] = {}
-    for t in tasks:
+    for t in common:
         encs = sorted(means[t])
         for e, rk in zip(encs, rankdata([-np.mean(means[t][e]) for e in encs])):
             ranks.setdefault(e, []).append(rk)
     for label, cells in summary.items():
         enc = label.split()[0]
         assert float(cells[1]) == pytest.approx(np.mean(ranks[enc]), abs=0.006)
-        assert cells[2] == f"{len(ranks[enc])}/{len(tasks_in_suite('smoke'))}"
+        ran = sum(1 for t in means if enc in means[t])
+        assert cells[2] == f"{ran}/{len(tasks_in_suite('smoke'))}"
+    caption = next(ln for ln in text.split("## Smoke", 1)[1].splitlines() if ln.startswith("Mean rank"))
+    assert "over the 2 task(s) every encoder here ran" in caption and "brain_tumor_linear" in caption
     head = next(ln for ln in text.split("## Smoke", 1)[1].splitlines() if ln.startswith("| encoder"))
     i2d = [c.strip() for c in head.strip().strip("|").split("|")].index("2D seg")
     want = 100 * np.mean([np.mean(means[t]["zeta"]) for t in SEG2D])
@@ -113,7 +118,8 @@ def test_html_page_embeds_the_data_and_relative_links(tree, tmp_path):
     data = json.loads(blob)
     assert data["results_as_given"] == tree.as_posix()
     (suite,) = data["suites"]
-    cls = next(f for f in suite["families"] if f["key"] == "Cls")
+    assert suite["views"][0]["metric"] == "" and {v["metric"] for v in suite["views"][1:]} >= {"accuracy", "dice"}, "the metric switch"
+    cls = next(f for f in suite["views"][0]["families"] if f["key"] == "Cls")
     row = next(r for r in cls["tables"][0]["rows"] if r["row"].startswith("zeta") and r["protocol"] == "linear")
     cell = row["cells"][0]
     assert cell["n"] == 2 and cell["lo"] <= cell["v"] <= cell["hi"] and [s["seed"] for s in cell["seeds"]] == [0, 1]
@@ -222,7 +228,7 @@ def test_links_and_file_column_follow_nested_results_trees(tmp_path):
     shared = md.split("## Shared-data", 1)[1].split("\n## ", 1)[0]
     assert "| brain_tumor_linear†1" in shared and "3/40 test cases of brain_tumor_linear" in shared, "and its footnote is shown"
     blob = re.search(r'<script id="lb-data" type="application/json">(.*?)</script>', (site / "index.html").read_text(encoding="utf-8"), re.S).group(1)
-    hrefs = [s["href"] for suite in json.loads(blob)["suites"] for f in suite["families"] for t in f["tables"] for r in t["rows"] for c in r["cells"] if c for s in c["seeds"]]
+    hrefs = [s["href"] for suite in json.loads(blob)["suites"] for f in suite["views"][0]["families"] for t in f["tables"] for r in t["rows"] for c in r["cells"] if c for s in c["seeds"]]
     assert len(hrefs) == 2 and any("/shared/shared-data/" in h for h in hrefs)
     assert all((site / h).resolve().is_file() for h in hrefs)
     df = pd.read_csv(tmp_path / "u.csv")

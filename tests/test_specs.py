@@ -111,7 +111,7 @@ BAD_SETTINGS = [
     ("brain_tumor_linear", lambda r: r["protocols"]["knn"].update(ks=[0]), ["protocols.knn.ks"]),
     ("brain_tumor_linear", lambda r: r["protocols"]["linear"].update(bn_mode="train"), ["protocols.linear.bn_mode"]),
     ("brain_tumor_linear", lambda r: r["protocols"]["linear"].update(augment=True), ["unknown setting 'protocols.linear.augment'"]),
-    ("kvasir_det", lambda r: r["protocols"]["detection"].update(backend="mmdett"), ["backend 'mmdett'", "did you mean 'mmdet'"]),
+    ("kvasir_det", lambda r: r["protocols"]["detection"].update(backend="mmdett"), ["protocols.detection.backend", "(got 'mmdett')", "did you mean 'mmdet'"]),
     ("kvasir_det", lambda r: r["protocols"]["detection"].update(frozen_stages=3), ["protocols.detection.frozen_stages"]),
     ("fgadr_finetune", lambda r: r["protocols"]["finetune"].update(ms_beta=40.0), ["ms_beta", "objective: ms"]),
     # a reported prompt row must say which metric it is: prompt results are not ranked by iou3d

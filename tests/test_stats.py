@@ -66,6 +66,37 @@ def test_weighted_ap_matches_records_repeated():
         assert got[0] == pytest.approx(ap_from_records(repeated)[0], abs=1e-12)
 
 
+@pytest.mark.parametrize("block", [7, bs.AP_BLOCK], ids=["blocks-of-rows", "one-block"])
+def test_weighted_ap_is_vectorised_over_resamples_exactly(monkeypatch, block):
+    """All resamples in one pass (in blocks of rows when memory asks): each row the AP of the records
+    repeated by its weights, images drawn 0 times included."""
+    monkeypatch.setattr(bs, "AP_BLOCK", block)
+    rng = np.random.default_rng(11)
+    recs = []
+    for i in range(30):
+        n_gt = {str(c): int(v) for c in range(3) if (v := rng.integers(0, 3))}
+        dets = [[int(rng.integers(0, 3)), float(rng.random()), bool(rng.random() < 0.5)] for _ in range(rng.integers(0, 7))]
+        recs.append({"case": str(i), "group": str(i // 3), "n_gt": n_gt, "dets": dets, "score": 0.0})
+    w = np.vstack([np.ones(30), np.zeros(30), bs.resample_weights([r["group"] for r in recs], 40, seed=2)])
+    got = bs.weighted_ap(recs, w)
+    assert np.isnan(got[1]), "nothing drawn: undefined"
+    for b in range(len(w)):
+        if b != 1:
+            repeated = [recs[i] for i in range(30) for _ in range(int(w[b, i]))]
+            assert got[b] == pytest.approx(ap_from_records(repeated)[0], abs=1e-12)
+
+
+def test_average_ranks_match_scipy():
+    from scipy.stats import rankdata
+
+    from lvmbench.stats import average_ranks
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 40):
+        v = np.round(rng.random(n), 1)  # ties
+        assert average_ranks(v) == rankdata(v, method="average").tolist()
+
+
 def test_resampling_keeps_groups_whole_and_ignores_case_order():
     rng = np.random.default_rng(0)
     groups = [f"p{g}" for g in rng.integers(0, 15, 60)]
@@ -191,3 +222,26 @@ def test_ood_average_uses_the_averaged_metric_not_the_primary_score():
     # a shown value the records cannot reproduce (slice-pooled vs per-volume) marks the CI a stand-in
     ci = cell_ci([make_record(recs, "dice_avg", family="segmentation", primary=float(full) + 0.05)], n_boot=300, seed=1)
     assert ci.method.endswith("(approx.)")
+
+
+def test_stored_probabilities_recompute_auc_exactly():
+    """Probabilities are stored at full precision, so the AUC recomputed from the per-case records
+    is the AUC the protocol reported: no stand-in interval (‡). Rounded to 6 decimals, scores less
+    than 1e-6 apart tied and moved the AUC."""
+    from types import SimpleNamespace
+
+    from lvmbench.metrics.classification import auc
+    from lvmbench.protocols.classification_common import per_case_records
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 80)
+    p1 = (0.5 + 1e-8 * rng.permutation(80)).astype(np.float32).astype(np.float64)  # distinct, all within 1e-6
+    prob = np.stack([1 - p1, p1], axis=1)
+    cases = [SimpleNamespace(id=f"c{i}", group=f"p{i}", label=int(labels[i])) for i in range(80)]
+    recs = per_case_records(cases, prob)
+    assert [r["prob"][1] for r in recs] == p1.tolist(), "stored exactly"
+    rec = make_record(recs, "accuracy")
+    rec.metrics["auc"] = auc(labels, prob)
+    ci = cell_ci([rec], n_boot=200, seed=0, metric="auc")
+    assert ci is not None and ci.method == "recomputed", ci
+

@@ -23,6 +23,7 @@ def leaderboard_cmd(
     html: Annotated[Optional[Path], typer.Option(help="also write FOLDER/index.html: one self-contained page, sortable and filterable, cells linking to their result JSON")] = None,
     csv: Annotated[Optional[Path], typer.Option(help="also write one row per result unit (identity, metrics, CIs) as CSV")] = None,
     parquet: Annotated[Optional[Path], typer.Option(help="the same table as Parquet (needs pyarrow: pip install \"lvmbench[parquet]\")")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", metavar="NAME", help="also show the family tables in this metric (repeatable; 'all' = every metric the results and reported rows carry), e.g. --metric auc")] = None,
 ) -> None:
     """Aggregate every result JSON into a markdown leaderboard with per-family plots, optionally an
     HTML page and CSV/Parquet exports (exit 1 if a result file was unreadable)."""
@@ -36,7 +37,7 @@ def leaderboard_cmd(
             problems.append(line)
         print(line, file=sys.stderr)
 
-    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"), html=html, csv=csv, parquet=parquet)
+    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"), html=html, csv=csv, parquet=parquet, metrics=metric or [])
     extra = "".join(f", {p}" for p in (html / "index.html" if html else None, csv, parquet) if p)
     print(f"wrote {out}{extra}" + (f"; {len(problems)} unreadable file(s) left out (see above)" if problems else ""), file=sys.stderr)
     if problems:

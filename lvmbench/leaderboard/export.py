@@ -8,6 +8,10 @@ primary metric and its value, the unit's own 95% CI (``ci_low``/``ci_high``/``ci
 its cell's seed-mean and CI (``cell_*``, what the leaderboard shows for label fraction 1), test
 counts, flags, provenance, the result file (relative to the results folder), then every metric as
 ``metric.<name>``. Rows sorted, CIs seeded from the unit: the same results give the same file.
+
+Text cells are safe to open in a spreadsheet: one that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return (a result field edited to ``=HYPERLINK(...)``, say) gets a leading ``'`` (OWASP's
+CSV-injection rule), in the CSV and the Parquet file alike; numbers stay numbers.
 """
 
 from __future__ import annotations
@@ -19,10 +23,22 @@ from lvmbench.compare import encoder_label
 from lvmbench.errors import UserError
 from lvmbench.identity import POOL_PARTS, cell_key, pool_key, split_current
 from lvmbench.leaderboard.board import family_of
-from lvmbench.results import write_atomic
+from lvmbench.outputs import write_atomic
 from lvmbench.stats import CI, cell_ci, stable_seed
 
 PARQUET_FIX = 'pip install "lvmbench[parquet]" (or: pip install pyarrow)'
+
+
+# OWASP's CSV-injection rule: a cell a spreadsheet would read as a formula (=, +, -, @) or that starts
+# with a tab or carriage return gets a leading apostrophe, so it opens as text
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value: object) -> object:
+    """A string cell made safe to open in a spreadsheet; numbers and everything else unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def require_parquet() -> None:
@@ -64,6 +80,9 @@ def unit_table(lb):
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    for col in df.columns:
+        if not (pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col])):  # text (object or str dtype)
+            df[col] = df[col].map(neutralise)
     fixed = [c for c in df.columns if not c.startswith("metric.")]
     df = df[fixed + sorted(c for c in df.columns if c.startswith("metric."))]
     order = ["suite", "encoder", "weights_sha256", "task", "protocol_tag", "label_fraction", "current", "pool_key", "seed", "finished_at"]
@@ -109,10 +128,10 @@ def write_table(df, path: Path, kind: str) -> None:
     """Write atomically (a temp file renamed), as every other output."""
     import io
 
-    if path.is_dir():
-        raise UserError(f"--{kind} names a folder", path=path, fix=f"pass --{kind} FILE.{kind}")
     if kind == "csv":
-        write_atomic(path, df.to_csv(index=False, lineterminator="\n"), option=f"--{kind} FILE")
+        # RFC 4180 line ends (CRLF): a carriage return or newline inside a cell is then quoted, so a
+        # field edited to hold one cannot split a row for a reader
+        write_atomic(path, df.to_csv(index=False, lineterminator="\r\n"), option=f"--{kind} FILE")
     else:
         require_parquet()
         buf = io.BytesIO()

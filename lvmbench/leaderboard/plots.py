@@ -12,6 +12,12 @@ import numpy as np
 from lvmbench.leaderboard.board import FAMILY_TITLES, SuiteBoard, main_protocol
 
 
+def plain(text: str) -> str:
+    """A name from a result file as literal figure text: a ``$`` would start matplotlib's math
+    mode (and an invalid formula would stop the drawing)."""
+    return text.replace("$", r"\$")
+
+
 def png_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -55,13 +61,13 @@ def family_plot(board: SuiteBoard, family: str) -> bytes | None:
                 ok = c.ci is not None and math.isfinite(c.ci.lo) and math.isfinite(c.ci.hi)
                 lo.append(max(0.0, y - 100 * c.ci.lo) if ok else 0.0)  # type: ignore[union-attr]
                 hi.append(max(0.0, 100 * c.ci.hi - y) if ok else 0.0)  # type: ignore[union-attr]
-            ax.errorbar(xs, ys, yerr=np.array([lo, hi]), fmt="o", ms=4, capsize=2, elinewidth=1, label=row)
+            ax.errorbar(xs, ys, yerr=np.array([lo, hi]), fmt="o", ms=4, capsize=2, elinewidth=1, label=plain(row))
         ax.set_xticks(range(len(cols)))
-        ax.set_xticklabels([f"{t}\n{p} · {_metric(board, (t, p))}" for t, p in cols], fontsize=7)
+        ax.set_xticklabels([plain(f"{t}\n{p} · {_metric(board, (t, p))}") for t, p in cols], fontsize=7)
         ax.set_xlim(-0.6, len(cols) - 0.4)
         ax.set_ylabel("primary metric x100 (95% CI)")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.set_title(f"{FAMILY_TITLES[family]} — {board.suite}")
+        ax.set_title(plain(f"{FAMILY_TITLES[family]} — {board.suite}"))
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         fig.tight_layout()
         return png_bytes(fig)

@@ -42,7 +42,7 @@ def per_case_records(cases: list[Case], prob: np.ndarray, split: str = "test") -
             "score": float(pred[i] == c.label),
             "label": int(c.label),
             "pred": int(pred[i]),
-            "prob": [round(float(p), 6) for p in prob[i]],
+            "prob": [float(p) for p in prob[i]],  # full precision: AUC recomputes exactly (rounding made ties)
         }
         for i, c in enumerate(cases)
     ]
