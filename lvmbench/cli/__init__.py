@@ -2,66 +2,33 @@
 leaderboard | compare | audit | data | pretrain``.
 
 User errors (bad data, bad checkpoint, unknown names) print one line and exit with status 2; only
-bugs show a traceback. Commands live in one module per group and import what they use inside
-their own bodies (the light commands stay light).
+bugs show a traceback. Commands live in one module per group (``lvmbench/cli/``) and import what they
+use inside their own bodies (the light commands stay light); ``main`` is the console script.
 """
 
 from __future__ import annotations
 
 import sys
 
-import typer
-
-from lvmbench.cli.app import app
-from lvmbench.errors import UserError
-from lvmbench.pretrain.cli import pretrain_cmd
-from lvmbench.registry import suggest
-
-# each command module adds its commands to the app, in the order `lvmbench --help` lists them
-# isort: off
-from lvmbench.cli import evaluate, catalog, results, data  # noqa: E402, F401
-# isort: on
-
-app.command("pretrain")(pretrain_cmd)
-
 
 def main() -> None:
+    """The ``lvmbench`` console script. A Ctrl-C while the command line itself is still being
+    imported (its first second or two) ends with one line and exit 130, as one later does."""
     try:
-        rv = app(standalone_mode=False)
-        if isinstance(rv, int) and rv:
-            sys.exit(rv)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except (typer.Abort, KeyboardInterrupt):  # click turns a KeyboardInterrupt into Abort
-        print("interrupted; finished units are saved (a unit stopped half-way is not), rerun the same command to resume", file=sys.stderr)
+        from lvmbench.cli.assembled import run  # a Ctrl-C during this import is caught here
+    except KeyboardInterrupt:
+        print("interrupted before the command started; nothing was run", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors (typer vendors its own click: matched by class name)
-        if any(c.__name__ == "ClickException" for c in type(e).__mro__):
-            print(f"error: {usage_line(e)}", file=sys.stderr)
-            sys.exit(getattr(e, "exit_code", 2))
-        raise
+    run()
 
 
-def usage_line(e: Exception) -> str:
-    """A command-line usage error (unknown option or command, bad value) as one line with the fix."""
-    msg = " ".join(str(e.format_message() if hasattr(e, "format_message") else e).split())
-    ctx = getattr(e, "ctx", None)
-    names, c = [], ctx
-    while c is not None and c.parent is not None:  # the root's name is however python was started
-        names.append(c.info_name)
-        c = c.parent
-    where = " ".join(["lvmbench", *reversed(names)])
-    name = getattr(e, "option_name", None)
-    if name and not getattr(e, "possibilities", None) and ctx is not None:
-        opts = [o for p in ctx.command.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", []) if o.startswith("--")]
-        hint = suggest(name.lstrip("-"), [o[2:] for o in opts])
-        if hint:
-            msg += f" (did you mean --{hint}?)"
-    return f"{where}: {msg.rstrip('.')}; fix: see `{where} --help`"
+ASSEMBLED = ("app", "run", "usage_line", "INTERRUPTED")
 
 
-if __name__ == "__main__":
-    main()
+def __getattr__(name: str) -> object:
+    """``lvmbench.cli.app`` and the other names of the assembled command line, imported on first use."""
+    if name not in ASSEMBLED:
+        raise AttributeError(f"module 'lvmbench.cli' has no attribute '{name}'")
+    from lvmbench.cli import assembled  # the assembled app: imported only when asked for
+
+    return getattr(assembled, name)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from tabulate import tabulate
 
-from lvmbench.cli.app import app, task_app
+from lvmbench.cli.groups import app, task_app
 
 
 @app.command("tasks")

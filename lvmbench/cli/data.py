@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from tabulate import tabulate
 
-from lvmbench.cli.app import csv_list as _csv
-from lvmbench.cli.app import data_app
+from lvmbench.cli.groups import csv_list as _csv
+from lvmbench.cli.groups import data_app
 from lvmbench.errors import UserError
 
 

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from lvmbench.cli.app import app
-from lvmbench.cli.app import csv_list as _csv
+from lvmbench.cli.groups import app
+from lvmbench.cli.groups import csv_list as _csv
 from lvmbench.errors import UserError
 from lvmbench.spec import RunOptions
 
