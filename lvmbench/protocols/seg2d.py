@@ -19,6 +19,7 @@ from lvmbench.protocols.seg_common import (
     Scores,
     SegProtocol,
     case_record,
+    clean_case_values,
     clean_scores,
     predict_logits,
     summarize_clean,
@@ -43,7 +44,7 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
                 continue
             target = prep.native[i + j]
             native_pred = upsample_argmax(logits[j : j + 1], target.shape)[0]
-            clean.append(clean_scores(native_pred, target, k, None, hp.hd95))
+            clean.append(clean_scores(native_pred, target, k, None, hp.hd95, hp.nsd_tolerance_mm, hp.empty_policy))
     dice, iou = np.concatenate(dice_rows), np.concatenate(iou_rows)
     per_image = paper_score(dice, hp.score_classes)
     per_image_iou = paper_score(iou, hp.score_classes)
@@ -58,13 +59,7 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
     for n, case in enumerate(prep.cases):
         values: dict[str, Any] = {"iou": per_image_iou[n]}
         if clean:
-            c = clean[n]
-            values.update({"dice_clean": np.nanmean(c["dice"][1:]), "iou_clean": np.nanmean(c["iou"][1:])})
-            if "hd95" in c:
-                hd = c["hd95"][1:]
-                values["hd95_clean"] = float(np.nanmean(hd)) if not np.isnan(hd).all() else None
-            if k > 2:
-                values["dice_clean_per_class"] = c["dice"][1:]
+            values.update(clean_case_values(clean[n], k))
         records.append(case_record(case, split, per_image[n], values))
     return metrics, records, undefined
 

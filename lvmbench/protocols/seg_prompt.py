@@ -52,6 +52,7 @@ from lvmbench.protocols.features import autocast, loader_workers
 from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.prompt_scores import PromptSet, box_fill, score_images, score_volumes
+from lvmbench.protocols.clean_scoring import clean_conventions
 from lvmbench.protocols.seg_common import ood_readers, ood_summary
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
 from lvmbench.protocols.settings import PromptEval3DSettings, PromptEvalSettings, PromptSeg3DSettings, PromptSegSettings
@@ -303,6 +304,7 @@ class PromptSeg(Protocol):
                 "ood_sets": names,
                 "baseline": {"metric": primary, "value": float(null_metrics.get(primary, float("nan"))), "predictor": "all background"},
                 "box_fill": {"metric": primary, "value": float(fill_metrics.get(primary, float("nan"))), "predictor": "the prompt box filled (no encoder, no decoder)"},
+                "conventions": clean_conventions(hp, self.volumes),
             },
             flags=flags,
             timings={"encode_s": t_encode, **train_t, "total_s": time.perf_counter() - t0},

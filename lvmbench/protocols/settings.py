@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, ValidationError, field_validator, model_validator
 
 from lvmbench.errors import UserError
+from lvmbench.protocols.clean_scoring import CleanScoring
 from lvmbench.registry import suggest
 
 if TYPE_CHECKING:
@@ -282,7 +283,7 @@ class FinetuneSettings(ProtocolSettings, HeadSettings):
         })
 
 
-class SegSettings(ProtocolSettings):
+class SegSettings(ProtocolSettings, CleanScoring):
     lr: PosFloat = Field(1e-3, description="Adam learning rate")
     epochs: PosInt = Field(30, description="training epochs; validation after each")
     batch_size: PosInt = Field(16, description="training minibatch (images or slices)")
@@ -337,7 +338,7 @@ class Seg3DViTSettings(Seg3DSettings):
     """``seg3d-vit``: ``seg3d`` for ViT encoders, with the paper's "Foundation Model" schedule."""
 
 
-class PromptEvalSettings(ProtocolSettings):
+class PromptEvalSettings(ProtocolSettings, CleanScoring):
     """Box-prompted SAM-style segmentation, scoring only (``seg2d-prompt-zeroshot``): the encoder's
     image embedding + SAM's prompt encoder and mask decoder (lvmbench/heads/sam.py)."""
 
