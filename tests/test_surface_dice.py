@@ -117,6 +117,18 @@ def test_nsd_equals_monai_subvoxel_surface_dice(name, pred, gt, spacing, tol):
     assert normalized_surface_dice(pred, gt, tol, spacing) == pytest.approx(monai_nsd(pred, gt, spacing, tol), abs=1e-6)
 
 
+def test_ties_at_the_tolerance_follow_deepmind():
+    """A tolerance equal to distances reached by different offsets (3 x 0.7 mm and 1 x 2.1 mm differ
+    in the last bit): the nearest cell must be the one scipy's feature transform picks, as there."""
+    rng = np.random.default_rng(11)
+    for shift in (1, 2, 3):
+        gt = _blob(rng, (30, 26, 14))
+        pred = np.roll(gt, shift, axis=2 if shift == 1 else 0)
+        for tol in (0.7, 1.4, 2.1, 2.6, 4.2):
+            # equal up to summation order; one surfel counted differently would move it by > 1e-5
+            assert normalized_surface_dice(pred, gt, tol, (0.7, 1.3, 2.1)) == pytest.approx(deepmind_nsd(pred, gt, (0.7, 1.3, 2.1), tol), abs=1e-12), (shift, tol)
+
+
 def _deepmind_code(ours: int, nd: int) -> int:
     """Our bit i (offset a, b[, c] read as a binary number) is DeepMind's bit 2**nd - 1 - i."""
     n = 1 << nd

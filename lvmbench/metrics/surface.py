@@ -85,6 +85,28 @@ def _check(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None) ->
     return sp
 
 
+def _exact(src_at: tuple[np.ndarray, ...], nearest: Sequence[np.ndarray], sp: tuple[float, ...]) -> np.ndarray:
+    """Distances from surfel cells ``src_at`` (index arrays) to their nearest cells ``nearest``,
+    with the arithmetic of scipy's ``distance_transform_edt`` (index differences times the spacing,
+    squared, summed in axis order, square root): the same floats as its full map. Which of several
+    equally near cells is taken matters at a tolerance equal to that distance (3 x 0.7 mm is not
+    1 x 2.1 mm in floating point), so the nearest cell comes from scipy's feature transform, as in
+    ``surface-distance``, not from a search of our own."""
+    total = np.zeros(len(src_at[0]))
+    for axis, step in enumerate(sp):
+        d = (np.asarray(nearest[axis]) - src_at[axis]).astype(np.float64) * step
+        total = total + d * d
+    return np.sqrt(total)
+
+
+def _distances_edt(src: np.ndarray, dst: np.ndarray, sp: tuple[float, ...]) -> np.ndarray:
+    """Every surfel of ``src`` to the nearest of ``dst``: scipy's feature transform over the cropped
+    grid, distances computed at the ``src`` cells only (half the time of the full distance map)."""
+    nearest = ndimage.distance_transform_edt(~dst, sampling=sp, return_distances=False, return_indices=True)
+    at = np.nonzero(src)
+    return _exact(at, [nearest[a][at] for a in range(src.ndim)], sp)
+
+
 def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> SurfaceDistances:
     """Surfels of both masks with their distances to the other surface (spacing None = 1 per axis)."""
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
@@ -103,12 +125,10 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
         areas.append(measure[codes[border]])
 
     def distances(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """Distance of every surfel of ``src`` to the nearest surfel of ``dst`` (no transform when
-        either is empty: an all-background prediction costs no distance map)."""
         n = int(src.sum())
-        if n == 0 or not dst.any():
+        if n == 0 or not dst.any():  # no surface to measure to: an all-background prediction costs nothing
             return np.full(n, np.inf)
-        return ndimage.distance_transform_edt(~dst, sampling=sp)[src]
+        return _distances_edt(src, dst, sp)
 
     (b_pred, b_gt), (a_pred, a_gt) = borders, areas
     return SurfaceDistances(gt_to_pred=distances(b_gt, b_pred), gt_areas=a_gt, pred_to_gt=distances(b_pred, b_gt), pred_areas=a_pred)
