@@ -6,7 +6,7 @@ names are now checked when the task loads, against what the task's family and pr
 
 - classification: accuracy, balanced_accuracy, macro_f1, qwk, auc; retrieval's recall@K and map@r;
   similarity queries' triplet_agreement and odd_one_out;
-- segmentation: dice, iou, hd95, dice3d, iou3d (and the prompt protocols' dice_prompt, dice3d_prompt,
+- segmentation: dice, iou, hd95, nsd, dice3d, iou3d (and the prompt protocols' dice_prompt, dice3d_prompt,
   iou3d_prompt), each optionally ``_clean`` (scored at native size), then ``_<class>`` (per
   foreground class) and/or ``_<ood set>``; and ``<base>_avg|_ood|_gap`` with out-of-distribution sets;
 - detection: ap, ap50, ap75, ap_small, ap_medium, ap_large, ar1, ar10, ar100, ``ap/<class>``,
@@ -27,7 +27,7 @@ from lvmbench.registry import suggest
 
 CLASSIFICATION = ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "auc", "map@r", "triplet_agreement", "odd_one_out")
 DETECTION = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100")
-SEG_BASES = ("dice", "iou", "hd95", "dice3d", "iou3d", "dice_prompt", "dice3d_prompt", "iou3d_prompt")
+SEG_BASES = ("dice", "iou", "hd95", "nsd", "dice3d", "iou3d", "dice_prompt", "dice3d_prompt", "iou3d_prompt")
 _RECALL = re.compile(r"recall@\d+")
 
 

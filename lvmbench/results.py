@@ -82,7 +82,7 @@ def metric_bounds(name: str) -> tuple[float, float]:
         return -1.0, 1.0
     if base.endswith(("_gap",)):
         return -1.0, 1.0
-    if base.startswith(("dice", "iou", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "ar", "recall@", "map@r", "r_precision", "triplet_agreement", "odd_one_out")):
+    if base.startswith(("dice", "iou", "nsd", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "ar", "recall@", "map@r", "r_precision", "triplet_agreement", "odd_one_out")):
         return 0.0, 1.0
     return -math.inf, math.inf
 

@@ -7,8 +7,10 @@ Two families, both recorded in every segmentation result (reference §1.4):
   ground truth and prediction are both empty scores 1; volumetric IoU of one scored class for the
   3D tasks (MMWHS: the left atrium, class 2).
 - ``clean``: the same overlap scores at the case's *native* resolution (predictions are upsampled
-  back), per class and averaged over the foreground classes, plus HD95 from MONAI in physical units
-  (pixel or voxel spacing).
+  back), per class and averaged over the foreground classes, without eps: a class absent from the
+  ground truth scores what the ``empty_policy`` says (``lvmbench.metrics.empty_masks``); plus HD95
+  from MONAI and normalised surface Dice (``lvmbench.metrics.surface``) in physical units (pixel or
+  voxel spacing), under the same policy.
 
 Everything works on integer label maps; counts come from one ``bincount`` of ``target * C + pred``.
 """
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
+
+from lvmbench.metrics.empty_masks import apply_empty_policy
 
 EPS = 1e-6
 
@@ -67,22 +71,35 @@ def volume_overlap(pred: torch.Tensor, target: torch.Tensor, num_classes: int, e
     return dice[0].cpu().numpy(), iou[0].cpu().numpy()
 
 
-def hd95(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, classes: Sequence[int], spacing: Sequence[float] | None = None) -> np.ndarray:
+def clean_overlap(pred: torch.Tensor, target: torch.Tensor, num_classes: int, empty_policy: str = "one") -> tuple[np.ndarray, np.ndarray]:
+    """Dice and IoU of one case (all pixels/voxels pooled), per class, without eps: 2|P∩G|/(|P|+|G|)
+    and |P∩G|/|P∪G| where the class is in the ground truth, the ``empty_policy``'s score where not."""
+    cm = confusion(pred.reshape(1, -1), target.reshape(1, -1), num_classes)[0].double()
+    inter = torch.diagonal(cm)
+    psum, tsum = cm.sum(dim=0), cm.sum(dim=1)
+    gt_empty, pred_empty = (tsum == 0).cpu().numpy(), (psum == 0).cpu().numpy()
+    safe = lambda d: torch.where(d > 0, d, torch.ones_like(d))  # noqa: E731 - empty ground truth is replaced below
+    dice = (2 * inter / safe(psum + tsum)).cpu().numpy()
+    iou = (inter / safe(psum + tsum - inter)).cpu().numpy()
+    return apply_empty_policy(dice, gt_empty, pred_empty, empty_policy), apply_empty_policy(iou, gt_empty, pred_empty, empty_policy)
+
+
+def hd95(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, classes: Sequence[int], spacing: Sequence[float] | None = None, empty_policy: str = "one") -> np.ndarray:
     """95th-percentile symmetric Hausdorff distance per class (MONAI), in spacing units.
 
-    Conventions: both masks empty -> 0 (perfect agreement, as Dice scores it 1); exactly one empty ->
-    NaN (undefined; callers count it and leave it out of means).
+    Conventions: ground truth empty -> ``empty_policy`` (``one``: 0 when the prediction is empty too,
+    as Dice scores it 1; else NaN); prediction empty, ground truth not -> NaN. NaN = undefined:
+    callers count it and leave it out of means.
     """
     p = torch.as_tensor(np.asarray(pred)).long()
     t = torch.as_tensor(np.asarray(target)).long()
     out = np.full(len(classes), np.nan)
+    gt_empty, pred_empty = np.zeros(len(classes), bool), np.zeros(len(classes), bool)
     for i, c in enumerate(classes):
         pc, tc = p == c, t == c
         has_p, has_t = bool(pc.any()), bool(tc.any())
-        if not has_p and not has_t:
-            out[i] = 0.0
-            continue
-        if has_p != has_t:
+        gt_empty[i], pred_empty[i] = not has_t, not has_p
+        if not (has_p and has_t):
             continue
         y_pred = torch.stack([~pc, pc])[None].float()
         y = torch.stack([~tc, tc])[None].float()
@@ -91,7 +108,7 @@ def hd95(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, cla
             warnings.simplefilter("ignore", FutureWarning)  # MONAI 1.5+ deprecation notice inside its own call
             v = compute_hausdorff_distance(y_pred, y, include_background=False, percentile=95, spacing=sp)
         out[i] = float(v.reshape(-1)[0])
-    return out
+    return apply_empty_policy(out, gt_empty, pred_empty, empty_policy, distance=True)
 
 
 def paper_score(dice: np.ndarray, classes: Sequence[int]) -> np.ndarray:

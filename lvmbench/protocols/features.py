@@ -21,13 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lvmbench.interrupt import interruptible
 from lvmbench.data.cache import ArrayCache, cache_key, content_stamp
 from lvmbench.data.cases import Case
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.encoders import RANDOM_INIT
 from lvmbench.encoders.base import Encoder
+from lvmbench.interrupt import interruptible
 from lvmbench.protocols.base import RunContext
 
 

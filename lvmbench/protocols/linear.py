@@ -19,8 +19,8 @@ from torch import nn
 
 from lvmbench.heads import HEADS
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
-from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
+from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import split_features
 from lvmbench.protocols.schedule import make_scheduler, optimiser_step
 from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation

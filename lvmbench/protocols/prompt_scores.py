@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lvmbench.protocols.seg_scores import clean_scores, summarize_clean
 from lvmbench.protocols.seg_data import Prepared
+from lvmbench.protocols.seg_scores import clean_scores, summarize_clean
 
 
 @dataclass
@@ -33,6 +33,12 @@ class PromptSet:
 Scores = tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]
 
 
+def clean_record(row: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """The object's native-size Dice / IoU (and NSD when scored) for a per-case record; null where
+    the empty policy leaves the case out."""
+    return {f"{k}_clean": (None if np.isnan(row[k][1]) else round(float(row[k][1]), 6)) for k in ("dice", "iou", "nsd") if k in row}
+
+
 def score_images(ps: PromptSet, logits: torch.Tensor, dice: np.ndarray, iou: np.ndarray, native: list[np.ndarray] | None, classes: list[int], hp: Any, split: str, suffix: str) -> Scores:
     """2D: mean Dice/IoU over prompted images; one record per image (unprompted ones: score None)."""
     metrics = {f"dice{suffix}": float(np.mean(dice)) if len(dice) else float("nan"), f"iou{suffix}": float(np.mean(iou)) if len(iou) else float("nan")}
@@ -43,9 +49,9 @@ def score_images(ps: PromptSet, logits: torch.Tensor, dice: np.ndarray, iou: np.
         if native is not None and n not in seen:
             target = np.isin(native[n], classes).astype(np.uint8)
             p = (F.interpolate(logits[j][None, None], size=target.shape, mode="bilinear", align_corners=False)[0, 0] > 0).numpy().astype(np.uint8)
-            row = clean_scores(p, target, 2, None, hp.hd95)
+            row = clean_scores(p, target, 2, None, hp.hd95, hp.nsd_tolerance_mm, hp.empty_policy)
             rows.append(row)
-            rec.update(dice_clean=round(float(row["dice"][1]), 6), iou_clean=round(float(row["iou"][1]), 6))
+            rec.update(clean_record(row))
         seen.add(n)
         records.append(rec)
     for n, case in enumerate(ps.prep.cases):
@@ -84,9 +90,9 @@ def score_volumes(ps: PromptSet, logits: torch.Tensor, dice: np.ndarray, iou: np
                 if hp.paper_boxes and not ps.targets[j].any():
                     continue  # the paper's random-box slices are scored at the grid only
                 pred[ps.slice_of[j]] = (F.interpolate(logits[j][None, None], size=target.shape[1:], mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
-            row = clean_scores(pred, target, 2, case.meta.get("spacing"), hp.hd95)
+            row = clean_scores(pred, target, 2, case.meta.get("spacing"), hp.hd95, hp.nsd_tolerance_mm, hp.empty_policy)
             rows.append(row)
-            rec.update(dice_clean=round(float(row["dice"][1]), 6), iou_clean=round(float(row["iou"][1]), 6))
+            rec.update(clean_record(row))
         records.append(rec)
     undefined: dict[str, int] = {}
     if rows:

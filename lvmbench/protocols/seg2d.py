@@ -16,10 +16,10 @@ import torch
 from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, slug
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import SegProtocol
-from lvmbench.protocols.seg_scores import Scores, case_record, clean_scores, summarize_clean, upsample_argmax
-from lvmbench.protocols.seg_train import predict_logits
 from lvmbench.protocols.seg_data import Prepared
-from lvmbench.protocols.settings import SegSettings, Seg2DSettings
+from lvmbench.protocols.seg_scores import Scores, case_record, clean_case_values, clean_scores, summarize_clean, upsample_argmax
+from lvmbench.protocols.seg_train import predict_logits
+from lvmbench.protocols.settings import Seg2DSettings, SegSettings
 
 
 def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: str, suffix: str = "") -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
@@ -37,7 +37,7 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
                 continue
             target = prep.native[i + j]
             native_pred = upsample_argmax(logits[j : j + 1], target.shape)[0]
-            clean.append(clean_scores(native_pred, target, k, None, hp.hd95))
+            clean.append(clean_scores(native_pred, target, k, None, hp.hd95, hp.nsd_tolerance_mm, hp.empty_policy))
     dice, iou = np.concatenate(dice_rows), np.concatenate(iou_rows)
     per_image = paper_score(dice, hp.score_classes)
     per_image_iou = paper_score(iou, hp.score_classes)
@@ -52,13 +52,7 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
     for n, case in enumerate(prep.cases):
         values: dict[str, Any] = {"iou": per_image_iou[n]}
         if clean:
-            c = clean[n]
-            values.update({"dice_clean": np.nanmean(c["dice"][1:]), "iou_clean": np.nanmean(c["iou"][1:])})
-            if "hd95" in c:
-                hd = c["hd95"][1:]
-                values["hd95_clean"] = float(np.nanmean(hd)) if not np.isnan(hd).all() else None
-            if k > 2:
-                values["dice_clean_per_class"] = c["dice"][1:]
+            values.update(clean_case_values(clean[n], k))
         records.append(case_record(case, split, per_image[n], values))
     return metrics, records, undefined
 

@@ -22,10 +22,10 @@ import torch
 from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, volume_overlap
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import SegProtocol
-from lvmbench.protocols.seg_scores import Scores, case_record, clean_scores, summarize_clean, upsample_argmax
-from lvmbench.protocols.seg_train import predict_logits
 from lvmbench.protocols.seg_data import Prepared
-from lvmbench.protocols.settings import SegSettings, Seg3DSettings
+from lvmbench.protocols.seg_scores import Scores, case_record, clean_case_values, clean_scores, summarize_clean, upsample_argmax
+from lvmbench.protocols.seg_train import predict_logits
+from lvmbench.protocols.settings import Seg3DSettings, SegSettings
 
 
 def predict_volume(ctx: RunContext, model, slices: torch.Tensor, batch_size: int, native_hw: tuple[int, int] | None) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -72,14 +72,9 @@ def evaluate_3d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
         vol_iou.append(float(vu[sc].mean()))
         values: dict[str, Any] = {"dice3d": vol_dice[-1], "dice": float(slice_dice[-1].mean())}
         if target is not None:
-            row = clean_scores(native_pred, target, k, case.meta.get("spacing"), hp.hd95)
+            row = clean_scores(native_pred, target, k, case.meta.get("spacing"), hp.hd95, hp.nsd_tolerance_mm, hp.empty_policy)
             clean_rows.append(row)
-            values.update({"dice_clean": np.nanmean(row["dice"][1:]), "iou_clean": np.nanmean(row["iou"][1:])})
-            if "hd95" in row:
-                hd = row["hd95"][1:]
-                values["hd95_clean"] = float(np.nanmean(hd)) if not np.isnan(hd).all() else None
-            if k > 2:
-                values["dice_clean_per_class"] = row["dice"][1:]
+            values.update(clean_case_values(row, k))
         records.append(case_record(case, split, vol_iou[-1], values))
     all_dice, all_iou = np.concatenate(slice_dice), np.concatenate(slice_iou)
     metrics = {

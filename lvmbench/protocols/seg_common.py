@@ -19,6 +19,7 @@ from lvmbench.protocols.base import (
     RunContext,
     seed_everything,
 )
+from lvmbench.protocols.clean_scoring import clean_conventions
 from lvmbench.protocols.features import loader_workers
 from lvmbench.protocols.resume import Resume
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
@@ -117,7 +118,8 @@ class SegProtocol(Protocol):
             per_case=per_case,
             hparams=used,
             counts=counts,
-            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods], "baseline": baseline},
+            extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods], "baseline": baseline,
+                   "conventions": clean_conventions(hp, self.volumes)},
             flags=["validation-undefined"] if chosen.get("validation_undefined") else [],
             timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
         )

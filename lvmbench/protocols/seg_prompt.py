@@ -54,6 +54,7 @@ from lvmbench.protocols.base import (
     RunContext,
     seed_everything,
 )
+from lvmbench.protocols.clean_scoring import clean_conventions
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import autocast, loader_workers
 from lvmbench.protocols.prompt_scores import (
@@ -322,6 +323,7 @@ class PromptSeg(Protocol):
                 "ood_sets": names,
                 "baseline": {"metric": primary, "value": float(null_metrics.get(primary, float("nan"))), "predictor": "all background"},
                 "box_fill": {"metric": primary, "value": float(fill_metrics.get(primary, float("nan"))), "predictor": "the prompt box filled (no encoder, no decoder)"},
+                "conventions": clean_conventions(hp, self.volumes),
             },
             flags=flags,
             timings={"encode_s": t_encode, **train_t, "total_s": time.perf_counter() - t0},

@@ -18,7 +18,8 @@ from torch.nn import functional as F
 
 from lvmbench.data.cases import Case
 from lvmbench.heads.unet import UNet
-from lvmbench.metrics.segmentation import hd95, nanmean, slug, volume_overlap
+from lvmbench.metrics.segmentation import clean_overlap, hd95, nanmean, slug
+from lvmbench.metrics.surface import nsd_per_class
 
 Scores = tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]
 
@@ -34,13 +35,26 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], chunk: int = 16
     return torch.cat(out).numpy()
 
 
-def clean_scores(pred: np.ndarray, target: np.ndarray, num_classes: int, spacing: list[float] | None, with_hd95: bool) -> dict[str, np.ndarray]:
-    """Per-class Dice/IoU (all voxels of the case pooled) and HD95 at native resolution."""
-    dice, iou = volume_overlap(torch.from_numpy(pred), torch.from_numpy(target), num_classes)
+def clean_scores(pred: np.ndarray, target: np.ndarray, num_classes: int, spacing: list[float] | None, with_hd95: bool, nsd_tolerance: float | None = None, empty_policy: str = "one") -> dict[str, np.ndarray]:
+    """Per-class Dice/IoU (all voxels of the case pooled), HD95 and NSD (at ``nsd_tolerance``, none =
+    not scored) at native resolution; classes absent from ``target`` scored by ``empty_policy``."""
+    dice, iou = clean_overlap(torch.from_numpy(pred), torch.from_numpy(target), num_classes, empty_policy)
     out = {"dice": dice, "iou": iou}
+    fg = list(range(1, num_classes))
     if with_hd95:
-        out["hd95"] = np.concatenate([[np.nan], hd95(pred, target, list(range(1, num_classes)), spacing)])
+        out["hd95"] = np.concatenate([[np.nan], hd95(pred, target, fg, spacing, empty_policy)])
+    if nsd_tolerance is not None:
+        out["nsd"] = np.concatenate([[np.nan], nsd_per_class(pred, target, fg, nsd_tolerance, spacing, empty_policy)])
     return out
+
+
+def clean_case_values(row: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]:
+    """A case's record entries from its ``clean_scores``: each metric's mean over the foreground
+    classes (NaN, stored as null, when every class is undefined), per-class Dice on multi-class tasks."""
+    values: dict[str, Any] = {f"{name}_clean": nanmean(row[name][1:]) for name in ("dice", "iou", "hd95", "nsd") if name in row}
+    if num_classes > 2:
+        values["dice_clean_per_class"] = row["dice"][1:]
+    return values
 
 
 def summarize_clean(records: list[dict[str, np.ndarray]], class_names: list[str], prefix: str = "") -> tuple[dict[str, float], dict[str, int]]:
@@ -48,7 +62,7 @@ def summarize_clean(records: list[dict[str, np.ndarray]], class_names: list[str]
     metrics: dict[str, float] = {}
     undefined: dict[str, int] = {}
     fg = range(1, len(class_names))
-    for name in ("dice", "iou", "hd95"):
+    for name in ("dice", "iou", "hd95", "nsd"):
         if not records or name not in records[0]:
             continue
         per_case = np.array([r[name] for r in records], dtype=np.float64)  # (cases, K)

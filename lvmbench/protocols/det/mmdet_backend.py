@@ -18,8 +18,8 @@ from torch import nn
 from lvmbench.encoders.base import Encoder
 from lvmbench.errors import UserError
 from lvmbench.protocols.det import BACKENDS, DetectorBackend
-from lvmbench.protocols.settings import DetectionSettings
 from lvmbench.protocols.det.body import EncoderBody
+from lvmbench.protocols.settings import DetectionSettings
 
 _REGISTERED = False
 
@@ -62,8 +62,8 @@ class MMDetBackend(DetectorBackend):
         return None
 
     def build(self, encoder: Encoder, num_classes: int, hp: DetectionSettings) -> nn.Module:
-        from mmengine.config import Config
         from mmdet.registry import MODELS
+        from mmengine.config import Config
 
         _register()
         cfg = Config.fromfile(str(base_config_path())).model

@@ -17,16 +17,16 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lvmbench.encoders.base import Encoder
 from lvmbench.protocols.det import BACKENDS, DetectorBackend
-from lvmbench.protocols.settings import DetectionSettings
 from lvmbench.protocols.det.body import EncoderBody
+from lvmbench.protocols.settings import DetectionSettings
 
 
 class EncoderFPN(nn.Module):

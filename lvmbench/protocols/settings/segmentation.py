@@ -16,6 +16,7 @@ from lvmbench.kit import (
     StrictModel,
     choice_msg,
 )
+from lvmbench.protocols.clean_scoring import CleanScoring
 from lvmbench.protocols.settings.common import (
     NORMALIZE_DOC,
     Normalize,
@@ -26,7 +27,7 @@ from lvmbench.protocols.settings.common import (
 if TYPE_CHECKING:
     from lvmbench.spec import TaskSpec
 
-class SegSettings(ProtocolSettings):
+class SegSettings(ProtocolSettings, CleanScoring):
     lr: PosFloat = Field(1e-3, description="Adam learning rate")
     epochs: PosInt = Field(30, description="training epochs; validation after each")
     batch_size: PosInt = Field(16, description="training minibatch (images or slices)")
@@ -81,7 +82,7 @@ class Seg3DViTSettings(Seg3DSettings):
     """``seg3d-vit``: ``seg3d`` for ViT encoders, with the paper's "Foundation Model" schedule."""
 
 
-class PromptEvalSettings(ProtocolSettings):
+class PromptEvalSettings(ProtocolSettings, CleanScoring):
     """Box-prompted SAM-style segmentation, scoring only (``seg2d-prompt-zeroshot``): the encoder's
     image embedding + SAM's prompt encoder and mask decoder (lvmbench/heads/sam.py)."""
 
