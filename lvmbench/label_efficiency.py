@@ -99,10 +99,10 @@ def plot(cols: dict[tuple[str, str], dict[str, Curve]], suite: str) -> bytes:
 
     Deterministic: Agg backend, fixed size and dpi, no software/date metadata in the file.
     """
-    import matplotlib
+    import matplotlib  # heavy (a second): loaded only when a figure is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     n = len(cols)
     ncol = min(3, n)

@@ -12,12 +12,14 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.stats import rankdata
-from board_records import LEVELS, N, SEG2D, cls_cases, records, seg_cases  # noqa: F401
+from board_records import LEVELS, SEG2D, N, cls_cases, records, seg_cases  # noqa: F401
 from builders import cls_records, make_record, write_records  # noqa: F401
+from scipy.stats import rankdata
 
 from lvmbench.leaderboard import build, write
+from lvmbench.leaderboard.export import write_exports
 from lvmbench.tasks import tasks_in_suite
+
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
@@ -99,7 +101,7 @@ def test_write_makes_linked_plots_html_and_exports_byte_identical(tree, tmp_path
     outs = []
     for name in ("a", "b"):
         d = tmp_path / name
-        md = write(tree, d / "lb.md", warn=lambda s: None, n_boot=200, html=d / "site", csv=d / "units.csv", parquet=d / "units.parquet")
+        md = write(tree, d / "lb.md", warn=lambda s: None, n_boot=200, html=d / "site", csv=d / "units.csv", parquet=d / "units.parquet", exporter=write_exports)
         outs.append((d, md))
     (da, ta), (db, tb) = outs
     assert ta == tb
@@ -142,7 +144,7 @@ def test_html_escapes_names_that_could_close_the_script(tmp_path):
 def test_export_has_one_row_per_unit_with_identity_metrics_and_cis(tree, tmp_path):
     import pandas as pd
 
-    md = write(tree, tmp_path / "lb.md", warn=lambda s: None, n_boot=200, csv=tmp_path / "u.csv", parquet=tmp_path / "u.parquet")
+    md = write(tree, tmp_path / "lb.md", warn=lambda s: None, n_boot=200, csv=tmp_path / "u.csv", parquet=tmp_path / "u.parquet", exporter=write_exports)
     df = pd.read_csv(tmp_path / "u.csv")
     assert len(df) == len(records()) == len(list(tree.rglob("*.json")))
     for col in ("suite", "task", "family", "protocol", "encoder", "weights_sha256", "seed", "label_fraction", "current", "pool_key", "identity.split",
@@ -223,7 +225,7 @@ def test_links_and_file_column_follow_nested_results_trees(tmp_path):
     (tmp_path / "results" / "shared" / "_audit" / "shared-data").mkdir(parents=True)
     (tmp_path / "results" / "shared" / "_audit" / "shared-data" / "a.json").write_text(json.dumps(audit))
     site, warnings = tmp_path / "site", []
-    md = write(tmp_path / "results", tmp_path / "lb.md", warn=warnings.append, n_boot=200, html=site, csv=tmp_path / "u.csv")
+    md = write(tmp_path / "results", tmp_path / "lb.md", warn=warnings.append, n_boot=200, html=site, csv=tmp_path / "u.csv", exporter=write_exports)
     assert warnings == [], "a nested tree's audit report is not a result"
     shared = md.split("## Shared-data", 1)[1].split("\n## ", 1)[0]
     assert "| brain_tumor_linear†1" in shared and "3/40 test cases of brain_tumor_linear" in shared, "and its footnote is shown"

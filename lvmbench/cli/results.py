@@ -37,7 +37,15 @@ def leaderboard_cmd(
             problems.append(line)
         print(line, file=sys.stderr)
 
-    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"), html=html, csv=csv, parquet=parquet, metrics=metric or [])
+    exporter = None
+    if csv is not None or parquet is not None:
+        from lvmbench.leaderboard.export import require_parquet, write_exports  # pandas: only for the exports
+
+        if parquet is not None:
+            require_parquet()
+        exporter = write_exports
+    write(results, out, warn=warn, reference=reference, random_anchor=random_anchor, n_boot=_positive(n_boot, "--n-boot"), html=html, csv=csv,
+          parquet=parquet, metrics=metric or [], exporter=exporter)
     extra = "".join(f", {p}" for p in (html / "index.html" if html else None, csv, parquet) if p)
     print(f"wrote {out}{extra}" + (f"; {len(problems)} unreadable file(s) left out (see above)" if problems else ""), file=sys.stderr)
     if problems:

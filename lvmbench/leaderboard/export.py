@@ -16,8 +16,11 @@ CSV-injection rule), in the CSV and the Parquet file alike; numbers stay numbers
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
+
+import pandas as pd
 
 from lvmbench.compare import encoder_label
 from lvmbench.errors import UserError
@@ -43,7 +46,7 @@ def neutralise(value: object) -> object:
 
 def require_parquet() -> None:
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401  (optional: the parquet extra; only --parquet needs it)
     except ImportError:
         raise UserError("--parquet needs pyarrow, which is not installed", fix=PARQUET_FIX) from None
 
@@ -55,8 +58,6 @@ def _ci_cols(prefix: str, ci: CI | None) -> dict:
 
 def unit_table(lb):
     """A pandas DataFrame, one row per readable result under the leaderboard's results folder."""
-    import pandas as pd
-
     rows = []
     for board in lb.boards:
         current, superseded = split_current(board.records)
@@ -126,8 +127,6 @@ def _row(board, r, is_current: bool, label: str, own: CI | None, cci: CI | None,
 
 def write_table(df, path: Path, kind: str) -> None:
     """Write atomically (a temp file renamed), as every other output."""
-    import io
-
     if kind == "csv":
         # RFC 4180 line ends (CRLF): a carriage return or newline inside a cell is then quoted, so a
         # field edited to hold one cannot split a row for a reader
@@ -137,3 +136,12 @@ def write_table(df, path: Path, kind: str) -> None:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         write_atomic(path, buf.getvalue(), option=f"--{kind} FILE")
+
+
+def write_exports(lb, csv: Path | None, parquet: Path | None) -> None:
+    """The unit table as CSV and/or Parquet (``leaderboard --csv/--parquet``)."""
+    table = unit_table(lb)
+    if csv is not None:
+        write_table(table, csv, "csv")
+    if parquet is not None:
+        write_table(table, parquet, "parquet")

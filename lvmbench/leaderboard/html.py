@@ -14,16 +14,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from lvmbench.errors import UserError
 from lvmbench.leaderboard.board import FAMILY_TITLES, MAIN, PRIMARY, Cell, Group, SuiteBoard, View, metric_value
 from lvmbench.leaderboard.markdown import LEGEND, SUITE_TITLES, _metrics_line
-from lvmbench.leaderboard.ranking import summary
 from lvmbench.leaderboard.page_assets import CSS, JS
+from lvmbench.leaderboard.ranking import summary
 from lvmbench.outputs import check_target, write_atomic
 from lvmbench.spec import ResultRecord
 

@@ -19,7 +19,7 @@ def plain(text: str) -> str:
 
 
 def png_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy (a second): loaded only when a figure is drawn
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
@@ -40,10 +40,10 @@ def family_plot(board: SuiteBoard, family: str) -> bytes | None:
         return None
     rows = sorted({e for col in cols for e, c in board.cells[col].items() if c.current})
 
-    import matplotlib
+    import matplotlib  # heavy (a second): loaded only when a figure is drawn
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     width = max(4.8, 1.1 * len(cols) + 2.2)
     with matplotlib.rc_context({"svg.hashsalt": "lvmbench", "font.size": 8}):
