@@ -138,7 +138,6 @@ def test_smoke_units_must_beat_their_baseline(tmp_path, monkeypatch, capsys):
     from cli_helpers import cli, the_line
     from builders import make_record, write_records
 
-    from lvmbench import runner
     from lvmbench.runner import Summary, below_baseline
 
     per_case = [{"case": f"c{i}", "group": f"c{i}", "split": "test", "score": 1.0} for i in range(4)]
@@ -151,6 +150,8 @@ def test_smoke_units_must_beat_their_baseline(tmp_path, monkeypatch, capsys):
     lines = below_baseline(tmp_path, [good.unit, chance.unit, silent.unit])
     assert len(lines) == 2 and "accuracy 0.270 vs training class prior (majority class) 0.250" in lines[0] and "no baseline recorded" in lines[1]
 
-    monkeypatch.setattr(runner, "run", lambda req: Summary(done=["a", "b"], below_baseline=lines))
+    import lvmbench.launch as launch
+
+    monkeypatch.setattr(launch, "run", lambda req, log=None: Summary(done=["a", "b"], below_baseline=lines))
     code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--suite", "smoke")
     assert code == 1 and "2 unit(s)" in the_line(err, "not above baseline")

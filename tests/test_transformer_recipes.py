@@ -52,7 +52,7 @@ def test_the_block_replaces_settings_for_transformers_only():
 def test_plan_applies_the_recipe_and_cnn_identity_ignores_the_block(tmp_path):
     def planned(encoder):
         req = EvalRequest(encoder=encoder, suite="smoke", tasks=["brain_tumor_finetune"], results=tmp_path)
-        (p,) = plan(req, log=lambda s: None)[0]
+        (p,) = plan(req)[0]
         return p
 
     vit, cnn = planned("vit_small_patch16_224"), planned("resnet18")
