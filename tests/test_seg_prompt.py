@@ -57,7 +57,7 @@ def test_3d_prompt_metric_is_the_slice_average_not_the_volumetric_iou():
     cases = [SimpleNamespace(id=str(v), group=str(v), meta={}) for v in range(n_vol)]
     prep = Prepared(cases=cases, images=[], masks=[])
     ps = PromptSet(torch.zeros(len(owner), 1, 1, 1), targets, torch.zeros(len(owner), 4), owner, [i % slices for i in range(len(owner))], prep)
-    hp = SimpleNamespace(prompt_classes=[1], hd95=False, paper_boxes=False)
+    hp = SimpleNamespace(prompt_classes=[1], hd95=False)
     metrics, records, _ = Seg3DPrompt().score(ps, logits, hp, "test")
     pred = (logits > 0).numpy()
     per_slice = [brute_slice_iou(pred[i], targets[i].numpy().astype(bool)) for i in range(len(owner))]
