@@ -473,9 +473,10 @@ def prompts_cmd(
     force: Annotated[bool, typer.Option(help="replace an existing export or imported file")] = False,
 ) -> None:
     """Draw the task's prompts once and write them beside its split (read by every encoder), or export / import them."""
+    from lvmbench.data.data_commands import select, suite_data_root
     from lvmbench.protocols.prompt_command import prompts_command
 
-    print(prompts_command(task, suite, data_root, preset=preset, seed=seed, protocol=protocol, export=export, import_from=import_from,
+    print(prompts_command(select([task], suite)[0], suite, suite_data_root(suite, data_root), preset=preset, seed=seed, protocol=protocol, export=export, import_from=import_from,
                           fmt=fmt, frame=frame, force=force, cache_dir=cache_dir, progress=sys.stderr.isatty()))
 
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import cli, the_line
+
 from lvmbench.data.prompts import files as pf
 from lvmbench.data.prompts.draw import ItemPrompt
 from lvmbench.data.prompts.rules import PromptRule
@@ -163,7 +163,7 @@ def test_identity_holds_the_imported_file_and_the_decoder_bytes_not_its_path(tmp
     task = get_task("kvasir_seg").for_suite("smoke")
     hp = task.settings("seg2d-prompt")
     unit = RunUnit(suite="smoke", task_id="kvasir_seg", protocol="seg2d-prompt", encoder="resnet18", weights_sha256="0" * 64)
-    ident = lambda s: json.dumps(spec_dict(task, unit, s), sort_keys=True)  # noqa: E731
+    ident = lambda s: json.dumps(spec_dict(task, unit, s), sort_keys=True)
 
     a, b = tmp_path / "a" / "dec.pth", tmp_path / "b" / "dec.pth"
     for p in (a, b):
@@ -209,7 +209,7 @@ def test_correction_clicks_record_dice_after_each_round():
         return out
 
     rule = PromptRule.model_validate({"iterations": 3})
-    logits, curve = iterate(predict, ps, rule, seed=0)
+    _, curve = iterate(predict, ps, rule, seed=0)
     assert len(curve) == 4 and curve[0] == pytest.approx(0.0, abs=1e-6) and curve[1] > 0 and curve == sorted(curve), "Dice after 0..3 clicks, rising"
     assert seen[1].shape == (2, 1, 2) and seen[3].shape == (2, 3, 2)
     for j in range(2):  # every click was a positive one inside the object (rule grid = 4 x mask grid)

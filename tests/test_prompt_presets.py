@@ -142,7 +142,7 @@ def sam_med2d_box_oracle(mask: np.ndarray, rs: np.random.RandomState, max_pixel:
     sort, descending); noise = min(max_pixel, int(min(w, h) * 0.1 * 5)); x then y drawn with
     randint(-noise, noise), 0 when that raises (noise 0); both corners shifted by them."""
     regions = components(mask > 0)
-    best = sorted(regions, key=len, reverse=True)[0]
+    best = sorted(regions, key=len, reverse=True)[0]  # noqa: FURB192 - the source sorts (stable: the first of equal areas)
     ys, xs = [p[0] for p in best], [p[1] for p in best]
     y0, x0, y1, x1 = min(ys), min(xs), max(ys) + 1, max(xs) + 1
     width, height = abs(x1 - x0), abs(y1 - y0)
@@ -214,7 +214,7 @@ def test_error_uniform_click_is_select_random_points():
         pred = (g.random((32, 32)) < 0.3).astype(np.uint8)
         got = correction_click(pred, gt, "error-uniform", np.random.RandomState(i))
         assert got == sam_med2d_click_oracle(pred, gt, np.random.RandomState(i))
-        x, y, lab = got
+        x, y, _ = got
         assert pred[int(y), int(x)] != gt[int(y), int(x)], "inside the error region"
 
 
@@ -253,7 +253,7 @@ def test_interior_click_brute_force_and_deterministic():
         # deepest: distance to the nearest pixel outside the component (the frame counts as outside)
         inside = set(comp)
 
-        def depth(p):
+        def depth(p, inside=inside):
             return min(((p[0] - q0) ** 2 + (p[1] - q1) ** 2) for q0 in range(-1, 25) for q1 in range(-1, 25) if (q0, q1) not in inside)
 
         assert depth((y, x)) == max(depth(p) for p in comp)

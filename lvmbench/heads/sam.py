@@ -160,7 +160,7 @@ class PromptSegModel(nn.Module):
             p.requires_grad_(False)
         self.encoder.eval()
 
-    def train(self, mode: bool = True) -> "PromptSegModel":
+    def train(self, mode: bool = True) -> PromptSegModel:
         super().train(mode)
         self.encoder.eval()  # frozen, BatchNorm statistics included
         return self

@@ -27,9 +27,13 @@ from lvmbench.data.prompts.transfer import read_sam_med2d, sam_med2d_doc
 from lvmbench.data.task_data import load_task_data
 from lvmbench.errors import UserError
 from lvmbench.protocols.base import PROTOCOLS, resolve_settings
-from lvmbench.protocols.prompt_sets import check_imported, resolve_prompts, sam_med2d_aliases
+from lvmbench.protocols.prompt_sets import (
+    check_imported,
+    resolve_prompts,
+    sam_med2d_aliases,
+)
 from lvmbench.protocols.seg_common import ood_readers
-from lvmbench.protocols.seg_data import Prep, Prepared, prepare
+from lvmbench.protocols.seg_data import Prepared, prepare
 from lvmbench.spec import TaskSpec
 
 PROMPT_PROTOCOLS = ("seg2d-prompt", "seg3d-prompt", "seg2d-prompt-zeroshot", "seg3d-prompt-zeroshot")
@@ -96,20 +100,19 @@ def _detect(src: Path, fmt: str | None) -> str:
     return "lvmbench" if isinstance(head, dict) and head.get("format") == pf.FORMAT else "sam-med2d"
 
 
-def prompts_command(task: str, suite: str, data_root: Path | None, *, preset: str | None = None, seed: int = 0, protocol: str | None = None,
+def prompts_command(spec: TaskSpec, suite: str, data_root: Path | None, *, preset: str | None = None, seed: int = 0, protocol: str | None = None,
                     export: Path | None = None, import_from: Path | None = None, fmt: str | None = None, frame: int | None = None,
                     force: bool = False, cache_dir: Path | None = None, progress: bool = True) -> str:
-    """Run the command; returns the line it prints."""
-    from lvmbench.data.data_commands import select, suite_data_root
+    """Run the command for ``spec`` (the suite's profile applied) on ``data_root`` (the suite's,
+    as ``lvmbench eval`` resolves it); returns the line it prints."""
     from lvmbench.paths import usable_cache_dir
 
     if export is not None and import_from is not None:
         raise UserError("--export and --import go one at a time", fix="import first, then export")
     if fmt not in (None, "lvmbench", "sam-med2d"):
         raise UserError(f"unknown --format '{fmt}'", fix="use lvmbench or sam-med2d")
-    spec = select([task], suite)[0]
     name, hp = prompt_settings(spec, protocol, preset)
-    parts, volumes = load_parts(spec, suite, suite_data_root(suite, data_root), name, hp, usable_cache_dir(cache_dir), progress)
+    parts, volumes = load_parts(spec, suite, data_root, name, hp, usable_cache_dir(cache_dir), progress)
     key = pf.draw_key(hp.prompt, list(hp.prompt_classes or []), hp.image_size, hp.resize)
     if import_from is not None:
         target = pf.imported_path(suite, spec.id, key)

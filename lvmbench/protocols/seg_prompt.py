@@ -43,7 +43,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from lvmbench.data.prompts.boxes import redraw_boxes
@@ -54,17 +53,38 @@ from lvmbench.errors import CheckpointError, DataError, UserError
 from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder
 from lvmbench.interrupt import interruptible
 from lvmbench.metrics.segmentation import per_sample_overlap, slug
-from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
+from lvmbench.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    ProtocolOutput,
+    RunContext,
+    seed_everything,
+)
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import autocast, loader_workers
-from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
-from lvmbench.protocols.selection import BestOnValidation, FiniteLoss, require_validation
 from lvmbench.protocols.prompt_iterate import iterate
-from lvmbench.protocols.prompt_scores import PromptSet, box_fill, metric_definition, score_images, score_volumes
+from lvmbench.protocols.prompt_scores import (
+    PromptSet,
+    box_fill,
+    metric_definition,
+    score_images,
+    score_volumes,
+)
 from lvmbench.protocols.prompt_sets import prep_items, resolve_prompts, stack_prompts
+from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.seg_common import ood_readers, ood_summary
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
-from lvmbench.protocols.settings import PromptEval3DSettings, PromptEvalSettings, PromptSeg3DSettings, PromptSegSettings
+from lvmbench.protocols.selection import (
+    BestOnValidation,
+    FiniteLoss,
+    require_validation,
+)
+from lvmbench.protocols.settings import (
+    PromptEval3DSettings,
+    PromptEvalSettings,
+    PromptSeg3DSettings,
+    PromptSegSettings,
+)
 
 
 def prompt_prep(hp: PromptEvalSettings, channels: int) -> Prep:
@@ -324,7 +344,8 @@ class PromptSeg(Protocol):
             "baseline": fill if test.boxes is not None else {**null, "predictor": "all background (the prompts have no box to fill)"},
             "box_fill": fill,
             "all_background": null,
-            "conventions": {"prompt_preset": rule.label(), "empty_policy": rule.empty_label(),
+            # flat str -> str (the leaderboard pairs a result with a reported row only when these agree)
+            "conventions": {"prompt_preset": rule.label() + ("+imported" if pinfo.get("prompt_origin") == "imported" else ""), "empty_policy": rule.empty_label(),
                             "metric_definition": metric_definition(primary, grid, self.volumes) + (f",after-{rule.iterations}-clicks" if rule.iterations else "")},
         }
         if rule.iterations:

@@ -58,7 +58,7 @@ class ItemPrompt:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ItemPrompt":
+    def from_json(cls, d: dict[str, Any]) -> ItemPrompt:
         return cls(
             case=str(d["case"]), slice=d.get("slice"), box=None if d.get("box") is None else [float(v) for v in d["box"]],
             points=[[float(x), float(y)] for x, y in d.get("points", [])], labels=[int(v) for v in d.get("labels", [])],

@@ -41,14 +41,14 @@ PosInt = Annotated[int, Strict(), Field(gt=0)]
 DRAW_VERSION = 1
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "lvmmed": dict(resolution=256, box="union", box_end="last", jitter="outward", jitter_px=19, jitter_splits=["train", "val", "test"],
-                   eval_jitter="none", eval_jitter_px=0, redraw=False, empty="random_box", point_rule="uniform", click="interior"),
-    "medsam": dict(resolution=1024, box="union", box_end="last", jitter="outward", jitter_px=20, jitter_splits=["train"],
-                   eval_jitter="fixed", eval_jitter_px=20, redraw=True, empty="skip", point_rule="uniform", click="interior"),
-    "sam-med2d": dict(resolution=256, box="largest_component", box_end="past_last", jitter="shift", jitter_px=5, jitter_splits=["train"],
-                      eval_jitter="none", eval_jitter_px=0, redraw=True, empty="skip", point_rule="sam-med2d", click="error-uniform"),
-    "tight": dict(resolution=256, box="union", box_end="last", jitter="outward", jitter_px=19, jitter_splits=["train"],
-                  eval_jitter="none", eval_jitter_px=0, redraw=True, empty="skip", point_rule="uniform", click="interior"),
+    "lvmmed": {"resolution": 256, "box": "union", "box_end": "last", "jitter": "outward", "jitter_px": 19, "jitter_splits": ["train", "val", "test"],
+               "eval_jitter": "none", "eval_jitter_px": 0, "redraw": False, "empty": "random_box", "point_rule": "uniform", "click": "interior"},
+    "medsam": {"resolution": 1024, "box": "union", "box_end": "last", "jitter": "outward", "jitter_px": 20, "jitter_splits": ["train"],
+               "eval_jitter": "fixed", "eval_jitter_px": 20, "redraw": True, "empty": "skip", "point_rule": "uniform", "click": "interior"},
+    "sam-med2d": {"resolution": 256, "box": "largest_component", "box_end": "past_last", "jitter": "shift", "jitter_px": 5, "jitter_splits": ["train"],
+               "eval_jitter": "none", "eval_jitter_px": 0, "redraw": True, "empty": "skip", "point_rule": "sam-med2d", "click": "error-uniform"},
+    "tight": {"resolution": 256, "box": "union", "box_end": "last", "jitter": "outward", "jitter_px": 19, "jitter_splits": ["train"],
+               "eval_jitter": "none", "eval_jitter_px": 0, "redraw": True, "empty": "skip", "point_rule": "uniform", "click": "interior"},
 }
 for _p in PRESETS.values():
     _p.update(points=0, iterations=0)
@@ -94,7 +94,7 @@ class PromptRule(BaseModel):
         return {**PRESETS[preset], **data}
 
     @model_validator(mode="after")
-    def _check(self) -> "PromptRule":
+    def _check(self) -> PromptRule:
         if self.box == "none" and self.points == 0:
             raise ValueError("a prompt needs a box or points: set points: k with box: none")
         if self.box == "none" and self.empty == "random_box":

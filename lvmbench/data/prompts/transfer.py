@@ -13,6 +13,7 @@ for a slice of a volume, or the case's mask file name. Exported keys are the cas
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def sam_med2d_doc(items: list[ItemPrompt], scale: float) -> dict[str, Any]:
     for it in sorted(items, key=ItemPrompt.key):
         if not it.prompted:
             continue
-        r = lambda v: round(float(v) * scale, DIGITS)  # noqa: E731
+        r = lambda v: round(float(v) * scale, DIGITS)
         out[item_name(it.key())] = {
             "boxes": [[r(v) for v in it.box]] if it.box is not None else [],
             "point_coords": [[r(x), r(y)] for x, y in it.points],
@@ -95,12 +96,12 @@ def check_items(path: Path, part: str, items: list[ItemPrompt], objects: dict[Ke
         size = obj.shape[-1]
         if it.box is not None and obj.any():
             x0, y0, x1, y1 = it.box
-            xa, xb = max(0, int(np.floor(min(x0, x1)))), min(size - 1, int(np.ceil(max(x0, x1))))
-            ya, yb = max(0, int(np.floor(min(y0, y1)))), min(size - 1, int(np.ceil(max(y0, y1))))
+            xa, xb = max(0, math.floor(min(x0, x1))), min(size - 1, math.ceil(max(x0, x1)))
+            ya, yb = max(0, math.floor(min(y0, y1))), min(size - 1, math.ceil(max(y0, y1)))
             if xa > xb or ya > yb or not obj[ya : yb + 1, xa : xb + 1].any():
                 raise DataError(f"the box of '{name}' ({part}) misses its object", path=path, fix="check the file's coordinates (frame size, x/y order) and case ids")
         for (x, y), lab in zip(it.points, it.labels):
-            xi, yi = int(round(x)), int(round(y))
+            xi, yi = round(x), round(y)
             if lab < 0:
                 continue
             if not (0 <= xi < size and 0 <= yi < size):
