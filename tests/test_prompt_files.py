@@ -216,3 +216,48 @@ def test_correction_clicks_record_dice_after_each_round():
         for x, y in seen[3][j] / 4:
             assert targets[j, int(y), int(x)] == 1
     assert iterate(predict, ps, rule, seed=0)[1] == curve, "deterministic"
+
+
+def test_training_clicks_are_drawn_from_the_ground_truth_with_their_labels():
+    from lvmbench.protocols.prompt_iterate import training_clicks
+
+    t = torch.zeros(6, 16, 16, dtype=torch.uint8)
+    t[:4, 3:9, 5:12] = 1
+    t[5] = 1  # all object: only positive clicks possible; t[4] is empty: only negative ones
+    counts = set()
+    for s in range(30):
+        pts, labels = training_clicks(t, 4, 4.0, torch.Generator().manual_seed(s))
+        counts.add(pts.shape[1])
+        again = training_clicks(t, 4, 4.0, torch.Generator().manual_seed(s))
+        assert torch.equal(pts, again[0]) and torch.equal(labels, again[1])
+        for j in range(6):
+            for (x, y), lab in zip(pts[j] / 4, labels[j]):
+                assert int(t[j, int(y), int(x)]) == int(lab), "a positive click on the object, a negative one off it"
+        assert (labels[4] == 0).all() and (labels[5] == 1).all()
+    assert counts == {0, 1, 2, 3, 4}
+
+
+def test_points_and_correction_clicks_run_end_to_end(monkeypatch, tmp_path, synth_root, cache_dir):
+    """Slice-wise, preset sam-med2d with one point and two correction rounds: trained with clicks,
+    scored after each round, conventions naming what differs from the preset."""
+    from lvmbench import runner
+    from lvmbench.runner import EvalRequest, run
+    from lvmbench.tasks import get_task
+
+    spec = get_task("mmwhs_ct").for_suite("smoke")
+    block = {**spec.protocols["seg3d-prompt"], "epochs": 1, "prompt": {"preset": "sam-med2d", "points": 1, "iterations": 2}}
+    spec = spec.model_copy(update={"protocols": {**spec.protocols, "seg3d-prompt": block}})
+    monkeypatch.setattr(runner, "select_tasks", lambda req: [spec])
+    req = EvalRequest(encoder="resnet18", suite="smoke", tasks=["mmwhs_ct"], protocols=["seg3d-prompt"], data_root=synth_root,
+                      results=tmp_path / "r", cache_dir=cache_dir, progress=False, options={"workers": 0})
+    summary = run(req, log=lambda s: None)
+    assert summary.done and not summary.failed, summary.failed
+    r = json.loads(next((tmp_path / "r").rglob("seg3d-prompt-s0.json")).read_text())
+    curve = r["extra"]["iteration_dice"]
+    assert len(curve) == 3 and all(0 <= v <= 1 for v in curve)
+    assert r["extra"]["conventions"] == {"prompt_preset": "sam-med2d+points+iterations", "empty_policy": "skip",
+                                         "metric_definition": "iou-per-slice-mean-per-volume@16px,after-2-clicks"}
+    assert r["counts"]["test_unprompted"] > 0, "sam-med2d skips slices without the object"
+    [drawn] = prompt_file_of(tmp_path / "splits", "mmwhs_ct")
+    doc = json.loads(drawn.read_text())
+    assert all(len(it.get("points", [])) == 1 for it in doc["parts"]["test"] if it.get("prompted", True))

@@ -5,6 +5,12 @@ micro-sam's evaluations do (without feeding the previous mask back). Returns the
 and the mean per-item Dice after each round (round 0 = the first prompt alone): the curve the
 result keeps in ``extra.iteration_dice``.
 
+Training (:func:`training_clicks`): with ``iterations`` > 0 the decoder also learns what a click
+means: every training batch adds c clicks (c uniform in 0..iterations, the same for the batch),
+each an object pixel (positive) or a background pixel (negative) with even odds, drawn from the
+ground truth with the unit's generator. Drawing them from the ground truth rather than from the
+current errors costs no extra forward pass; the evaluation's clicks come from the errors.
+
 Clicks are drawn on the mask grid and given at the rule's grid (x frame / grid). ``error-uniform``
 draws from a generator seeded by (unit seed, case, slice, round), so a run is reproducible and two
 runs differ only where their predictions differ.
@@ -59,3 +65,21 @@ def iterate(predict, ps: PromptSet, rule: Any, seed: int) -> tuple[torch.Tensor,
         logits = predict(pts, labels)
         curve.append(float(np.mean(item_dice(logits, ps))))
     return logits, curve
+
+
+def training_clicks(targets: torch.Tensor, n_max: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, c, 2) clicks at the rule's grid (mask-grid pixel x ``scale``) and (B, c) labels, c
+    uniform in 0..n_max; see the module doc."""
+    b, m = targets.shape[0], targets.shape[-1]
+    c = int(torch.randint(0, n_max + 1, (1,), generator=gen))
+    if c == 0 or b == 0:
+        return torch.zeros(b, 0, 2), torch.zeros(b, 0, dtype=torch.int64)
+    flat = targets.reshape(b, -1).float()
+    positive = torch.rand(b, c, generator=gen) < 0.5
+    has_fg, has_bg = flat.sum(1) > 0, flat.sum(1) < m * m
+    positive = (positive & has_fg[:, None]) | ~has_bg[:, None]  # an empty (full) target can only be clicked off (on)
+    fg_idx = torch.multinomial(flat + (~has_fg[:, None]).float(), c, replacement=True, generator=gen)
+    bg_idx = torch.multinomial((1 - flat) + (~has_bg[:, None]).float(), c, replacement=True, generator=gen)
+    idx = torch.where(positive, fg_idx, bg_idx)
+    pts = torch.stack([idx % m, torch.div(idx, m, rounding_mode="floor")], -1).float() * scale
+    return pts, positive.long()

@@ -62,7 +62,7 @@ from lvmbench.protocols.base import (
 )
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import autocast, loader_workers
-from lvmbench.protocols.prompt_iterate import iterate
+from lvmbench.protocols.prompt_iterate import iterate, training_clicks
 from lvmbench.protocols.prompt_scores import (
     PromptSet,
     box_fill,
@@ -249,10 +249,20 @@ class PromptSeg(Protocol):
                     boxes = train.boxes[idx].clone()
                     keep = ~train.empty[idx]
                     boxes[keep] = redraw_boxes(boxes[keep], kind, px, rule.resolution, gen)
+                pts, labs = train.points, train.labels
+                if rule.iterations:  # teach the decoder what a click means (lvmbench.protocols.prompt_iterate)
+                    cp, cl = training_clicks(train.targets[idx], rule.iterations, 1.0 / train.grid_scale(), gen)
+                    base_p = pts[idx] if pts is not None else torch.zeros(len(idx), 0, 2)
+                    base_l = labs[idx] if labs is not None else torch.zeros(len(idx), 0, dtype=torch.int64)
+                    pts, labs, sel = torch.cat([base_p, cp], 1), torch.cat([base_l, cl], 1), slice(None)
+                else:
+                    sel = idx
                 f = train.features[idx].to(ctx.device).float()
                 y = train.targets[idx][:, None].to(ctx.device).float()
+                b, p, lab = self.prompt_inputs(train, hp, idx, None, None, boxes, ctx.device)
+                _, p, lab = self.prompt_inputs(train, hp, sel, pts, labs, None, ctx.device) if pts is not None else (None, None, None)
                 with autocast(ctx.device, amp):
-                    logits = model(f, *self.prompt_inputs(train, hp, idx, train.points, train.labels, boxes, ctx.device))
+                    logits = model(f, b, p, lab)
                 loss = loss_fn(logits.float(), y)
                 guard.check(loss, epoch)
                 optimiser_step(loss, opt, sched, params, hp.grad_clip)
