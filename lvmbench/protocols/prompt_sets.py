@@ -144,6 +144,9 @@ def stack_prompts(items: list[ItemPrompt], idx: list[int], k: int) -> tuple[torc
     chosen items (None where the rule gives no box / no points)."""
     sel = [items[i] for i in idx]
     has_box = any(it.box is not None for it in sel)
+    boxless = next((it for it in sel if has_box and it.box is None), None)
+    if boxless is not None:  # an imported file that boxes some images and not others
+        raise DataError(f"'{item_name(boxless.key())}' has no box while other images have one", fix="give every prompted image a box, or none")
     boxes = torch.tensor([it.box if it.box is not None else [0.0, 0.0, 0.0, 0.0] for it in sel], dtype=torch.float32).reshape(-1, 4) if has_box else None
     if k:
         pts = torch.tensor(np.array([np.asarray(it.points, dtype=np.float32).reshape(-1, 2) for it in sel]).reshape(len(sel), -1, 2), dtype=torch.float32)
