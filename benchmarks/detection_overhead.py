@@ -34,7 +34,6 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.splits import Split
 from lvmbench.data.task_data import load_task_data
@@ -44,9 +43,8 @@ from lvmbench.protocols.base import RunContext
 from lvmbench.protocols.det import get_backend
 from lvmbench.protocols.det.data import DetectionDataset, Resize
 from lvmbench.runner import EvalRequest, Planned, resolve_data_root, run_unit
-from lvmbench.spec import RunUnit
+from lvmbench.spec import RunOptions, RunUnit
 from lvmbench.tasks import get_task
-
 
 FUSED = True  # the harness's Adam uses the fused kernel on CPU and CUDA (protocols/schedule.py)
 

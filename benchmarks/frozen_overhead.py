@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.transforms import input_norm, normalize_batch, resize_image
 from lvmbench.encoders import create_encoder
 from lvmbench.runner import EvalRequest, resolve_data_root, run
+from lvmbench.spec import RunOptions
 from lvmbench.tasks import get_task
 
 FROZEN = ["linear", "knn", "retrieval", "similarity_queries"]

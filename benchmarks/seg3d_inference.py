@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.splits import Split
 from lvmbench.data.task_data import load_task_data
@@ -43,10 +42,10 @@ from lvmbench.encoders import create_encoder
 from lvmbench.protocols.base import RunContext
 from lvmbench.protocols.seg3d import evaluate_3d
 from lvmbench.protocols.seg_common import make_prep
-from lvmbench.protocols.seg_train import build_model
 from lvmbench.protocols.seg_data import Prepared, prepare
+from lvmbench.protocols.seg_train import build_model
 from lvmbench.runner import EvalRequest, resolve_data_root
-from lvmbench.spec import RunUnit
+from lvmbench.spec import RunOptions, RunUnit
 from lvmbench.tasks import get_task
 
 EPS = 1e-6

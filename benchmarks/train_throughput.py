@@ -37,14 +37,13 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.splits import Split
 from lvmbench.data.task_data import TaskData, load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.runner import EvalRequest, Planned, resolve_data_root, run_unit
-from lvmbench.spec import RunUnit, TaskSpec
+from lvmbench.spec import RunOptions, RunUnit, TaskSpec
 from lvmbench.tasks import get_task
 
 DEFAULT_TASKS = "retinamnist_finetune,kvasir_seg,hippocampus_seg3d"

@@ -53,7 +53,9 @@ def spec_dict(task: TaskSpec, unit: RunUnit, settings: Any) -> dict[str, Any]:
     spec["data"].pop("source_url", None)
     spec["data"].pop("licence", None)
     spec["split"].pop("note", None)
-    resolved = settings.model_dump(mode="json")
+    # settings may say what of them is identity (prompt settings: a decoder's sha256 but not its path)
+    view = getattr(settings, "identity_view", None)
+    resolved = view(unit) if callable(view) else settings.model_dump(mode="json")
     if "heads" in resolved:  # another head's parameters do not move this unit's numbers
         resolved["heads"] = [unit.head]
         resolved["head_params"] = {unit.head: resolved.get("head_params", {}).get(unit.head, {})}

@@ -102,7 +102,7 @@ def check_metrics(record: ResultRecord) -> str | None:
 
 
 def is_done(results: Path, unit: RunUnit) -> bool:
-    """A result file exists and reads (whether it is still current is ``lvmbench.runner.triage``'s call)."""
+    """A result file exists and reads (whether it is still current is ``lvmbench.runner.triager``'s call)."""
     path = result_path(results, unit)
     if not path.is_file():
         return False

@@ -34,6 +34,13 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True)
+def _own_splits_folder(tmp_path, monkeypatch):
+    """Each test its own splits folder: runs write prompt files there (beside the split files), and
+    a test must neither read nor leave anything in the user's. A test may point it elsewhere."""
+    monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"

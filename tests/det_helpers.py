@@ -7,11 +7,10 @@ from pathlib import Path
 
 import torch
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.task_data import load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.protocols.base import RunContext
-from lvmbench.spec import RunUnit, TaskSpec
+from lvmbench.spec import RunOptions, RunUnit, TaskSpec
 
 TINY = {"epochs": 2, "batch_size": 4, "lr": 0.001, "anchor_scale": 4, "rpn_proposals_train": 64, "rpn_proposals_test": 32, "rois_per_image": 32, "box_fc": 32, "fpn_channels": 32, "grad_clip": 5.0}
 

@@ -20,12 +20,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from cli_helpers import cli, the_line  # noqa: F401 (used by the cases below)
 from builders import tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_decathlon, write_fgadr, write_kvasir  # noqa: F401
+from cli_helpers import cli, the_line  # noqa: F401 (used by the cases below)
+from PIL import Image
 
-from lvmbench.spec import RunOptions
 from lvmbench.errors import DataError
+from lvmbench.spec import RunOptions
 from lvmbench.tasks import TASKS, load_task_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")

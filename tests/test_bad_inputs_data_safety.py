@@ -28,9 +28,8 @@ import pytest
 from builders import tiny_task_dir, write_class_folders
 
 from lvmbench.data.cache import ArrayCache
-from lvmbench.data.synth import SYNTH, SYNTH_VERSION, ensure_synthetic, write_all
+from lvmbench.data.synth import SYNTH, SYNTH_VERSION, ensure_synthetic, synthetic_root, write_all
 from lvmbench.errors import DataError, UserError
-from lvmbench.data.synth import synthetic_root
 from lvmbench.tasks import TASKS, load_task_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")

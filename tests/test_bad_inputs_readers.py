@@ -26,9 +26,8 @@ from lvmbench.data.imageio import read_image
 from lvmbench.data.splits import Split, make_split, read_split_file, write_split_file
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.verify import preflight, verify_task
-from lvmbench.spec import RunOptions
 from lvmbench.errors import DataError
-from lvmbench.spec import SplitSpec, TaskSpec
+from lvmbench.spec import RunOptions, SplitSpec, TaskSpec
 
 SEG_TASK = """
 id: {id}

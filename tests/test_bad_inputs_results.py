@@ -14,8 +14,8 @@ import sys
 import time
 
 import pytest
-from cli_helpers import cli, the_line
 from builders import cls_records, make_record, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_kvasir, write_records
+from cli_helpers import cli, the_line
 
 from lvmbench.tasks import TASKS
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 import torchvision
-from safetensors.torch import save_file
 from builders import tiny_task_dir, write_class_folders
+from safetensors.torch import save_file
 
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.checkpoint import read_state_dict

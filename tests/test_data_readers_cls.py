@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared
 from PIL import Image
 
-from conftest import shared
 from lvmbench.data.cases import make_reader
 from lvmbench.errors import DataError
 

@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import shared
-from lvmbench.spec import RunOptions
+
 from lvmbench.data.cases import Case
 from lvmbench.data.data_commands import freeze_split
 from lvmbench.data.split_import import import_lists, load_paper_lists
 from lvmbench.data.splits import frozen_split_path, make_split, read_split_file, write_split_file
 from lvmbench.data.task_data import load_task_data
 from lvmbench.errors import DataError, UserError
-from lvmbench.spec import SplitSpec
+from lvmbench.spec import RunOptions, SplitSpec
 from lvmbench.tasks import get_task
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "lvmmed_splits"

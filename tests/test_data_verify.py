@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import shared
 from PIL import Image
 
-from conftest import shared
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.verify import preflight, verify_task
 from lvmbench.errors import DataError

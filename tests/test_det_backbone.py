@@ -9,9 +9,9 @@ import torchvision
 from torch import nn
 
 from lvmbench.encoders import create_encoder
-from lvmbench.protocols.settings import DetectionSettings
 from lvmbench.protocols.det import BACKENDS, get_backend
 from lvmbench.protocols.det.body import EncoderBody, frozen_parameter_names
+from lvmbench.protocols.settings import DetectionSettings
 
 TINY = DetectionSettings(anchor_scale=4, rpn_proposals_train=64, rpn_proposals_test=32, rois_per_image=32, box_fc=32, fpn_channels=32)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from det_helpers import TINY, make_ctx  # noqa: F401
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.synth.detection import write_voc
 from lvmbench.data.task_data import load_task_data
@@ -20,8 +20,8 @@ from lvmbench.protocols import detection as det_protocol
 from lvmbench.protocols.base import RunContext
 from lvmbench.protocols.det import BACKENDS
 from lvmbench.protocols.det.data import DetectionDataset, Resize, hflip, repeat_factor_indices
-from lvmbench.spec import RunUnit, TaskSpec  # noqa: F401
-from det_helpers import TINY, make_ctx  # noqa: F401
+from lvmbench.spec import RunOptions, RunUnit, TaskSpec  # noqa: F401
+
 
 @pytest.fixture(scope="module")
 def voc_root(tmp_path_factory) -> Path:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared
 
 from lvmbench.data.cases import make_reader
 from lvmbench.data.synth.detection import VINDR_CLASSES, write_vindr, write_voc
 from lvmbench.errors import DataError
-
-from conftest import shared
 
 BCCD = ["WBC", "RBC", "Platelets"]
 

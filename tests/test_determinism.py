@@ -14,8 +14,8 @@ import pytest
 import torch
 from builders import tiny_task_dir, write_class_folders  # noqa: F401
 
-from lvmbench.spec import RunOptions
 from lvmbench.results import iter_results
+from lvmbench.spec import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,11 +100,10 @@ def test_fingerprint_and_threads_change_when_their_inputs_do(tmp_path):
     from types import SimpleNamespace
 
     from lvmbench.data.cases import make_reader
-    from lvmbench.data.splits import Split
     from lvmbench.data.fingerprint import data_fingerprint
+    from lvmbench.data.splits import Split
     from lvmbench.runner.record import runtime_info
-    from lvmbench.spec import RunOptions
-    from lvmbench.spec import TaskSpec
+    from lvmbench.spec import RunOptions, TaskSpec
 
     root = write_class_folders(tmp_path / "d")
     reader = make_reader("class_folders", root, {"splits": ["Training", "Testing"], "classes": ["a", "b"]})

@@ -16,7 +16,7 @@ from PIL import Image
 from lvmbench.data.cases import READERS, make_reader
 from lvmbench.data.data_commands import report_lines
 from lvmbench.data.reader_options import options_model
-from lvmbench.data.task_data import load_task_data, limit_cases
+from lvmbench.data.task_data import limit_cases, load_task_data
 from lvmbench.data.verify import verify_task
 from lvmbench.errors import DataError, UserError
 from lvmbench.tasks import load_task_file

@@ -10,8 +10,8 @@ import sys
 import pytest
 from builders import tiny_task_dir, write_class_folders  # noqa: F401
 
-from lvmbench.spec import RunOptions
 from lvmbench.results import iter_results
+from lvmbench.spec import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

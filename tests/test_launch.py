@@ -11,11 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli
 
 from lvmbench.launch.options import parse_time
 from lvmbench.launch.units import bundles
 from lvmbench.runner import EvalRequest, plan
-from cli_helpers import cli
 
 
 def cli_fd(monkeypatch, capfd, *args: str) -> tuple[int, str, str]:

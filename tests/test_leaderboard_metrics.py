@@ -125,7 +125,7 @@ def _prompt(encoder: str, conventions: dict | None, level: float, protocol: str 
 
 def test_results_pair_with_reported_rows_only_when_the_conventions_agree(tmp_path):
     recs = [
-        _prompt("paperlike", {"prompt_preset": "lvmmed", "empty_policy": "one"}, 0.8),
+        _prompt("paperlike", {"prompt_preset": "lvmmed", "empty_policy": "random-box,empty=1"}, 0.8),
         _prompt("tightbox", {"prompt_preset": "tight", "empty_policy": "skip"}, 0.85),
         _prompt("silent", None, 0.7),
         _prompt("tightbox", {"prompt_preset": "tight"}, 0.75, protocol="seg2d"),  # no convention stated by seg2d's rows
@@ -142,8 +142,8 @@ def test_results_pair_with_reported_rows_only_when_the_conventions_agree(tmp_pat
     assert rows[("tightbox @tttttttttttt", "seg2d-prompt")] == "↓" and rows[("silent @ssssssssssss", "seg2d-prompt")] == "↓"
     assert re.match(r"\d+\.\d\d \[", rows[("tightbox @tttttttttttt", "seg2d")]), "seg2d's rows state no convention"
     apart = seg.split("Not the paper's protocol", 1)[1]
-    assert "- tightbox @tttttttttttt on kvasir_seg / seg2d-prompt: empty_policy skip (reported: one); prompt_preset tight (reported: lvmmed)." in apart
-    assert "- silent @ssssssssssss on kvasir_seg / seg2d-prompt: empty_policy not stated (reported: one); prompt_preset not stated (reported: lvmmed)." in apart
+    assert "- tightbox @tttttttttttt on kvasir_seg / seg2d-prompt: empty_policy skip (reported: random-box,empty=1); prompt_preset tight (reported: lvmmed)." in apart
+    assert "- silent @ssssssssssss on kvasir_seg / seg2d-prompt: empty_policy not stated (reported: random-box,empty=1); prompt_preset not stated (reported: lvmmed)." in apart
     assert "paperlike" not in apart
     assert "**" not in seg, "results under different conventions are never compared (bold): each stands alone here"
     data = json.loads(re.search(r'<script id="lb-data" type="application/json">(.*?)</script>', (site / "index.html").read_text(encoding="utf-8"), re.S).group(1))

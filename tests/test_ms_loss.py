@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.losses import metric_objective
 from lvmbench.losses.multi_similarity import MS_PRESETS, cosine_matrix, mined_pairs, ms_mine, ms_params, multi_similarity_loss
 from lvmbench.losses.triplet import SymmetricTripletLoss, batch_triplets, symmetric_triplet_loss
+from lvmbench.spec import RunOptions
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")

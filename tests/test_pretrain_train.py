@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pretrain_helpers import SIZE, config, write_images  # noqa: E402
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from lvmbench.spec import RunOptions
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.checkpoint import sha256_file
 from lvmbench.errors import UserError
@@ -25,8 +25,7 @@ from lvmbench.pretrain.data import PretrainDataset, collate, scan
 from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
 from lvmbench.pretrain.trainer import train
 from lvmbench.pretrain.views import ViewConfig
-
-from pretrain_helpers import SIZE, config, write_images  # noqa: E402
+from lvmbench.spec import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

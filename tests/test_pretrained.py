@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from cli_helpers import cli, the_line
+from safetensors.torch import save_file
 
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.pretrained import PRESETS, Preset, UrlFile, _builder, released_weights, source_for

@@ -135,8 +135,8 @@ def test_random_ranking_recall_at_1_matches_a_simulation():
 
 
 def test_smoke_units_must_beat_their_baseline(tmp_path, monkeypatch, capsys):
-    from cli_helpers import cli, the_line
     from builders import make_record, write_records
+    from cli_helpers import cli, the_line
 
     from lvmbench.runner import Summary, below_baseline
 

@@ -49,8 +49,8 @@ def test_no_results_are_shipped_where_eval_writes():
         tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True).stdout.split()
         assert tracked == [], tracked[:3]
         assert subprocess.run(["git", "ls-files", "reference-results"], cwd=ROOT, capture_output=True, text=True).stdout
-    from lvmbench.cli.evaluate import eval_cmd
-
     import inspect
+
+    from lvmbench.cli.evaluate import eval_cmd
 
     assert str(inspect.signature(eval_cmd).parameters["results"].default) == "results"

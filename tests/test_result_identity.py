@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from builders import cls_records, make_record, tiny_task_dir, write_class_folders, write_records
 
-from lvmbench.spec import RunOptions
 from lvmbench.identity import differences, pool_key, split_current
 from lvmbench.leaderboard import build
 from lvmbench.results import iter_results, read_result
 from lvmbench.runner import EvalRequest, run
+from lvmbench.spec import RunOptions
 from lvmbench.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("one_thread")

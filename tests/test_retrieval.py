@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lvmbench.spec import RunOptions
 from lvmbench.metrics.retrieval import recall_at_k, retrieval_metrics
+from lvmbench.spec import RunOptions
 
 
 def brute_recall(x: np.ndarray, y: np.ndarray, k: int) -> tuple[float, int]:

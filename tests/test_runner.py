@@ -7,11 +7,11 @@ import json
 import pytest
 
 from lvmbench.encoders.adapters import TorchvisionResNet
+from lvmbench.errors import UserError
 from lvmbench.leaderboard import build
 from lvmbench.results import Claim, iter_results, result_path
-from lvmbench.spec import RunOptions
 from lvmbench.runner import EvalRequest, parse_shard, plan, run
-from lvmbench.errors import UserError
+from lvmbench.spec import RunOptions
 
 
 def request(tmp_path, synth_root, cache_dir, **kw):

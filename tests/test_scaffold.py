@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from builders import write_class_folders, write_fgadr
+from cli_helpers import cli, the_line
 from generic_data import write_derm, write_frames
 from PIL import Image
-from cli_helpers import cli, the_line
-from builders import write_class_folders, write_fgadr
 
 from lvmbench.errors import UserError
 from lvmbench.scaffold import new_task

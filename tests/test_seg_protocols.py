@@ -13,14 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from lvmbench.spec import RunOptions
 from lvmbench.data.task_data import load_task_data
 from lvmbench.encoders import create_encoder
 from lvmbench.encoders.base import InputSpec
 from lvmbench.metrics.segmentation import volume_overlap
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg3d import balanced_slices, predict_volume
-from lvmbench.spec import CaseScore, RunUnit, TaskSpec, deep_merge
+from lvmbench.spec import CaseScore, RunOptions, RunUnit, TaskSpec, deep_merge
 from lvmbench.tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")

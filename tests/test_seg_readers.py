@@ -8,9 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import shared
 from PIL import Image
 
-from conftest import shared
 from lvmbench.data.cases import make_reader
 from lvmbench.data.synth.volumes import save_nifti
 from lvmbench.data.task_data import load_task_data

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from lvmbench.spec import RunOptions
 from lvmbench.metrics.bootstrap import percentile_ci, resample_weights
 from lvmbench.protocols.similarity_queries import (
     bootstrap_ci,
@@ -19,6 +18,7 @@ from lvmbench.protocols.similarity_queries import (
     triplet_queries,
     tuple_bootstrap_stats,
 )
+from lvmbench.spec import RunOptions
 
 
 def _unit(z: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lvmbench.data.cases import Case
-from lvmbench.data.splits import check_disjoint, grouped_split, label_subset, make_split, Split
+from lvmbench.data.splits import Split, check_disjoint, grouped_split, label_subset, make_split
 from lvmbench.errors import DataError
 from lvmbench.spec import SplitSpec
 

@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
+from builders import cls_records, make_record
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from lvmbench.metrics import bootstrap as bs
 from lvmbench.metrics.classification import classification_metrics
 from lvmbench.metrics.detection import ap_from_records
-from lvmbench.stats import aulc, holm, normalised, paired_test, cell_ci
-from builders import cls_records, make_record
+from lvmbench.stats import aulc, cell_ci, holm, normalised, paired_test
 
 
 def _cls(rng, n, k, round_to=None):

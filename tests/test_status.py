@@ -10,15 +10,15 @@ import subprocess
 import sys
 
 import pytest
+from builders import tiny_task_dir, write_class_folders
+from cli_helpers import cli
 
-from lvmbench.spec import RunOptions
 from lvmbench.failures import failure_path, note_failure, read_failure
 from lvmbench.launch.status import collect
 from lvmbench.results import result_path
 from lvmbench.runner import EvalRequest, plan, run
+from lvmbench.spec import RunOptions
 from lvmbench.tasks import TASKS
-from cli_helpers import cli
-from builders import tiny_task_dir, write_class_folders
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

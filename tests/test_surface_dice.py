@@ -306,7 +306,7 @@ def test_tiny_units_record_nsd_and_conventions(synth_root, cache_dir):
     assert out.metrics["nsd_clean"] == pytest.approx(np.mean(per_case), abs=1e-5)
 
     out3 = _run_tiny("prostate_ood", "seg3d", synth_root, cache_dir)
-    assert out3.extra["conventions"]["nsd_tolerance"] == "2 mm" and out3.extra["conventions"]["empty_policy"] == "one"
+    assert out3.extra["conventions"]["nsd_tolerance"] == "2 mm" and out3.extra["conventions"]["clean_empty_policy"] == "one"
     for key in ("nsd_clean", "nsd_clean_runmc", "nsd_clean_bidmc", "nsd_clean_hk"):
         assert 0.0 <= out3.metrics[key] <= 1.0, key
 
@@ -332,5 +332,5 @@ def test_smoke_segmentation_result_records_nsd_and_policy(tmp_path, monkeypatch,
     assert rec["metrics"]["nsd_clean"] == pytest.approx(np.mean(per_case), abs=1e-5)
     assert rec["hyperparameters"]["empty_policy"] == "one" and rec["hyperparameters"]["nsd_tolerance_mm"] == 2.0
     conv = rec["extra"]["conventions"]
-    assert conv["empty_policy"] == "one" and conv["nsd_tolerance"] == "2 px" and "DeepMind" in conv["nsd_surface"]
+    assert conv["clean_empty_policy"] == "one" and conv["nsd_tolerance"] == "2 px" and "DeepMind" in conv["nsd_surface"]
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in conv.items())

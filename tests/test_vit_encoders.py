@@ -9,16 +9,16 @@ from functools import partial
 
 import pytest
 import torch
+from cli_helpers import cli, the_line
 from torch import nn
 
-from lvmbench.spec import RunOptions
 from lvmbench.encoders import ENCODERS, create_encoder
 from lvmbench.encoders.adapters import TimmEncoder
 from lvmbench.encoders.checkpoint import read_state_dict
 from lvmbench.encoders.sam import SamViT, load_sam_encoder
 from lvmbench.errors import CheckpointError
 from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder
-from cli_helpers import cli, the_line
+from lvmbench.spec import RunOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,9 +61,8 @@ def test_transformers_run_at_any_task_size(name):
 def test_patch14_transformers_run_at_sizes_that_are_not_multiples_of_14():
     """EVA-02 (patch 14) at the smoke profiles' 32 px and an odd size: the input is padded to the
     next multiple of the patch (``dynamic_img_pad``), dense outputs keep the input's size."""
-    from lvmbench.heads.unet import UNet
-
     from lvmbench.encoders.sizes import track_input_sizes
+    from lvmbench.heads.unet import UNet
 
     seen: set[tuple[int, int]] = set()
     enc = track_input_sizes(TimmEncoder("eva02_tiny_patch14_224", embed_dim=32, depth=1, num_heads=2).eval(), seen)
@@ -154,11 +153,11 @@ def test_tiny_vit_and_swin_run_one_unit_of_each_family(name, monkeypatch, tmp_pa
     profiles' 32 px, and a one-epoch Faster R-CNN unit over the ViTDet pyramid at 64 px; the size
     each ran at is in its result."""
     import numpy as np
+    from det_helpers import make_ctx
 
     from lvmbench.data.synth.detection import write_voc
     from lvmbench.protocols.detection import Detection
     from lvmbench.runner import EvalRequest, run
-    from det_helpers import make_ctx
 
     monkeypatch.setitem(ENCODERS._items, "tiny-swin", tiny_swin)
     req = EvalRequest(encoder=name, suite="smoke", tasks=["brain_tumor_linear", "kvasir_seg"], protocols=["linear", "seg2d-vit"], heads=["linear"],

@@ -107,3 +107,28 @@ def import_splits_cmd(
     c = result.split.counts()
     flags = f", flags: {', '.join(result.split.flags)}" if result.split.flags else ""
     print(f"wrote {out_path}: train {c['train']} / val {c['val']} / test {c['test']}, split hash {result.split.hash()}{flags}")
+
+
+@data_app.command("prompts")
+def prompts_cmd(
+    task: Annotated[str, typer.Argument(help="task id")],
+    suite: Annotated[str, typer.Option(help="the suite whose profile (data, image size, prompt rule) the prompts are for")] = "lvmmed",
+    preset: Annotated[Optional[str], typer.Option(help="lvmmed | medsam | sam-med2d | tight (default: the task's prompt.preset)")] = None,
+    seed: Annotated[int, typer.Option(help="the seed of the units that read the prompts")] = 0,
+    protocol: Annotated[Optional[str], typer.Option(help="the prompt protocol whose settings apply (default: the task's first)")] = None,
+    export: Annotated[Optional[Path], typer.Option("--export", help="write the prompts to FILE")] = None,
+    import_from: Annotated[Optional[Path], typer.Option("--import", help="import FILE (lvmbench prompt file or SAM-Med2D prompt JSON), checked against the masks")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="lvmbench | sam-med2d (export default: lvmbench; import: detected)")] = None,
+    frame: Annotated[Optional[int], typer.Option(help="side in px of the grid a SAM-Med2D file's coordinates are in (default 256)")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="folder holding the datasets (default: $LVMBENCH_DATA or the suite's)")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="cache folder (decoded arrays; the smoke suite's data)")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing export or imported file")] = False,
+) -> None:
+    """Draw the task's prompts once and write them beside its split (read by every encoder), or export / import them."""
+    from lvmbench.protocols.prompt_command import prompts_command
+    from lvmbench.suites import suite_data_root, suite_tasks
+
+    spec = suite_tasks([task], suite)[0]
+    root = suite_data_root(suite, data_root, cache_dir=cache_dir)
+    print(prompts_command(spec, suite, root, preset=preset, seed=seed, protocol=protocol, export=export, import_from=import_from,
+                          fmt=fmt, frame=frame, force=force, cache_dir=cache_dir, progress=sys.stderr.isatty()))

@@ -92,10 +92,12 @@ class SamDecoder(nn.Module):
         )
         self.image_size, self.grid, self.embed_dim = image_size, grid, embed_dim
 
-    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (B, D, g, g) + one xyxy box per image in input pixels (B, 4) -> mask
-        logits (B, 1, 4g, 4g): SAM's single-mask output (``multimask_output=False``)."""
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=None)
+    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor | None, points: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Image embeddings (B, D, g, g) + one xyxy box per image (B, 4) and/or points (B, k, 2)
+        with SAM's labels (B, k: 1 object, 0 background, -1 none), in input pixels -> mask logits
+        (B, 1, 4g, 4g): SAM's single-mask output (``multimask_output=False``)."""
+        pts = (points, labels) if points is not None and points.shape[1] > 0 else None
+        sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=None)
         masks, _ = self.mask_decoder(
             image_embeddings=embedding,
             image_pe=self.prompt_encoder.get_dense_pe(),
@@ -145,7 +147,7 @@ class PromptSegModel(nn.Module):
     """Frozen encoder -> (its SAM neck | a new ``PromptNeck``) -> SAM prompt encoder + mask decoder.
 
     ``encode`` runs the frozen encoder once per image (its output is cached by the protocol);
-    ``forward`` maps cached features + boxes to mask logits.
+    ``forward`` maps cached features + box and/or point prompts to mask logits.
     """
 
     def __init__(self, encoder: Encoder, decoder: SamDecoder):
@@ -158,7 +160,7 @@ class PromptSegModel(nn.Module):
             p.requires_grad_(False)
         self.encoder.eval()
 
-    def train(self, mode: bool = True) -> "PromptSegModel":
+    def train(self, mode: bool = True) -> PromptSegModel:
         super().train(mode)
         self.encoder.eval()  # frozen, BatchNorm statistics included
         return self
@@ -167,5 +169,5 @@ class PromptSegModel(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return source_features(self.encoder, x, self.kind)
 
-    def forward(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.neck(features), boxes)
+    def forward(self, features: torch.Tensor, boxes: torch.Tensor | None, points: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.neck(features), boxes, points, labels)

@@ -38,7 +38,9 @@ class CleanScoring(BaseModel):
 
 def clean_conventions(hp: Any, volumes: bool) -> dict[str, str]:
     """What the ``*_clean`` numbers of a result were measured under (``extra.conventions``)."""
-    out = {"empty_policy": str(hp.empty_policy)}
+    # "clean_": the primary metrics (the paper's per-image Dice, the prompts' empty-slice rule) state
+    # their own empty_policy; this one is the native-resolution scores'
+    out = {"clean_empty_policy": str(hp.empty_policy)}
     if hp.nsd_tolerance_mm is not None:
         out["nsd_tolerance"] = f"{hp.nsd_tolerance_mm:g} {'mm' if volumes else 'px'}"
         out["nsd_surface"] = NSD_SURFACE

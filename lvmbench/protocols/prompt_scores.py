@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lvmbench.data.prompts.boxes import fill_boxes
 from lvmbench.protocols.seg_data import Prepared
 from lvmbench.protocols.seg_scores import clean_scores, summarize_clean
 
@@ -18,16 +19,25 @@ from lvmbench.protocols.seg_scores import clean_scores, summarize_clean
 @dataclass
 class PromptSet:
     """One split as prompted items (images, or slices of volumes): cached encoder features, the
-    object at the mask grid, its box there, and which case (and slice) each item came from."""
+    object at the mask grid, its prompts at the rule's grid (``frame`` px a side; x image_size /
+    frame gives the image pixels SAM reads), and which case (and slice) each item came from."""
 
     features: torch.Tensor  # (n, C, h, w), on the CPU
     targets: torch.Tensor  # (n, M, M) uint8 0/1
-    boxes: torch.Tensor  # (n, 4) mask-grid xyxy; the paper's jittered/random boxes with paper_boxes
+    boxes: torch.Tensor | None  # (n, 4) xyxy at the rule's grid; None: points only
     owner: list[int]
     slice_of: list[int]
     prep: Prepared
-    unprompted: int = 0  # items left out: empty ground truth (clean rule)
+    unprompted: int = 0  # items left out: empty ground truth under empty: skip
+    points: torch.Tensor | None = None  # (n, k, 2) xy at the rule's grid
+    labels: torch.Tensor | None = None  # (n, k) SAM labels
+    empty: torch.Tensor | None = None  # (n,) the object is absent (a random box, scored empty = 1)
+    frame: int = 0  # the rule's grid side; 0: the mask grid (tests)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def grid_scale(self) -> float:
+        """Rule-grid pixels -> mask-grid pixels."""
+        return 1.0 if not self.frame else self.targets.shape[-1] / self.frame
 
 
 Scores = tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]
@@ -45,7 +55,8 @@ def score_images(ps: PromptSet, logits: torch.Tensor, dice: np.ndarray, iou: np.
     rows, records, seen = [], [], set()
     for j, n in enumerate(ps.owner):
         case = ps.prep.cases[n]
-        rec: dict[str, Any] = {"case": case.id, "group": case.group, "split": split, "score": round(float(dice[j]), 6), "iou": round(float(iou[j]), 6), "box": [round(float(v), 2) for v in ps.boxes[j]]}
+        rec: dict[str, Any] = {"case": case.id, "group": case.group, "split": split, "score": round(float(dice[j]), 6), "iou": round(float(iou[j]), 6)}
+        rec.update(prompt_record(ps, j))
         if native is not None and n not in seen:
             target = np.isin(native[n], classes).astype(np.uint8)
             p = (F.interpolate(logits[j][None, None], size=target.shape, mode="bilinear", align_corners=False)[0, 0] > 0).numpy().astype(np.uint8)
@@ -82,13 +93,13 @@ def score_volumes(ps: PromptSet, logits: torch.Tensor, dice: np.ndarray, iou: np
         js = per_vol.get(n, [])
         rec: dict[str, Any] = {"case": case.id, "group": case.group, "split": split, "score": round(vol_iou[n], 6) if js else None,
                                "dice_prompt": round(vol_dice[n], 6) if js else None, "prompted_slices": len(js),
-                               "boxes": {str(ps.slice_of[j]): [round(float(v), 2) for v in ps.boxes[j]] for j in js}}
+                               "boxes": {str(ps.slice_of[j]): prompt_record(ps, j).get("box") for j in js}}
         if native is not None:
             target = np.isin(native[n], classes).astype(np.uint8)
             pred = np.zeros_like(target)
             for j in js:
-                if hp.paper_boxes and not ps.targets[j].any():
-                    continue  # the paper's random-box slices are scored at the grid only
+                if ps.empty is not None and bool(ps.empty[j]):
+                    continue  # random-box slices (empty: random_box) are scored at the grid only
                 pred[ps.slice_of[j]] = (F.interpolate(logits[j][None, None], size=target.shape[1:], mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
             row = clean_scores(pred, target, 2, case.meta.get("spacing"), hp.hd95, hp.nsd_tolerance_mm, hp.empty_policy)
             rows.append(row)
@@ -101,11 +112,32 @@ def score_volumes(ps: PromptSet, logits: torch.Tensor, dice: np.ndarray, iou: np
     return metrics, records, undefined
 
 
+def prompt_record(ps: PromptSet, j: int) -> dict[str, Any]:
+    """Item j's prompt as a per-case record holds it (at the rule's grid)."""
+    out: dict[str, Any] = {}
+    if ps.boxes is not None:
+        out["box"] = [round(float(v), 2) for v in ps.boxes[j]]
+    if ps.points is not None and ps.points.shape[1]:
+        out["points"] = [[round(float(x), 2), round(float(y), 2)] for x, y in ps.points[j]]
+        out["point_labels"] = [int(v) for v in ps.labels[j]] if ps.labels is not None else []
+    return out
+
+
 def box_fill(ps: PromptSet, hp: Any) -> torch.Tensor:
-    """Logits of the predictor that fills each test box: what the box alone is worth."""
-    grid = hp.image_size // 4
-    ar = torch.arange(grid).float()
-    b = ps.boxes
-    inside_x = (ar[None] >= b[:, 0:1]) & (ar[None] <= b[:, 2:3])
-    inside_y = (ar[None] >= b[:, 1:2]) & (ar[None] <= b[:, 3:4])
-    return torch.where(inside_y[:, :, None] & inside_x[:, None, :], 1.0, -1.0)
+    """Logits of the predictor that fills each item's prompt box (the same boxes the model got):
+    what the box alone is worth. Items without a box predict background."""
+    grid = ps.targets.shape[-1] if len(ps.targets) else hp.image_size // 4
+    if ps.boxes is None:
+        return torch.full((len(ps.owner), grid, grid), -1.0)
+    return fill_boxes(ps.boxes, grid, ps.grid_scale())
+
+
+def metric_definition(primary: str, grid: int, volumes: bool) -> str:
+    """A short id of how the primary metric is computed (``extra.conventions``)."""
+    base = primary.split("_")[0]
+    kind = "iou" if base.startswith("iou") else "dice"
+    if not volumes:
+        return f"{kind}-per-image@{grid}px"
+    if base.endswith("3d"):
+        return f"{kind}-per-slice-mean-per-volume@{grid}px"
+    return f"{kind}-per-slice@{grid}px"

@@ -119,7 +119,8 @@ class SegProtocol(Protocol):
             hparams=used,
             counts=counts,
             extra={"val_history": history, "hd95_undefined": undefined, "ood_sets": [o.name for o, _ in oods], "baseline": baseline,
-                   "conventions": clean_conventions(hp, self.volumes)},
+                   # the paper's per-image Dice/IoU score an empty ground truth predicted empty as 1 (eps rule)
+                   "conventions": {"empty_policy": "one", "metric_definition": "paper-per-image-eps", **clean_conventions(hp, self.volumes)}},
             flags=["validation-undefined"] if chosen.get("validation_undefined") else [],
             timings={"data_s": t_data, "train_s": t_train, **train_timings, "total_s": time.perf_counter() - t0},
         )

@@ -13,7 +13,13 @@ is one prompted image) train the decoder; ``seg2d-prompt-zeroshot`` / ``seg3d-pr
 score the decoder as loaded (the paper's "SAM zero-shot" rows: ``--encoder sam-vitb --weights
 sam_vit_b_01ec64.pth --decoder-weights sam_vit_b_01ec64.pth``).
 
-Box rules, the empty-ground-truth rule and coordinates: ``lvmbench.protocols.prompt_boxes``.
+Prompts: the task's ``prompt:`` block (``lvmbench.data.prompts.rules``: presets ``lvmmed``,
+``medsam``, ``sam-med2d``, ``tight``), drawn once per (task, rule, seed) and shared by every encoder
+through the task's prompt file (``lvmbench.protocols.prompt_sets``); boxes and/or points, and
+``iterations`` correction clicks at evaluation (``lvmbench.protocols.prompt_iterate``).
+
+Baseline (``extra.baseline``): filling the prompt box itself, with the same boxes and scorer
+(``box_fill``); a model that does not beat it has learnt nothing the box did not say.
 
 Metrics (object = the union of ``prompt_classes``, all foreground classes by default):
 - 2D ``dice``/``iou``: per prompted image at the mask grid (image_size / 4; 256 in the paper),
@@ -29,6 +35,7 @@ Metrics (object = the union of ``prompt_classes``, all foreground classes by def
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,16 +44,16 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from lvmbench.data.prompts.boxes import redraw_boxes
+from lvmbench.data.prompts.draw import ItemPrompt, object_at
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.encoders.checkpoint import sha256_file
-from lvmbench.errors import CheckpointError, UserError
+from lvmbench.errors import CheckpointError, DataError, UserError
 from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder
 from lvmbench.interrupt import interruptible
 from lvmbench.metrics.segmentation import per_sample_overlap, slug
-from lvmbench.protocols import prompt_boxes as pb
 from lvmbench.protocols.base import (
     PROTOCOLS,
     Protocol,
@@ -57,12 +64,15 @@ from lvmbench.protocols.base import (
 from lvmbench.protocols.clean_scoring import clean_conventions
 from lvmbench.protocols.epoch_log import epoch_line
 from lvmbench.protocols.features import autocast, loader_workers
+from lvmbench.protocols.prompt_iterate import iterate, training_clicks
 from lvmbench.protocols.prompt_scores import (
     PromptSet,
     box_fill,
+    metric_definition,
     score_images,
     score_volumes,
 )
+from lvmbench.protocols.prompt_sets import prep_items, resolve_prompts, stack_prompts
 from lvmbench.protocols.schedule import adam, make_scheduler, optimiser_step
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
 from lvmbench.protocols.seg_scores import ood_summary
@@ -79,12 +89,9 @@ from lvmbench.protocols.settings import (
 )
 
 
-def object_masks(masks: torch.Tensor, classes: list[int], grid: int) -> torch.Tensor:
-    """Label maps (n, S, S) -> the prompted object (n, grid, grid) uint8, nearest-neighbour."""
-    obj = torch.isin(masks, torch.tensor(classes, dtype=masks.dtype)).to(torch.uint8)
-    if obj.shape[-1] != grid:
-        obj = F.interpolate(obj[:, None].float(), size=(grid, grid), mode="nearest")[:, 0].to(torch.uint8)
-    return obj
+def prompt_prep(hp: PromptEvalSettings, channels: int) -> Prep:
+    """How the prompt protocols decode and resize (also ``lvmbench data prompts``: same masks)."""
+    return Prep(hp.image_size, channels, hp.resize, hp.minmax, getattr(hp, "volume_norm", "med3d"))
 
 
 class PromptSeg(Protocol):
@@ -92,7 +99,7 @@ class PromptSeg(Protocol):
     volumes: ClassVar[bool] = False
     train_decoder: ClassVar[bool] = True
     Settings = PromptSegSettings
-    version = 1
+    version = 2  # 2: prompt presets and files; box_fill baseline
 
     @classmethod
     def plan_settings(cls, settings: PromptEvalSettings, options: dict[str, Any]) -> PromptEvalSettings:
@@ -119,43 +126,31 @@ class PromptSeg(Protocol):
 
     # --- data ------------------------------------------------------------------------------
     def prepared(self, ctx: RunContext, reader, cases, hp: PromptEvalSettings, native: bool, desc: str) -> Prepared:
-        prep = Prep(hp.image_size, ctx.task.preprocess.channels, hp.resize, hp.minmax, getattr(hp, "volume_norm", "med3d"))
+        prep = prompt_prep(hp, ctx.task.preprocess.channels)
         return prepare(reader, cases, prep, ctx.decoded_cache, native=native, volumes=self.volumes, workers=loader_workers(ctx), desc=desc, progress=ctx.progress)
 
-    def items(self, prep: Prepared) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """(case index, slice index, image (C, P, P), labels (P, P)) of every image or slice."""
-        out = []
-        for n, (img, mask) in enumerate(zip(prep.images, prep.masks)):
-            if self.volumes:
-                out += [(n, d, img[d][None], mask[d]) for d in range(img.shape[0])]
-            else:
-                out.append((n, 0, img, mask))
-        return out
-
-    def prompt_set(self, ctx: RunContext, model: PromptSegModel, prep: Prepared, hp: PromptEvalSettings, role: str, rng: np.random.Generator, gen: torch.Generator) -> PromptSet:
+    def prompt_set(self, ctx: RunContext, model: PromptSegModel, prep: Prepared, hp: PromptEvalSettings, role: str, prompts: list[ItemPrompt], rng: np.random.Generator) -> PromptSet:
+        """The prompted items of one part with their cached features. Under ``empty: random_box``
+        slice-wise training takes, as LVM-Med's ``SegmentationDataset_train``, every slice that
+        shows the object plus as many drawn (with replacement) from the others."""
         grid = hp.image_size // 4
-        its = self.items(prep)
-        obj = object_masks(torch.stack([m for *_, m in its]), list(hp.prompt_classes or []), grid) if its else torch.zeros(0, grid, grid, dtype=torch.uint8)
-        boxes, fg = pb.boxes_from_masks(obj)
-        keep = fg.clone()
-        if hp.paper_boxes:
-            # the paper: every item is prompted; an empty one with a random box. Training on slices
-            # takes the slices with the object + as many drawn from the others (with replacement).
-            empty = torch.nonzero(~fg).flatten().tolist()
-            for i in empty:
-                boxes[i] = pb.paper_random_box(grid, hp.box_jitter, rng)
-            if role == "train" and self.volumes and empty and bool(fg.any()):
-                keep = fg.clone()
-                extra = rng.choice(empty, size=int(fg.sum()), replace=True)
-            else:
-                keep = torch.ones_like(fg)
-                extra = np.array([], dtype=int)
-            boxes[fg] = pb.jitter(boxes[fg], hp.box_jitter, grid, gen)  # drawn once, as the paper's cached dataset
-            idx = torch.nonzero(keep).flatten().tolist() + [int(i) for i in extra]
-        else:
-            idx = torch.nonzero(keep).flatten().tolist()
+        its = prep_items(prep, self.volumes)
+        obj = object_at(torch.stack([m for *_, m in its]), list(hp.prompt_classes or []), grid) if its else torch.zeros(0, grid, grid, dtype=torch.uint8)
+        prompted = np.array([p.prompted for p in prompts], dtype=bool)
+        empty = np.array([p.empty for p in prompts], dtype=bool)
+        idx = np.flatnonzero(prompted).tolist()
+        if role == "train" and self.volumes and hp.prompt.empty == "random_box":
+            fg, others = np.flatnonzero(prompted & ~empty), np.flatnonzero(prompted & empty)
+            extra = rng.choice(others, size=len(fg), replace=True) if len(others) and len(fg) else np.array([], dtype=int)
+            idx = fg.tolist() + [int(i) for i in extra]
+        k = len(prompts[idx[0]].points) if idx else hp.prompt.points
+        odd = next((i for i in idx if len(prompts[i].points) != k), None)
+        if odd is not None:
+            raise DataError(f"prompts of part '{role}' carry different numbers of points ({k} and {len(prompts[odd].points)}, case '{prompts[odd].case}')", fix="give every image the same number of points")
+        boxes, pts, labels, emp = stack_prompts(prompts, idx, k)
         feats = self.encode(ctx, model, [its[i][2] for i in idx], hp, role)
-        return PromptSet(feats, obj[idx], boxes[idx], [its[i][0] for i in idx], [its[i][1] for i in idx], prep, unprompted=int((~keep).sum()))
+        return PromptSet(feats, obj[idx], boxes, [its[i][0] for i in idx], [its[i][1] for i in idx], prep, unprompted=int((~prompted).sum()),
+                         points=pts, labels=labels, empty=emp, frame=hp.prompt.resolution)
 
     @torch.no_grad()
     def encode(self, ctx: RunContext, model: PromptSegModel, images: list[torch.Tensor], hp: PromptEvalSettings, role: str) -> torch.Tensor:
@@ -174,18 +169,32 @@ class PromptSeg(Protocol):
 
     # --- prediction and scores ----------------------------------------------------------------
     @torch.no_grad()
-    def logits(self, ctx: RunContext, model: nn.Module, ps: PromptSet, hp: PromptEvalSettings) -> torch.Tensor:
-        """Mask logits (n, M, M) on the CPU, with the set's deterministic boxes."""
+    def logits(self, ctx: RunContext, model: nn.Module, ps: PromptSet, hp: PromptEvalSettings, points: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask logits (n, M, M) on the CPU from the set's prompts (``points``/``labels``: these
+        points instead of the set's own, e.g. with correction clicks)."""
         model.eval()
         grid = hp.image_size // 4
         amp = ctx.run.amp
+        pts, labs = (ps.points, ps.labels) if points is None else (points, labels)
         out = []
         for i in interruptible(range(0, len(ps.owner), hp.eval_batch_size)):
-            f = ps.features[i : i + hp.eval_batch_size].to(ctx.device).float()
-            b = pb.to_image(ps.boxes[i : i + hp.eval_batch_size], grid, hp.image_size).to(ctx.device)
+            sl = slice(i, i + hp.eval_batch_size)
+            f = ps.features[sl].to(ctx.device).float()
             with autocast(ctx.device, amp):
-                out.append(model(f, b)[:, 0].float().cpu())
+                out.append(model(f, *self.prompt_inputs(ps, hp, sl, pts, labs, None, ctx.device))[:, 0].float().cpu())
         return torch.cat(out) if out else torch.zeros(0, grid, grid)
+
+    @staticmethod
+    def prompt_inputs(ps: PromptSet, hp: PromptEvalSettings, sl, pts, labs, boxes, device) -> tuple:
+        """(boxes, points, labels) of items ``sl`` in image pixels, as SAM's prompt encoder reads
+        them (the rule's grid x image_size / frame: LVM-Med's x 1024 / 256)."""
+        scale = hp.image_size / (ps.frame or hp.image_size // 4)
+        b = ps.boxes[sl] if boxes is None and ps.boxes is not None else boxes
+        return (
+            None if b is None else (b * scale).to(device),
+            None if pts is None else (pts[sl] * scale).to(device),
+            None if labs is None else labs[sl].to(device),
+        )
 
     def score(self, ps: PromptSet, logits: torch.Tensor, hp: PromptEvalSettings, split: str, suffix: str = "", clean: bool = False) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
         pred = (logits > 0).long()
@@ -213,8 +222,10 @@ class PromptSeg(Protocol):
 
     # --- training ----------------------------------------------------------------------------
     def train(self, ctx: RunContext, model: PromptSegModel, train: PromptSet, val: PromptSet, hp: PromptSegSettings, gen: torch.Generator) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, float]]:
-        grid = hp.image_size // 4
         params = [p for p in model.parameters() if p.requires_grad]
+        rule = hp.prompt
+        redraw = rule.redrawn("train") and train.boxes is not None
+        kind, px = rule.split_jitter("train")
         n = len(train.owner)
         bs = min(hp.batch_size, max(1, n))
         steps = max(1, -(-n // bs))
@@ -233,11 +244,25 @@ class PromptSeg(Protocol):
             perm = torch.randperm(n, generator=gen)
             for i in tqdm(range(0, n, bs), desc=f"{ctx.unit.protocol} e{epoch}", disable=not ctx.progress, leave=False):
                 idx = perm[i : i + bs]
-                boxes = train.boxes[idx] if hp.paper_boxes else pb.jitter(train.boxes[idx], hp.box_jitter, grid, gen)
+                boxes = None
+                if redraw:  # redrawn at every use around the base box; random boxes of empty items stay
+                    boxes = train.boxes[idx].clone()
+                    keep = ~train.empty[idx]
+                    boxes[keep] = redraw_boxes(boxes[keep], kind, px, rule.resolution, gen)
+                pts, labs = train.points, train.labels
+                if rule.iterations:  # teach the decoder what a click means (lvmbench.protocols.prompt_iterate)
+                    cp, cl = training_clicks(train.targets[idx], rule.iterations, 1.0 / train.grid_scale(), gen)
+                    base_p = pts[idx] if pts is not None else torch.zeros(len(idx), 0, 2)
+                    base_l = labs[idx] if labs is not None else torch.zeros(len(idx), 0, dtype=torch.int64)
+                    pts, labs, sel = torch.cat([base_p, cp], 1), torch.cat([base_l, cl], 1), slice(None)
+                else:
+                    sel = idx
                 f = train.features[idx].to(ctx.device).float()
                 y = train.targets[idx][:, None].to(ctx.device).float()
+                b, p, lab = self.prompt_inputs(train, hp, idx, None, None, boxes, ctx.device)
+                _, p, lab = self.prompt_inputs(train, hp, sel, pts, labs, None, ctx.device) if pts is not None else (None, None, None)
                 with autocast(ctx.device, amp):
-                    logits = model(f, pb.to_image(boxes, grid, hp.image_size).to(ctx.device))
+                    logits = model(f, b, p, lab)
                 loss = loss_fn(logits.float(), y)
                 guard.check(loss, epoch)
                 optimiser_step(loss, opt, sched, params, hp.grad_clip)
@@ -257,6 +282,7 @@ class PromptSeg(Protocol):
     # --- the unit ---------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: PromptEvalSettings = ctx.settings  # type: ignore[assignment]
+        rule = hp.prompt
         if self.train_decoder:
             require_validation(ctx, ctx.data.split.val)
         gen = seed_everything(ctx.seed)
@@ -267,8 +293,10 @@ class PromptSeg(Protocol):
         verb = "slice" if self.volumes else "decode"
         preps = {s: self.prepared(ctx, ctx.data.reader, cs, hp, native=s == "test", desc=f"{verb}:{s}") for s, cs in splits.items() if cs}
         oods = [(o.spec, self.prepared(ctx, o.reader, o.cases, hp, native=True, desc=f"{verb}:{o.name}")) for o in ctx.data.ood]
-        sets = {s: self.prompt_set(ctx, model, p, hp, s, rng, gen) for s, p in preps.items()}
-        ood_sets = [(o, self.prompt_set(ctx, model, p, hp, "test", rng, gen)) for o, p in oods]
+        parts = {**preps, **{f"ood:{o.name}": p for o, p in oods}}
+        prompts, pinfo = resolve_prompts(ctx.unit.suite, ctx.task.id, ctx.seed, hp, parts, self.volumes, log=lambda line: tqdm.write(line, file=sys.stderr))
+        sets = {s: self.prompt_set(ctx, model, p, hp, s, prompts[s], rng) for s, p in preps.items()}
+        ood_sets = [(o, self.prompt_set(ctx, model, p, hp, f"ood:{o.name}", prompts[f"ood:{o.name}"], rng)) for o, p in oods]
         t_encode = time.perf_counter() - t0
 
         chosen: dict[str, Any] = {"rule": "zero-shot: the decoder as loaded"}
@@ -279,8 +307,11 @@ class PromptSeg(Protocol):
                 raise UserError(f"task '{ctx.task.id}': no training image shows the prompted object (classes {hp.prompt_classes})", fix="check prompt_classes and the task's masks")
             chosen, history, train_t = self.train(ctx, model, sets["train"], sets["val"], hp, gen)  # type: ignore[arg-type]
 
+        def predict(ps: PromptSet):
+            return lambda pts, labs: self.logits(ctx, model, ps, hp, pts, labs)
+
         test = sets["test"]
-        test_logits = self.logits(ctx, model, test, hp)
+        test_logits, curve = iterate(predict(test), test, rule, ctx.seed)
         metrics, per_case, undefined = self.score(test, test_logits, hp, "test", clean=True)
         counts = {s: len(cs) for s, cs in splits.items()}
         counts.update({f"{s}_prompted": len(ps.owner) for s, ps in sets.items()})
@@ -288,7 +319,7 @@ class PromptSeg(Protocol):
         null_metrics = self.score(test, torch.full_like(test_logits, -1.0), hp, "test")[0]
         fill_metrics = self.score(test, box_fill(test, hp), hp, "test")[0]
         for o, ps in ood_sets:
-            lg = self.logits(ctx, model, ps, hp)
+            lg, _ = iterate(predict(ps), ps, rule, ctx.seed)
             sfx = f"_{slug(o.name)}"
             m, recs, und = self.score(ps, lg, hp, f"ood:{o.name}", sfx, clean=True)
             metrics.update(m)
@@ -304,27 +335,38 @@ class PromptSeg(Protocol):
         null_metrics.update(ood_summary(null_metrics, names, keys))
         fill_metrics.update(ood_summary(fill_metrics, names, keys))
         primary = self.primary_for(ctx.task)
-        flags = ["paper-boxes"] if hp.paper_boxes else []
+        flags = ["imported-prompts"] if pinfo.get("prompt_origin") == "imported" else []
         if not hp.decoder_weights and not self.train_decoder:
             flags.append("random-decoder")
         if chosen.get("validation_undefined"):
             flags.append("validation-undefined")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if self.train_decoder else 0
-        used = {"selected": chosen, "image_size": hp.image_size, "mask_size": hp.image_size // 4, "load": load,
-                "trainable_parameters": trainable, "amp": ctx.run.amp}
+        grid = hp.image_size // 4
+        used = {"selected": chosen, "image_size": hp.image_size, "mask_size": grid, "load": load,
+                "trainable_parameters": trainable, "amp": ctx.run.amp, **pinfo}
+        null = {"metric": primary, "value": float(null_metrics.get(primary, float("nan"))), "predictor": "all background"}
+        fill = {"metric": primary, "value": float(fill_metrics.get(primary, float("nan"))), "predictor": "the prompt box filled (the same boxes and scorer; no encoder, no decoder)"}
+        extra = {
+            "val_history": history,
+            "hd95_undefined": undefined,
+            "ood_sets": names,
+            # what a useless model cannot beat: the box it was given (all background when the prompts have no box)
+            "baseline": fill if test.boxes is not None else {**null, "predictor": "all background (the prompts have no box to fill)"},
+            "box_fill": fill,
+            "all_background": null,
+            # flat str -> str (the leaderboard pairs a result with a reported row only when these agree)
+            "conventions": {**clean_conventions(hp, self.volumes), "prompt_preset": rule.label() + ("+imported" if pinfo.get("prompt_origin") == "imported" else ""), "empty_policy": rule.empty_label(),
+                            "metric_definition": metric_definition(primary, grid, self.volumes) + (f",after-{rule.iterations}-clicks" if rule.iterations else "")},
+        }
+        if rule.iterations:
+            extra["iteration_dice"] = curve
+            extra["iteration_metric"] = "mean Dice per prompted " + ("slice" if self.volumes else "image") + f" at {grid} px after 0..{rule.iterations} clicks (test)"
         return ProtocolOutput(
             metrics=metrics,
             per_case=per_case,
             hparams=used,
             counts=counts,
-            extra={
-                "val_history": history,
-                "hd95_undefined": undefined,
-                "ood_sets": names,
-                "baseline": {"metric": primary, "value": float(null_metrics.get(primary, float("nan"))), "predictor": "all background"},
-                "box_fill": {"metric": primary, "value": float(fill_metrics.get(primary, float("nan"))), "predictor": "the prompt box filled (no encoder, no decoder)"},
-                "conventions": clean_conventions(hp, self.volumes),
-            },
+            extra=extra,
             flags=flags,
             timings={"encode_s": t_encode, **train_t, "total_s": time.perf_counter() - t0},
             primary_metric=primary,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from lvmbench.data.prompts.rules import PRESET_SOURCES, PromptRule
 from lvmbench.kit.doc import model_rows
 from lvmbench.protocols.base import PROTOCOLS
 from lvmbench.protocols.settings import HEAD_MODELS, MeanStd, Schedule
@@ -27,6 +28,10 @@ def settings_table(only: str | None = None) -> str:
     if only is None:
         out += ["## schedule: {kind, ...} (or the kind alone: schedule: cosine)", "", tabulate(model_rows(Schedule), headers=["key", "type", "default", "meaning"], tablefmt="github"), ""]
         out += ["## normalize: {mean, std, pixel_range}", "", tabulate(model_rows(MeanStd), headers=["key", "type", "default", "meaning"], tablefmt="github"), ""]
+
+        out += ["## prompt: {preset, ...} (prompt protocols; defaults: preset tight; a preset fills every key, keys beside it override)", "",
+                tabulate(model_rows(PromptRule), headers=["key", "type", "default", "meaning"], tablefmt="github"), "",
+                tabulate([[k, v] for k, v in PRESET_SOURCES.items()], headers=["preset", "follows"], tablefmt="github"), ""]
         for head, model in HEAD_MODELS.items():
             if model.model_fields:
                 out += [f"## head_params.{head}", "", tabulate(model_rows(model), headers=["key", "type", "default", "meaning"], tablefmt="github"), ""]

@@ -1,5 +1,5 @@
-"""The runner, split by verb: **plan** which units a request names (``plan``), **triage** each
-against what is on disk (``triage``: skip, stale, redo), **execute** the rest (``execute``: claim,
+"""The runner, split by verb: **plan** which units a request names (``planner``), **triage** each
+against what is on disk (``triager``: skip, stale, redo), **execute** the rest (``executor``: claim,
 run, record atomically, baseline check). ``pools`` holds what a run loads once, ``record`` what a
 result records beside its metrics, ``request`` the request and summary types.
 
@@ -9,12 +9,12 @@ fill one results tree without overlap.
 """
 
 from lvmbench.errors import user_message
-from lvmbench.runner.execute import BASELINE_MARGIN, below_baseline, run, run_unit
-from lvmbench.runner.plan import plan, resolve_data_root, select_tasks
+from lvmbench.runner.executor import BASELINE_MARGIN, below_baseline, run, run_unit
+from lvmbench.runner.planner import plan, resolve_data_root, select_tasks
 from lvmbench.runner.pools import EncoderPool, TaskDataPool, encoder_info
 from lvmbench.runner.record import package_versions
 from lvmbench.runner.request import EvalRequest, Planned, Summary, parse_shard
-from lvmbench.runner.triage import aside_name, current_identity, keep_aside, triage
+from lvmbench.runner.triager import aside_name, current_identity, keep_aside, triage
 
 __all__ = [
     "BASELINE_MARGIN", "EncoderPool", "EvalRequest", "Planned", "Summary", "TaskDataPool", "aside_name", "below_baseline",

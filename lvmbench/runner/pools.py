@@ -11,7 +11,7 @@ from lvmbench.encoders import create_encoder
 from lvmbench.encoders.base import Encoder, EncoderIdentity
 from lvmbench.encoders.channels import takes_channels
 from lvmbench.errors import DataError, UserError
-from lvmbench.runner.plan import resolve_data_root
+from lvmbench.runner.planner import resolve_data_root
 from lvmbench.runner.request import EvalRequest
 from lvmbench.spec import TaskSpec
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lvmbench.data.prompts.files import draw_key, prompt_identity
+from lvmbench.data.prompts.rules import PromptRule, legacy_prompt_keys
 from lvmbench.kit import (
     Bool,
     Fraction01,
-    Int,
     NonNegFloat,
     PosFloat,
     PosInt,
@@ -93,8 +94,8 @@ class PromptEvalSettings(ProtocolSettings, CleanScoring):
     decoder_weights: str | None = Field(None, description="SAM-layout checkpoint of prompt_encoder.* + mask_decoder.* (a whole SAM/MedSAM file works); none = random init; CLI: --decoder-weights")
     decoder_sha256: str | None = Field(None, description="filled by lvmbench: sha256 of decoder_weights (part of the result's identity)")
     prompt_classes: list[PosInt] | None = Field(None, description="foreground classes that form the prompted object (one box around all of them); default: every foreground class (the paper's gt > 0)")
-    paper_boxes: Bool = Field(False, description="the paper's boxes: a random box on empty ground truth (trained and scored), jittered test boxes; results flagged paper-boxes")
-    box_jitter: Int = Field(20, ge=0, description="training boxes: each side moved outward by 0..box_jitter-1 px of the mask grid (the paper: 20 at 256)")
+    # --- prompts: the typed block and its presets live in lvmbench/data/prompts/rules.py -----------
+    prompt: PromptRule = Field(default_factory=PromptRule, description="how boxes, points and correction clicks are drawn: {preset: lvmmed | medsam | sam-med2d | tight, ...} (README: presets)")
     eval_batch_size: PosInt = Field(16, description="images per forward pass when encoding and scoring")
     hd95: Bool = Field(True, description="score HD95 at native resolution on the test split")
     decoder_dim: PosInt = Field(256, description="SAM decoder width (256 for SAM checkpoints; smaller only for tests)")
@@ -108,6 +109,22 @@ class PromptEvalSettings(ProtocolSettings, CleanScoring):
         if v % 16 or v < 32:
             raise ValueError(f"image_size {v} must be a multiple of 16 and at least 32 (SAM's embedding is at stride 16)")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        legacy_prompt_keys(data)  # paper_boxes / box_jitter: one line saying what to write instead
+        return data
+
+    def identity_view(self, unit: Any) -> dict[str, Any]:
+        """What a result's identity holds of these settings (lvmbench.identity): the decoder file's
+        sha256 but not its path (the same bytes at two paths are one decoder), and the prompts'
+        source (an imported file's sha256, or the fact that they are drawn under the rule already
+        in the settings)."""
+        d = self.model_dump(mode="json")
+        d["decoder_weights"] = None  # recorded in the result's hyperparameters, outside the identity
+        d.update(prompt_identity(unit.suite, unit.task_id, draw_key(self.prompt, list(self.prompt_classes or []), self.image_size, self.resize)))
+        return d
 
     @model_validator(mode="after")
     def _decoder_width(self) -> "PromptEvalSettings":

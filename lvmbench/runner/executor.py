@@ -29,7 +29,7 @@ from lvmbench.failures import clear_failure, note_failure
 from lvmbench.paths import usable_cache_dir
 from lvmbench.protocols.base import PROTOCOLS, RunContext, pick_device
 from lvmbench.results import Claim, read_result, result_path, write_result
-from lvmbench.runner.plan import plan
+from lvmbench.runner.planner import plan
 from lvmbench.runner.pools import EncoderPool, TaskDataPool, encoder_info
 from lvmbench.runner.record import (
     build_record,
@@ -38,7 +38,7 @@ from lvmbench.runner.record import (
     set_deterministic,
 )
 from lvmbench.runner.request import EvalRequest, Planned, Summary
-from lvmbench.runner.triage import (
+from lvmbench.runner.triager import (
     current_identity,
     finished_meanwhile,
     keep_aside,
