@@ -27,7 +27,10 @@ app.command("pretrain")(pretrain_cmd)
 
 def main() -> None:
     try:
-        rv = app(standalone_mode=False)
+        command = typer.main.get_command(app)
+        if sys.argv[1:2] == ["eval"] and "--help" in sys.argv[2:]:
+            evaluate.describe_suites(command)  # computed for this help only: `lvmbench --help` stays light
+        rv = command(standalone_mode=False)
         if isinstance(rv, int) and rv:
             sys.exit(rv)
     except UserError as e:
