@@ -125,7 +125,7 @@ def test_three_held_out_shapes_from_task_files_to_the_leaderboard(env, monkeypat
     code, text = _eval(monkeypatch, capsys, env, "medmnist-v2")
     assert code == 0 and "1 done" in text, text
     rec = json.loads(next((env / "results" / "medmnist-v2").rglob("finetune-s0.json")).read_text())
-    assert rec["timings"]["train_images"] == 3 * 70  # every image each epoch (70 at batch 32: 32, 38)
+    assert rec["timings"]["train_images"] == 3 * 70 and rec["timings"]["train_steps"] == 3 * 3  # every image each epoch (70 at batch 32: 32, 32, 6; before: 64)
     assert [h["lr"] for h in rec["extra"]["val_history"]] == [0.001] * 3
     ours = rec["metrics"]["accuracy"]
 

@@ -6,7 +6,8 @@ has to repeat (labels outside the class map, NaN/inf voxels, blank images, empty
 every mask is empty is an error, not a warning: its Dice would be a perfect score of nothing), the
 reader's ``dataset_checks()`` (unpaired files, dropped boxes), the split (the user's split file or
 the task's rule; overlap by case and patient; ``split.group_by`` against the groups the reader
-produces) and byte-identical images sitting in two split parts. Every problem is an ``Issue``: the
+produces; every class in every split part) and byte-identical images sitting in two split parts
+(``lvmbench.data.split_checks``). Every problem is an ``Issue``: the
 file, what is wrong, the fix, and whether the task can still run. Paired readers add warnings when
 the folders' names lie (a "mask" that looks like a photograph, an "image" holding two values:
 ``lvmbench.data.content_hints``); table readers add one line per bad row kind (missing image,
