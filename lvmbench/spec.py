@@ -7,6 +7,7 @@ shape to rely on. Unknown keys are errors so a typo in a YAML file is caught by 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -85,8 +86,15 @@ class SplitSpec(_Strict):
     stratify: bool = True
     map: dict[str, str] = Field(default_factory=dict)
     file: str | None = None
-    group_by: Literal["case", "patient", "volume", "site"] = "patient"
+    group_by: str = Field("patient", description="what a group is: case (every case its own) | patient | volume | site | any name the reader's group source declares (data.options.group: sequence, lesion, eye, ...)")
     note: str | None = None
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_word(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+            raise ValueError(f"'{v}' is not a group name: write a lower-case word such as patient, sequence or lesion")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "SplitSpec":

@@ -13,66 +13,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
-from lvmbench.data.synth import synthetic_suite_root
+from lvmbench.data.synth import SYNTH, synthetic_suite_root
 from lvmbench.errors import UnknownNameError, UserError
 from lvmbench.paths import data_root as explicit_or_env
-from lvmbench.registry import dist_label, suggest
+from lvmbench.registry import suggest
 from lvmbench.spec import TaskSpec
+from lvmbench.task_files import SUITES, Suite, declared_suites  # noqa: F401 (the suites' API)
 from lvmbench.tasks import all_tasks, get_task, is_builtin
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    synthetic: bool = False
-    default_data_root: str | None = None
-    declared_by: str = "lvmbench"  # lvmbench | a plugin package | "tasks"
-
-
-SUITES = {
-    "lvmmed": Suite("lvmmed", "the 15 LVM-Med downstream tasks on real data from --data-root, paper protocols"),
-    "smoke": Suite("smoke", "every task on generated synthetic data in the publishers' layouts, 32-64 px, 3-10 epochs; checks that every unit beats its baseline", synthetic=True),
-    "shared-data": Suite(
-        "shared-data",
-        "tasks whose real data is in ../shared/data (subsets), small budgets",
-        default_data_root=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
-    ),
-}
-
-
-def _plugin_suites() -> dict[str, Suite]:
-    out: dict[str, Suite] = {}
-    for ep in entry_points(group="lvmbench.suites"):
-        try:
-            obj = ep.load()
-            obj = obj() if callable(obj) else obj
-            for name, v in dict(obj).items():
-                info = v if isinstance(v, dict) else {"description": str(v)}
-                root = info.get("data_root")
-                out[str(name)] = Suite(str(name), str(info.get("description", "")), False, str(root) if root else None, dist_label(ep))
-        except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the other suites
-            raise UserError(f"plugin suites '{ep.name}' from {dist_label(ep)} failed to load ({e.__class__.__name__}: {e})", fix="fix or uninstall that package") from None
-    return out
 
 
 def all_suites() -> dict[str, Suite]:
     """Built-in suites, plugin-described suites, and every other suite a task names."""
-    out = dict(SUITES)
-    for name, suite in _plugin_suites().items():
-        out.setdefault(name, suite)
-    members: dict[str, list[str]] = {}
-    for t in all_tasks():
-        for name in {*t.suites, *t.profiles}:
-            members.setdefault(name, []).append(t.id)
-    for name, ids in sorted(members.items()):
-        if name not in out:
-            out[name] = Suite(name, f"declared by task(s) {', '.join(sorted(ids))}; real data from --data-root", declared_by="tasks")
-    return out
+    return declared_suites(all_tasks())
 
 
 def get_suite(name: str) -> Suite:
@@ -94,13 +48,30 @@ def check_membership(spec: TaskSpec, suite: str) -> None:
     raise UserError(f"task '{spec.id}' belongs to suite(s) {', '.join(own)}, not '{suite}'", fix=f"run it with --suite {own[0]}")
 
 
+def synthetic_folders(specs: list[TaskSpec]) -> list[str]:
+    """The synthetic datasets the tasks (their suite profile applied) read: ``data.dir`` and each
+    out-of-distribution set's folder, where a synthetic writer is registered for it."""
+    known = set(SYNTH.names())
+    wanted: list[str] = []
+    for spec in specs:
+        if spec.data.location != "data_root":
+            continue  # a sample shipped in the task folder
+        for d in [spec.data.dir, *(o.dir or spec.data.dir for o in spec.ood)]:
+            top = Path(d).parts[0] if Path(d).parts else d
+            if top in known and top not in wanted:
+                wanted.append(top)
+    return sorted(wanted)
+
+
 def suite_data_root(suite: str | None, data_root: Path | None, *, cache_dir: Path | None = None, generate: bool = True,
-                    log: Callable[[str], None] | None = None) -> Path | None:
+                    log: Callable[[str], None] | None = None, tasks: list[TaskSpec] | None = None) -> Path | None:
     """The data root ``lvmbench eval --suite S`` uses: ``--data-root`` > LVMBENCH_DATA > the suite's
     default. ``data_root`` is ``--data-root`` as typed; a synthetic suite never uses LVMBENCH_DATA
-    (its data is generated under the cache, ``generate=False`` only names the folder)."""
+    (its data is generated under the cache, ``generate=False`` only names the folder; ``tasks``:
+    write only the datasets these tasks read, default every one)."""
     if suite and get_suite(suite).synthetic:
-        return synthetic_suite_root(data_root, cache_dir, generate=generate, log=log or (lambda line: print(line, file=sys.stderr)))
+        only = synthetic_folders(tasks) if tasks is not None else None
+        return synthetic_suite_root(data_root, cache_dir, generate=generate, log=log or (lambda line: print(line, file=sys.stderr)), only=only)
     explicit = explicit_or_env(data_root)
     if explicit or not suite:
         return explicit

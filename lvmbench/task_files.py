@@ -6,7 +6,9 @@ results (the leaderboard) needs no more than :func:`parsed_tasks`.
 Task folders: every ``tasks/<id>/task.yaml`` next to the package, extra folders from
 ``LVMBENCH_TASK_PATH`` (os.pathsep-separated), and the ``lvmbench.tasks`` entry point group (each
 entry point resolves to a folder of task folders, or a callable returning one). Tasks from outside
-this repository state their own suites and may not join ``lvmmed``.
+this repository state their own suites and may not join ``lvmmed``. The suites themselves (built in,
+described by plugins through ``lvmbench.suites``, named by task files) are listed here too, so
+``eval --help`` names them all without importing torch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from pydantic import ValidationError
 
 from lvmbench.errors import UserError
+from lvmbench.kit import first_problem
 from lvmbench.registry import dist_label, plugin_error
 from lvmbench.spec import TaskSpec
 
@@ -159,13 +162,27 @@ def parse_task_file(path: Path) -> TaskSpec:
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise UserError(f"invalid task spec at '{where}': {first['msg']}", path=path, fix="correct that key in task.yaml (the fields are TaskSpec's, lvmbench/spec.py)") from None
+        raise spec_error(e, path) from None
     if spec.id != path.parent.name:
         raise UserError(f"task id '{spec.id}' differs from its folder name '{path.parent.name}'", path=path, fix=f"rename the folder to '{spec.id}' or set id: {path.parent.name}")
     spec.folder = path.parent
     return spec
+
+
+def spec_error(err: ValidationError, path: Path) -> UserError:
+    """The first problem of a task file as one line naming its task.yaml key (the nearest valid
+    key for a misspelt one) and a fix in task.yaml terms."""
+    p = first_problem(err, TaskSpec)
+    where = p.key or "(top level)"
+    example = "see tasks/*/task.yaml and README's 'Add a task without Python'"
+    if p.kind == "unknown":
+        parent = where.rpartition(".")[0]
+        hint = f"; did you mean '{p.hint}'?" if p.hint else ""
+        scope = f" under {parent}" if parent else ""
+        return UserError(f"unknown key '{where}' in the task file{hint}", path=path, fix=f"valid keys{scope}: {', '.join(p.valid)} ({example})")
+    if p.kind == "missing":
+        return UserError(f"the task file lacks '{where}'", path=path, fix=f"add {where}: ... to task.yaml ({example})")
+    return UserError(f"bad value of '{where}' in the task file: {p.text}{p.shown}", path=path, fix=f"correct {where} in task.yaml ({example})")
 
 
 def is_builtin(spec: TaskSpec) -> bool:
@@ -224,3 +241,57 @@ def parsed_tasks() -> list[TaskSpec]:
     to go stale when LVMBENCH_TASK_PATH changes). A task that parses but fails those checks is
     listed here; ``lvmbench.tasks.all_tasks`` leaves it out (``lvmbench tasks`` names the error)."""
     return [spec for _, spec in sorted(discover().specs.items())]
+
+
+# -- suites: built in, described by plugins, named by task files (light: no torch) ---------------
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    synthetic: bool = False
+    default_data_root: str | None = None
+    declared_by: str = "lvmbench"  # lvmbench | a plugin package | "tasks"
+
+
+SUITES = {
+    "lvmmed": Suite("lvmmed", "the 15 LVM-Med downstream tasks on real data from --data-root, paper protocols"),
+    "smoke": Suite("smoke", "every task on generated synthetic data in the publishers' layouts, 32-64 px, 3-10 epochs; checks that every unit beats its baseline", synthetic=True),
+    "shared-data": Suite(
+        "shared-data",
+        "tasks whose real data is in ../shared/data (subsets), small budgets",
+        default_data_root=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+    ),
+}
+
+
+def plugin_suites() -> dict[str, Suite]:
+    """Suites plugin packages describe (the ``lvmbench.suites`` entry-point group)."""
+    out: dict[str, Suite] = {}
+    for ep in entry_points(group="lvmbench.suites"):
+        try:
+            obj = ep.load()
+            obj = obj() if callable(obj) else obj
+            for name, v in dict(obj).items():
+                info = v if isinstance(v, dict) else {"description": str(v)}
+                root = info.get("data_root")
+                out[str(name)] = Suite(str(name), str(info.get("description", "")), False, str(root) if root else None, dist_label(ep))
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not hide the other suites
+            raise UserError(f"plugin suites '{ep.name}' from {dist_label(ep)} failed to load ({e.__class__.__name__}: {e})", fix="fix or uninstall that package") from None
+    return out
+
+
+def declared_suites(specs: list[TaskSpec]) -> dict[str, Suite]:
+    """Built-in suites, plugin-described suites, and every other suite one of ``specs`` names."""
+    out = dict(SUITES)
+    for name, suite in plugin_suites().items():
+        out.setdefault(name, suite)
+    members: dict[str, list[str]] = {}
+    for t in specs:
+        for name in {*t.suites, *t.profiles}:
+            members.setdefault(name, []).append(t.id)
+    for name, ids in sorted(members.items()):
+        if name not in out:
+            out[name] = Suite(name, f"declared by task(s) {', '.join(sorted(ids))}; real data from --data-root", declared_by="tasks")
+    return out

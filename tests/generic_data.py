@@ -55,8 +55,9 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def write_frames(root: Path, sequences: int = 4, per_seq: int = 6, seed: int = 0, image_dir: str = "frames", mask_dir: str = "labels", size: int = 24) -> Path:
-    """A polyp video set: frames ``1.png .. N.png`` numbered across sequences, masks beside them."""
+def write_frames(root: Path, sequences: int = 4, per_seq: int = 6, seed: int = 0, image_dir: str = "frames", mask_dir: str = "labels", size: int = 24, ext: str = ".png") -> Path:
+    """A polyp video set: frames ``1.png .. N.png`` numbered across sequences, masks beside them
+    (``ext=".tif"``: TIFF frames and masks, as CVC-ClinicDB ships them)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     (root / image_dir).mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,8 @@ def write_frames(root: Path, sequences: int = 4, per_seq: int = 6, seed: int = 0
             mask = (yy - cy - rng.integers(-1, 2)) ** 2 + (xx - cx - rng.integers(-1, 2)) ** 2 < (size // 5 + seq % 2) ** 2
             img = np.full((size, size, 3), (150, 70, 60), np.float32) + rng.normal(0, 10, (size, size, 3))
             img[mask] = (225, 165, 145)
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / image_dir / f"{frame}.png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(root / mask_dir / f"{frame}.png")
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / image_dir / f"{frame}{ext}")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(root / mask_dir / f"{frame}{ext}")
     return root
 
 
@@ -144,3 +145,41 @@ protocols:
 primary_metric: dice
 suites: [polyp-extra]
 """
+
+
+def write_case_folders(root: Path, variant: str, n: int = 8, seed: int = 0, size: int = 24) -> Path:
+    """One folder per case, ``root/caseNN/...``: ``fixed`` (image.png + mask.png), ``named``
+    (caseNN.png + caseNN_mask.png), ``subfolders`` (images/caseNN.png + masks/<one file per object>.png)
+    or ``volumes`` (imaging.nii.gz + segmentation.nii.gz, KiTS-style)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        case = root / f"case{i:02d}"
+        case.mkdir(parents=True, exist_ok=True)
+        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < (size // 5) ** 2
+        img = np.full((size, size, 3), (150, 70, 60), np.float32) + rng.normal(0, 12, (size, size, 3))
+        img[mask] = (225, 165, 145)
+        img8 = np.clip(img, 0, 255).astype(np.uint8)
+        if variant == "volumes":
+            import nibabel as nib
+
+            vol = np.stack([img8[..., 0].astype(np.float32)] * 4, axis=2)
+            lab = np.stack([mask.astype(np.uint8)] * 4, axis=2)
+            nib.save(nib.Nifti1Image(vol, np.eye(4)), str(case / "imaging.nii.gz"))
+            nib.save(nib.Nifti1Image(lab, np.eye(4)), str(case / "segmentation.nii.gz"))
+            continue
+        if variant == "fixed":
+            Image.fromarray(img8).save(case / "image.png")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(case / "mask.png")
+        elif variant == "named":
+            Image.fromarray(img8).save(case / f"{case.name}.png")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(case / f"{case.name}_mask.png")
+        else:  # subfolders: the mask split into two object files under masks/
+            (case / "images").mkdir(exist_ok=True)
+            (case / "masks").mkdir(exist_ok=True)
+            Image.fromarray(img8).save(case / "images" / f"{case.name}.png")
+            left = mask & (xx < cx)
+            for k, part in enumerate((left, mask & ~left)):
+                Image.fromarray(part.astype(np.uint8) * 255).save(case / "masks" / f"obj{rng.integers(1000, 9999)}_{k}.png")
+    return root

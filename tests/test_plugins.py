@@ -177,13 +177,14 @@ def plugin_run(tmp_path_factory):
         ["eval", "--encoder", "demo-tiny", "--suite", "demo-extra", "--data-root", str(base / "data"), *common],
         ["eval", "--encoder", "demo-tiny", "--tasks", "demo_cls", "--data-root", str(base / "data"), *common],
         ["eval", "--encoder", "demo-tiny", "--suite", "smoke", "--tasks", "demo_cls", *common],
+        ["eval", "--help"],
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(base / "site"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1", "LVMBENCH_CACHE": str(cache)}
     env.pop("LVMBENCH_TASK_PATH", None)
     r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(commands)], capture_output=True, text=True, env=env, timeout=600, cwd=base)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads(r.stdout.strip().splitlines()[-1])
-    names = ["tasks", "readers", "suites", "broken-reader", "verify", "eval-own-suite", "eval-lvmmed", "eval-smoke"]
+    names = ["tasks", "readers", "suites", "broken-reader", "verify", "eval-own-suite", "eval-lvmmed", "eval-smoke", "eval-help"]
     return base, dict(zip(names, runs))
 
 
@@ -256,3 +257,14 @@ def test_channel_mismatch_is_one_line_before_training():
     assert channel_problem(enc, 1, "segmentation") is None  # the U-Net sums the RGB kernels
     with pytest.raises(RuntimeError):  # what the line replaces: torch's own error, mid-run
         enc.embed(torch.zeros(1, 1, 32, 32))
+
+
+def test_eval_help_lists_every_suite_and_smoke_writes_only_the_data_it_runs(plugin_run):
+    base, runs = plugin_run
+    text = " ".join(runs["eval-help"]["out"].replace("│", " ").split())
+    assert runs["eval-help"]["code"] == 0 and "--suite" in text
+    for name in ("lvmmed", "smoke", "shared-data", "demo-extra"):  # built in, and the plugin's
+        assert name in text, text
+    # the plugin task's smoke profile reads a sample in its own folder: no synthetic dataset written
+    roots = list((base / "cache").glob("synth-v*"))
+    assert all(not [p for p in r.iterdir() if p.is_dir()] for r in roots), [list(r.iterdir()) for r in roots]

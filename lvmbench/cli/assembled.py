@@ -25,7 +25,10 @@ INTERRUPTED = "interrupted; finished units are saved (a unit stopped half-way is
 
 def run() -> None:
     try:
-        rv = app(standalone_mode=False)
+        command = typer.main.get_command(app)
+        if sys.argv[1:2] == ["eval"] and "--help" in sys.argv[2:]:
+            evaluate.describe_suites(command)  # computed for this help only: `lvmbench --help` stays light
+        rv = command(standalone_mode=False)
         if rv == 130:  # typer's own answer to a Ctrl-C inside a command: say so, like the paths below
             print(INTERRUPTED, file=sys.stderr)
         if isinstance(rv, int) and rv:

@@ -38,18 +38,26 @@ def verify_cmd(
     workers: Annotated[Optional[int], typer.Option(help="decoding threads (default: CPU count, at most 8)")] = None,
     max_warnings: Annotated[int, typer.Option(help="warnings shown per task")] = 20,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="the cache eval uses (default: $LVMBENCH_CACHE or ~/.cache/lvmbench): the smoke suite's data is there, and the files that pass are remembered there, so eval does not decode them again")] = None,
 ) -> None:
     """Check each task's data: presence, counts, every file decoded, masks, labels, split. Exit 1 if a task cannot run."""
     from lvmbench.data.data_commands import report_lines
     from lvmbench.data.verify import verify_task
+    from lvmbench.paths import usable_cache_dir
     from lvmbench.suites import suite_data_root
     from lvmbench.suites import suite_tasks as select
 
     specs = select(tasks, suite)
-    root = suite_data_root(suite, data_root)
+    try:
+        cache = usable_cache_dir(cache_dir)
+    except UserError:
+        if cache_dir is not None:
+            raise  # asked for by name: one line saying why it cannot be used
+        cache = None  # the default cache is not writable here: verify without remembering
+    root = suite_data_root(suite, data_root, cache_dir=cache, tasks=specs)
     rows, blocked = [], 0
     for spec in specs:
-        report = verify_task(spec, root, suite or "lvmmed", workers=workers, progress=progress)
+        report = verify_task(spec, root, suite or "lvmmed", workers=workers, progress=progress, cache_dir=cache)
         print("\n".join(report_lines(report, max_warnings)))
         blocked += not report.runnable
         rows.append([spec.id, report.cases, len(report.fatal), len(report.warnings), "ready" if report.runnable else "CANNOT RUN"])

@@ -121,6 +121,21 @@ def eval_cmd(
         raise typer.Exit(1)
 
 
+def describe_suites(command) -> None:
+    """``eval --help``: the ``--suite`` option names every suite, plugins' and task files' included
+    (read from the task files without importing torch)."""
+    from lvmbench.task_files import declared_suites, parsed_tasks
+
+    try:
+        suites = declared_suites(parsed_tasks())
+    except UserError:  # a broken plugin: `lvmbench suites` names it; help still shows the built-in ones
+        return
+    where = {"lvmbench": "", "tasks": " (task files)"}
+    listed = " | ".join(f"{name}{where.get(s.declared_by, f' ({s.declared_by})')}" for name, s in suites.items())
+    option = next(p for p in command.commands["eval"].params if p.name == "suite")
+    option.help = f"{listed} (`lvmbench suites` describes each)"
+
+
 def check_device(name: str | None) -> None:
     """``--device`` names a device torch knows and this machine has (one line, not a traceback)."""
     if name is None:

@@ -6,7 +6,8 @@ has to repeat (labels outside the class map, NaN/inf voxels, blank images, empty
 every mask is empty is an error, not a warning: its Dice would be a perfect score of nothing), the
 reader's ``dataset_checks()`` (unpaired files, dropped boxes), the split (the user's split file or
 the task's rule; overlap by case and patient; ``split.group_by`` against the groups the reader
-produces) and byte-identical images sitting in two split parts. Every problem is an ``Issue``: the
+produces; every class in every split part) and byte-identical images sitting in two split parts
+(``lvmbench.data.split_checks``). Every problem is an ``Issue``: the
 file, what is wrong, the fix, and whether the task can still run. Paired readers add warnings when
 the folders' names lie (a "mask" that looks like a photograph, an "image" holding two values:
 ``lvmbench.data.content_hints``); table readers add one line per bad row kind (missing image,
@@ -25,7 +26,6 @@ import hashlib
 import json
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from lvmbench.data.cache import ArrayCache, cache_key, file_stamp
 from lvmbench.data.cases import Box, Case, DatasetReader, Issue, issue_from
 from lvmbench.data.ood import ood_readers
-from lvmbench.data.splits import SPLITS, Split, resolve_split
+from lvmbench.data.split_checks import class_coverage_issues, duplicate_fix, duplicate_issues, group_by_issue
+from lvmbench.data.splits import resolve_split
 from lvmbench.data.task_data import TaskData, dataset_root, limit_cases, task_reader
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
@@ -182,29 +183,6 @@ def all_empty_issue(task_id: str, root: Path, readable: int, empty: int) -> list
     ]
 
 
-def group_by_issue(spec: TaskSpec, reader: DatasetReader, cases: list[Case]) -> list[Issue]:
-    """``split.group_by`` must be what the reader's groups are: a split declared patient-grouped
-    over cases that each form their own group puts one patient's images in train and test."""
-    want = spec.split.group_by
-    if want == "case" or len(cases) < 2 or want == getattr(reader, "case_unit", "image"):
-        return []
-    where = str(spec.folder / "task.yaml") if spec.folder else spec.id
-    if want == "site":
-        bad = next((c for c in cases if c.meta.get("site") is None or c.group != str(c.meta["site"])), None)
-        if bad is None:
-            return []
-        return [Issue(where, f"task '{spec.id}': split.group_by is 'site' but the reader's groups are not sites (case '{bad.id}' is in group '{bad.group}')", "set data.options.group: '{site}' in the task, or set split.group_by to what the reader groups by")]
-    if len({c.group for c in cases}) < len(cases):
-        return []
-    return [
-        Issue(
-            where,
-            f"task '{spec.id}': split.group_by is '{want}' but the reader gives each of the {len(cases)} cases its own group (it has no {want} information), so one {want}'s images can sit in train and test",
-            f"set data.options.group to a template naming the {want} (e.g. '{{{want}}}' from a named group of data.options.pattern), or set split.group_by: case if each case is its own {want}",
-        )
-    ]
-
-
 # -- dataset-level checks ----------------------------------------------------------------------
 
 
@@ -233,27 +211,13 @@ def count_issues(spec: TaskSpec, reader: DatasetReader, cases: list[Case], root:
     return issues
 
 
-def duplicate_issues(split: Split, digests: dict[str, str], root: Path) -> list[Issue]:
-    """Byte-identical decoded images in two different split parts: the same image is scored twice."""
-    where: dict[str, list[tuple[str, Case]]] = defaultdict(list)
-    for s in SPLITS:
-        for c in split[s]:
-            if c.id in digests:
-                where[digests[c.id]].append((s, c))
-    issues = []
-    for hits in where.values():
-        parts = {s for s, _ in hits}
-        if len(parts) > 1:
-            (s0, c0), others = hits[0], hits[1:]
-            names = ", ".join(f"{c.id} ({s})" for s, c in others[:3])
-            issues.append(Issue(str(root / c0.image), f"identical image in {s0} and in {names}", "leakage: group identical images (class_folders option group_identical) or drop duplicates", fatal=False))
-    return issues
-
-
 # -- whole tasks -------------------------------------------------------------------------------
 
 
-def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None, *, workers: int | None = None, progress: bool = True) -> TaskReport:
+def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None, *, workers: int | None = None, progress: bool = True,
+                cache_dir: Path | None = None) -> TaskReport:
+    """Check one task's data. ``cache_dir``: remember the cases that passed there (as ``eval``'s
+    pre-run check does), so a later ``eval --cache-dir`` on the same files decodes none again."""
     try:
         root = dataset_root(spec, data_root)
     except DataError as e:
@@ -275,11 +239,15 @@ def verify_task(spec: TaskSpec, data_root: Path | None, suite: str | None = None
     report.issues += found
     report.issues += all_empty_issue(spec.id, root, len(cases) - len(broken), len(empty))
     report.issues += _dataset_checks(reader, cases)
+    if cache_dir is not None:
+        stamps = {c.id: _case_stamp(reader, c, spec.classes) for c in cases if c.id not in broken}
+        _VerifiedStore(cache_dir, reader, spec.classes).add(st + (":empty" if cid in empty else "") for cid, st in stamps.items() if st is not None)
     try:
         split = resolve_split(cases, spec.split, spec.id, suite, spec.folder)
         report.split_counts, report.split_origin = split.counts(), split.origin
+        report.issues += class_coverage_issues(spec, split)
         report.issues += [Issue(split.origin, f"flawed split: {f}", "results are flagged; re-import without --allow-flawed-split for a clean split", fatal=False) for f in split.flags]
-        report.issues += duplicate_issues(split, digests, root)
+        report.issues += duplicate_issues(split, digests, root, duplicate_fix(spec))
     except UserError as e:
         report.issues.append(issue_from(e, spec.folder or root))
     for name, ood in _ood_or_issue(spec, data_root, report):
@@ -332,6 +300,7 @@ def preflight(data: TaskData, cache_dir: Path | None, log: Callable[[str], None]
         log(f"note  {spec.id}: split from {data.split.origin}")
     issues = count_issues(spec, data.reader, data.cases, data.root)
     issues += group_by_issue(spec, data.reader, data.cases)
+    issues += class_coverage_issues(spec, data.split)
     issues += _check_remembered(data.reader, data.cases, spec.classes, cache_dir, workers, progress, f"check {spec.id}", spec.id)
     for o in data.ood:  # listed when the task's data loaded (an unreadable set failed the load)
         issues += _check_remembered(o.reader, o.cases, spec.classes, cache_dir, workers, progress, f"check {spec.id}:{o.name}", f"{spec.id}:{o.name}")

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lvmbench.data.batches import batch_bounds
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.interrupt import interruptible
 from lvmbench.metrics.detection import (
@@ -100,8 +101,7 @@ class Detection(Protocol):
         train_labels = [lab for _, lab in ds["train"].targets]
 
         def steps_per_epoch() -> int:
-            n = len(repeat_factor_indices(train_labels, len(classes), hp.oversample_thr))
-            return n // bs if n > bs else 1
+            return len(batch_bounds(len(repeat_factor_indices(train_labels, len(classes), hp.oversample_thr)), bs, hp.drop_last))
 
         def new_optimiser() -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
             opt = adam(params, ctx.device, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -159,12 +159,14 @@ class Detection(Protocol):
             gen = torch.Generator().manual_seed(ctx.seed * 100_003 + epoch)
             order = repeat_factor_indices(train_labels, len(classes), hp.oversample_thr)
             perm = [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
-            dl = DataLoader(torch.utils.data.Subset(ds["train"], perm), batch_size=bs, shuffle=False, num_workers=loader_workers(ctx), collate_fn=collate, drop_last=len(perm) > bs)
+            batches = [list(range(a, b)) for a, b in batch_bounds(len(perm), bs, hp.drop_last)]  # every image unless drop_last
+            dl = DataLoader(torch.utils.data.Subset(ds["train"], perm), batch_sampler=batches, num_workers=loader_workers(ctx), collate_fn=collate)
             model.train()
             t_ep = time.perf_counter()
             losses: list[float] = []
+            lrs: list[float] = []  # the rate each step used
             for batch in tqdm(dl, desc=f"detection e{epoch}/{epochs}", disable=not ctx.progress, leave=False):
-                if hp.augment and hp.hflip:
+                if hp.hflip:  # resolved: false without augment
                     flips = torch.rand(len(batch), generator=gen) < 0.5
                     batch = [hflip(s) if f else s for s, f in zip(batch, flips.tolist())]
                 images = [to_input(s) for s in batch]
@@ -173,12 +175,12 @@ class Detection(Protocol):
                     loss_dict = backend.losses(model, images, targets)
                 loss = sum(v.float() for v in loss_dict.values())
                 guard.check(loss, epoch)
-                optimiser_step(loss, opt, sched, params, hp.grad_clip)
+                lrs.append(optimiser_step(loss, opt, sched, params, hp.grad_clip))
                 losses.append(float(loss.detach()))
                 state["steps"] += 1
             guard.end_epoch(epoch)
             state["train_s"] += time.perf_counter() - t_ep
-            rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
+            rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "lr": lrs[0] if lrs else hp.lr, "lr_last": lrs[-1] if lrs else hp.lr}
             if not paper and (epoch % hp.val_every == 0 or epoch == epochs):
                 val = validation_score(predict("val"))
                 rec[f"val_{select}"] = val
@@ -186,7 +188,7 @@ class Detection(Protocol):
                 if np.isfinite(val) and val > state["best_val"]:
                     state.update(best_val=val, best_epoch=epoch, best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             state["history"].append(rec)
-            epoch_line(ctx, epoch, epochs, t_ep, **{k: v for k, v in rec.items() if k != "epoch"})
+            epoch_line(ctx, epoch, epochs, t_ep, **{k: v for k, v in rec.items() if k not in ("epoch", "lr_last")})
             state["epoch"] = epoch
             if epoch < epochs:
                 resume.save_if_due(model, opt, sched, state)

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.transforms.v2.functional import autocontrast
 from tqdm.auto import tqdm
 
+from lvmbench.data.batches import ShuffledBatches
 from lvmbench.data.cases import Case
 from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.data.transforms import normalize_batch
@@ -70,8 +72,9 @@ class Classifier(nn.Module):
         return self.head(self.encoder.embed(x))
 
 
-def augment(x: torch.Tensor, crop: int | None, hflip: bool, train: bool, gen: torch.Generator) -> torch.Tensor:
-    """Batch augmentation on device. Train: random crop + flip; eval: centre crop only."""
+def augment(x: torch.Tensor, crop: int | None, hflip: bool, train: bool, gen: torch.Generator, autocontrast_p: float = 0.0) -> torch.Tensor:
+    """Batch augmentation on device. Train: random crop + flip + autocontrast (torchvision's
+    RandomAutocontrast, per image with probability ``autocontrast_p``); eval: centre crop only."""
     if crop and crop < x.shape[-1]:
         h, w = x.shape[-2:]
         if train:
@@ -83,6 +86,9 @@ def augment(x: torch.Tensor, crop: int | None, hflip: bool, train: bool, gen: to
     if train and hflip:
         flip = torch.rand(x.shape[0], generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if train and autocontrast_p > 0:
+        pick = torch.rand(x.shape[0], generator=gen) < autocontrast_p
+        x = torch.where(pick.view(-1, 1, 1, 1).to(x.device), autocontrast(x), x)
     return x
 
 
@@ -99,7 +105,7 @@ class FineTune(Protocol):
         head_name = ctx.unit.head
         head_hp = dict(hp.head_params.get(head_name, {}))
         batch_size, crop, objective = hp.batch_size, hp.crop, hp.objective
-        hflip = hp.augment and hp.hflip
+        hflip = hp.hflip  # resolved: false without augment (FinetuneSettings.resolve)
         random_train_crop = hp.augment  # off: the centre crop in training too
         amp = ctx.run.amp
         primary = str(hp.select_metric)
@@ -129,13 +135,10 @@ class FineTune(Protocol):
         train_ds = image_dataset(ctx, splits["train"])
         loader_gen = torch.Generator().manual_seed(ctx.seed)  # the shuffle order; saved with a resume checkpoint
         sampler = None
-        if objective == "ce":
-            drop_last = len(train_ds) > batch_size
+        if objective == "ce":  # every image each epoch unless drop_last (lvmbench/data/batches.py)
             dl = DataLoader(
                 train_ds,
-                batch_size=batch_size,
-                shuffle=True,
-                drop_last=drop_last,
+                batch_sampler=ShuffledBatches(len(train_ds), batch_size, hp.drop_last, loader_gen),
                 num_workers=loader_workers(ctx),
                 pin_memory=ctx.device.type == "cuda",
                 persistent_workers=loader_workers(ctx) > 0,
@@ -195,16 +198,18 @@ class FineTune(Protocol):
         for epoch in range(first, hp.epochs + 1):
             model.train()
             t_loop = t_wait = time.perf_counter()
+            lr_first: float | None = None  # the rates of the epoch's first and last steps
             for x, y, _ in tqdm(dl, desc=f"finetune e{epoch}", disable=not ctx.progress, leave=False):
                 data_wait += time.perf_counter() - t_wait
                 steps += 1
                 images += len(x)
-                x = augment(x.to(ctx.device, non_blocking=True), crop, hflip, random_train_crop, gen)
+                x = augment(x.to(ctx.device, non_blocking=True), crop, hflip, random_train_crop, gen, hp.autocontrast)
                 y = y.to(ctx.device, non_blocking=True)
                 with autocast(ctx.device, amp):
                     loss = loss_fn(model(model_layout(normalize_batch(x, norm))).float(), y)
                 guard.check(loss, epoch)
-                optimiser_step(loss, opt, sched, model.parameters(), hp.grad_clip)
+                lr_last = optimiser_step(loss, opt, sched, model.parameters(), hp.grad_clip)
+                lr_first = lr_last if lr_first is None else lr_first
                 t_wait = time.perf_counter()
             guard.end_epoch(epoch)
             if ctx.device.type == "cuda":
@@ -213,7 +218,7 @@ class FineTune(Protocol):
             loop_s += t_val - t_loop
             val = score(splits["val"], predict(splits["val"]), n_cls)[primary]
             val_s += time.perf_counter() - t_val
-            history.append({"epoch": epoch, "val": val, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"]})
+            history.append({"epoch": epoch, "val": val, "loss": float(loss.detach()), "lr": lr_first, "lr_last": lr_last})
             epoch_line(ctx, epoch, hp.epochs, t_loop, loss=history[-1]["loss"], **{f"val_{primary}": val})
             selector.offer(val, lambda: copy.deepcopy(model.state_dict()), {"epoch": epoch, "val_primary": val})
             if epoch < hp.epochs:

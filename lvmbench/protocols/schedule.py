@@ -47,12 +47,15 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: Schedule, epochs: int, 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(schedule, step, epochs, steps_per_epoch))
 
 
-def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, params, grad_clip: float | None) -> None:
+def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, params, grad_clip: float | None) -> float:
     """One training step as every protocol takes it: backward, gradient-norm clipping when set,
-    the optimiser, then the per-step schedule."""
+    the optimiser, then the per-step schedule. Returns the learning rate this step used (the first
+    parameter group's, read before the schedule moves it on: what a result's history records)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    used = float(opt.param_groups[0]["lr"])
     opt.step()
     sched.step()
+    return used

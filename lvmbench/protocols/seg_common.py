@@ -94,7 +94,7 @@ class SegProtocol(Protocol):
         t_data = time.perf_counter() - t0
 
         x_tr, y_tr, train_counts = self.training_arrays(ctx, hp, data["train"])
-        batches, n_batches = shuffled_batches(*on_device(ctx, x_tr, y_tr), hp.batch_size, gen, hflip=hp.augment)
+        batches, n_batches = shuffled_batches(*on_device(ctx, x_tr, y_tr), hp.batch_size, gen, hflip=hp.augment, drop_last=hp.drop_last)
         validate = lambda: self.validation_score(ctx, model, data["val"], hp)  # noqa: E731
         t1 = time.perf_counter()
         chosen, history, train_timings = train_model(ctx, model, hp, batches, n_batches, validate, gen)

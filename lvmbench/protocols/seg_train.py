@@ -17,6 +17,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from tqdm.auto import tqdm
 
+from lvmbench.data.batches import batch_bounds
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.heads.unet import UNet
 from lvmbench.interrupt import interruptible
@@ -66,18 +67,19 @@ def dice_ce_loss() -> nn.Module:
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)
 
 
-def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator, hflip: bool = False) -> tuple[Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], int]:
-    """A fresh permutation per epoch over in-memory arrays; the last partial batch is dropped
-    (BatchNorm on one image) unless it is the only one. ``hflip``: each image and its mask are
-    flipped left-right together with probability 1/2. Returns the batch factory and its length."""
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: torch.Generator, hflip: bool = False, drop_last: bool = False) -> tuple[Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]], int]:
+    """A fresh permutation per epoch over in-memory arrays, cut by
+    :func:`lvmbench.data.batches.batch_bounds`: every image each epoch unless ``drop_last`` (a
+    last batch of one image joins the one before, for BatchNorm). ``hflip``: each image and its
+    mask are flipped left-right together with probability 1/2. Returns the batch factory and its
+    length."""
     n = len(x)
-    bs = min(batch_size, n)
-    stop = (n // bs) * bs if n > bs else n
+    bounds = batch_bounds(n, batch_size, drop_last)
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = torch.randperm(n, generator=gen)
-        for i in range(0, stop, bs):
-            idx = perm[i : i + bs]
+        for a, b in bounds:
+            idx = perm[a:b]
             xb, yb = x[idx], y[idx]
             if hflip:
                 flip = (torch.rand(len(idx), generator=gen) < 0.5).to(xb.device)
@@ -85,7 +87,7 @@ def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, gen: tor
                 yb = torch.where(flip.view(-1, 1, 1), yb.flip(-1), yb)
             yield xb, yb
 
-    return batches, max(1, stop // bs)
+    return batches, max(1, len(bounds))
 
 
 def train_model(
@@ -130,6 +132,7 @@ def train_model(
         # the epoch's loss is summed on the device (float64, as Python floats would) so that no
         # step waits for the GPU to report its loss
         total, steps = torch.zeros((), dtype=torch.float64, device=ctx.device), 0
+        lr_first = lr_last = hp.lr  # the rates of the epoch's first and last steps
         t_loop = t_wait = time.perf_counter()
         for x, y in tqdm(batches(epoch), desc=f"{ctx.unit.protocol} e{epoch}", total=n_batches, disable=not ctx.progress, leave=False):
             wait += time.perf_counter() - t_wait
@@ -139,7 +142,8 @@ def train_model(
                 logits = model(inp)
             loss = loss_fn(logits.float(), target)
             guard.check(loss, epoch)
-            optimiser_step(loss, opt, sched, model.parameters(), hp.grad_clip)
+            lr_last = optimiser_step(loss, opt, sched, model.parameters(), hp.grad_clip)
+            lr_first = lr_last if steps == 0 else lr_first
             total += loss.detach()
             steps += 1
             images += len(x)
@@ -152,7 +156,7 @@ def train_model(
         all_steps += steps
         val = float(validate())
         val_time += time.perf_counter() - t_val
-        history.append({"epoch": epoch, "loss": float(total) / max(1, steps), "val": val})
+        history.append({"epoch": epoch, "loss": float(total) / max(1, steps), "val": val, "lr": lr_first, "lr_last": lr_last})
         epoch_line(ctx, epoch, hp.epochs, t_loop, loss=history[-1]["loss"], **{f"val_{hp.select_metric}": val})
         # the earliest epoch wins ties; a NaN score never wins
         selector.offer(val, lambda: {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}, {"epoch": epoch, "val_primary": val})

@@ -31,8 +31,11 @@ def select_tasks(req: EvalRequest) -> list[TaskSpec]:
 
 
 def resolve_data_root(req: EvalRequest, log: Any = None) -> Path | None:
-    """``req.data_root`` is ``--data-root`` as given; LVMBENCH_DATA applies to real-data suites only."""
-    return suite_data_root(req.suite, req.data_root, cache_dir=req.cache_dir, log=log)
+    """``req.data_root`` is ``--data-root`` as given; LVMBENCH_DATA applies to real-data suites only.
+    A synthetic suite writes only the datasets the request's tasks read (``--tasks kvasir_seg``:
+    one, not every one)."""
+    tasks = select_tasks(req) if get_suite(req.suite).synthetic else None
+    return suite_data_root(req.suite, req.data_root, cache_dir=req.cache_dir, log=log, tasks=tasks)
 
 
 def cli_settings(req: EvalRequest) -> dict[str, str]:

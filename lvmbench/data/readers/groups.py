@@ -62,6 +62,7 @@ class GroupSource(ReaderOptions):
     # not ``on``: YAML 1.1 reads an ``on:`` key as the boolean true
     input: Str = Field("{stem}", description="template giving what regex/file/ranges read from each case")
     unmatched: Literal["error", "own"] = Field("error", description="a case no source names: error | own (its own group)")
+    name: Str | None = Field(None, description="what a group is (sequence, lesion, eye, ...), for split.group_by; default: read from the source ({sequence} -> sequence, column lesion_id -> lesion)")
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +92,44 @@ class GroupSource(ReaderOptions):
             except re.error as e:
                 raise ValueError(f"invalid regular expression ({e})") from None
         return v
+
+
+def declared_names(source: GroupSource | None) -> set[str]:
+    """The names ``split.group_by`` may give these groups: ``name`` when set, else what the source
+    says: a template's field (``{sequence}`` -> sequence), a column or a file's value column
+    (``lesion_id`` -> lesion_id and lesion), a regex's named group (other than ``group``)."""
+    if source is None:
+        return set()
+    if source.name:
+        return {source.name.lower()}
+    words: list[str] = []
+    if source.template is not None:
+        words += re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", source.template)
+    for col in (source.column, source.value if source.file is not None else None):
+        if col:
+            words.append(col)
+    if source.regex is not None:
+        words += [g for g in re.compile(source.regex).groupindex if g != "group"]
+    out = set()
+    for w in words:
+        w = re.sub(r"[^a-z0-9]+", "_", w.lower()).strip("_")
+        if w:
+            out.add(w)
+            out.add(re.sub(r"_(id|ids|no|number|nr)$", "", w) or w)
+    return out
+
+
+def reader_group_names(reader: object) -> set[str]:
+    """What a reader's groups are, as ``split.group_by`` may name them: its ``data.options.group``
+    source, plus a plugin reader's own ``group_names``."""
+    names = set(getattr(reader, "group_names", ()) or ())
+    raw = getattr(reader, "options", {}).get("group") if isinstance(getattr(reader, "options", None), dict) else None
+    if raw is not None:
+        try:
+            names |= declared_names(GroupSource.model_validate(raw))
+        except ValueError:
+            pass  # an invalid source is reported where the task loads
+    return names
 
 
 class GroupResolver:

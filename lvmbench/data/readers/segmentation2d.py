@@ -152,7 +152,7 @@ class PairedImages(DatasetReader):
         o = self.options
         matched, unmatched = self.layout.scan()
         cases: list[Case] = []
-        issues = unpaired_issues(self.root, unmatched, "fits the images glob but not the layout pattern; ignored", "rename it or adjust data.options.pattern")
+        issues: list[Issue] = []
         referenced: set[str] = set()
         groups = GroupResolver(self.group, self.root)
         for rel, f in matched:
@@ -179,6 +179,10 @@ class PairedImages(DatasetReader):
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise DataError(f"two images give the same case id '{dup}'", path=self.root, fix="make data.options.id unique (e.g. include {parent})")
+        # a file that is some image's mask is no stray (one folder per case: case01/case01.png and
+        # case01/case01_mask.png both fit the images glob */*.png)
+        strays = [u for u in unmatched if u not in referenced]
+        issues = unpaired_issues(self.root, strays, "fits the images glob but not the layout pattern; ignored", "rename it or adjust data.options.pattern") + issues
         for m in self.masks:
             orphans = self.layout.candidates(m.path, near=referenced) - referenced
             issues += unpaired_issues(self.root, orphans, "mask without an image; ignored", "restore the image or remove the mask")

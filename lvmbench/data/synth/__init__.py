@@ -49,7 +49,8 @@ def write_all(out: Path, only: list[str] | None = None, seed: int = 0, log: Call
     lock in ``out``; each dataset is written into a temporary folder and renamed into place, so an
     interrupted run never leaves a half-written dataset that later looks complete.
     """
-    names = list(only or SYNTH.names())
+    names = list(SYNTH.names() if only is None else only)
+    everything = SYNTH.names()  # a dataset's seed is its place among all writers: a subset gets the same data
     for name in names:
         SYNTH.get(name)  # a misspelt name fails before anything is written
     check_target(out, names)
@@ -69,13 +70,16 @@ def write_all(out: Path, only: list[str] | None = None, seed: int = 0, log: Call
         if todo and log:
             log(f"writing {len(todo)} synthetic dataset(s) into {out} (first use only; a few seconds)")
         for name in todo:
-            _write_one(out, name, np.random.default_rng([seed, names.index(name), SYNTH_VERSION]))
+            _write_one(out, name, np.random.default_rng([seed, everything.index(name), SYNTH_VERSION]))
     return todo
 
 
-def ensure_synthetic(out: Path, log: Callable[[str], None] | None = None) -> Path:
-    """The smoke suite's data root, generated on first use."""
-    write_all(out, log=log)
+def ensure_synthetic(out: Path, log: Callable[[str], None] | None = None, only: list[str] | None = None) -> Path:
+    """The smoke suite's data root, generated on first use: every dataset, or the ``only`` ones
+    (the folders the selected tasks read; an empty list writes nothing)."""
+    if only is not None and not only:
+        return out
+    write_all(out, only, log=log)
     return out
 
 
@@ -84,13 +88,15 @@ def synthetic_root(cache_dir: Path | None = None) -> Path:
     return (cache_dir or cache_root()) / f"synth-v{SYNTH_VERSION}"
 
 
-def synthetic_suite_root(explicit: Path | None, cache_dir: Path | None = None, *, generate: bool = True, log: Callable[[str], None] | None = None) -> Path:
+def synthetic_suite_root(explicit: Path | None, cache_dir: Path | None = None, *, generate: bool = True, log: Callable[[str], None] | None = None,
+                         only: list[str] | None = None) -> Path:
     """The data root of a synthetic suite: its own folder under the cache, never the user's data.
 
     ``explicit`` is ``--data-root`` as typed (not LVMBENCH_DATA). LVMBENCH_DATA is ignored with a
     note: README tells users to export it for real data, and a smoke run must work (and must not
     touch that data) in such a shell. An explicit ``--data-root`` is a deliberate request that
     cannot be honoured silently: it must be a synthetic root lvmbench wrote, or the run stops.
+    ``only``: the dataset folders to write (default: every registered one).
     """
     if explicit is not None:
         if not is_synthetic_root(Path(explicit)):
@@ -105,7 +111,7 @@ def synthetic_suite_root(explicit: Path | None, cache_dir: Path | None = None, *
         if env and log:
             log(f"note: the smoke suite uses its own synthetic data; LVMBENCH_DATA ({env}) is ignored")
         root = synthetic_root(usable_cache_dir(cache_dir) if generate else cache_dir)
-    return ensure_synthetic(root, log) if generate else root
+    return ensure_synthetic(root, log, only) if generate else root
 
 
 # -- ownership: what the harness may write -------------------------------------------------------

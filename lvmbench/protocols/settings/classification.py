@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from lvmbench.kit import Bool, Float, Int, NonNegFloat, PosFloat, PosInt
+from lvmbench.kit import Bool, Float, Fraction01, Int, NonNegFloat, PosFloat, PosInt
 from lvmbench.protocols.settings.common import (
     CLASSIFICATION_METRICS,
+    DROP_LAST_DOC,
     FeatureSettings,
     HeadSettings,
     ProtocolSettings,
@@ -22,6 +23,7 @@ class LinearSettings(FeatureSettings, HeadSettings):
     lrs: list[PosFloat] = Field(default_factory=lambda: [1e-3], min_length=1, description="learning rates trained side by side; the best on validation is kept")
     epochs: PosInt = Field(20, description="passes over the training features")
     batch_size: PosInt = Field(64, description="training minibatch")
+    drop_last: Bool = Field(False, description=DROP_LAST_DOC)
     weight_decay: NonNegFloat = Field(0.0, description="Adam weight decay")
     standardize: Bool = Field(True, description="centre and scale features with training statistics")
     schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule (see Schedule)")
@@ -56,13 +58,15 @@ class FinetuneSettings(ProtocolSettings, HeadSettings):
     lr: PosFloat = Field(1e-4, description="Adam learning rate")
     epochs: PosInt = Field(30, description="training epochs; validation after each")
     batch_size: PosInt = Field(32, description="training minibatch")
+    drop_last: Bool = Field(False, description=DROP_LAST_DOC + " (objective ce; ms/triplet batches are always full: resolved to false)")
     eval_batch_size: PosInt | None = Field(None, description="validation/test batch; default max(batch_size, 64)")
     weight_decay: NonNegFloat = Field(0.0, description="Adam weight decay")
     grad_clip: PosFloat | None = Field(None, description="gradient-norm clipping; none = off")
     schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule")
-    augment: Bool = Field(True, description="training augmentation (random crop when crop is set, horizontal flip when hflip); off = centre crop only")
-    crop: PosInt | None = Field(None, description="crop side (random in training, centre at test); none = the whole image")
-    hflip: Bool = Field(True, description="random horizontal flips in training (with augment)")
+    augment: Bool = Field(False, description="training augmentation: random crop (when crop is set), horizontal flips (hflip), autocontrast; off = centre crop only. Resolved to false when it would change nothing")
+    crop: PosInt | None = Field(None, description="crop side (random in training with augment, else centre; centre at test); none = the whole image")
+    hflip: Bool = Field(True, description="random horizontal flips in training (with augment; resolved to false without it)")
+    autocontrast: Fraction01 = Field(0.0, description="probability of torchvision's RandomAutocontrast per training image (FGADR's recipe: 0.2; with augment; resolved to 0 without it)")
     paper_random_test_crop: Bool = Field(False, description="LVM-Med's FGADR flaw: random crops on the test images too (result flagged)")
     objective: Literal["ce", "ms", "triplet"] = Field("ce", description="ce (logits) | ms (multi-similarity) | triplet (symmetric, SIRL); ms/triplet predict by kNN")
     embedding_dim: PosInt = Field(128, description="ms/triplet: embedding width of the head")
@@ -91,9 +95,15 @@ class FinetuneSettings(ProtocolSettings, HeadSettings):
         return self
 
     def resolve(self, task: "TaskSpec") -> "FinetuneSettings":
+        # recorded settings show what took effect: an inert key takes its "off" value
+        augment = self.augment and (self.crop is not None or self.hflip or self.autocontrast > 0)
         return self.model_copy(update={
             "select_metric": self.select_for(task, self.select_metric),
             "eval_batch_size": self.eval_batch_size or max(self.batch_size, 64),
+            "augment": augment,
+            "hflip": self.hflip and augment,
+            "autocontrast": self.autocontrast if augment else 0.0,
+            "drop_last": self.drop_last and self.objective == "ce",
         })
 
 

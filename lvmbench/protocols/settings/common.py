@@ -83,6 +83,10 @@ NORMALIZE_DOC = (
     "{mean: [...], std: [...]}; default: the task's preprocess.intensity"
 )
 BnMode = Literal["eval", "adapt"]
+DROP_LAST_DOC = (
+    "drop the last partial batch of each epoch; false: every training image is seen every epoch "
+    "(a last batch of one image joins the batch before it, for BatchNorm; lvmbench/data/batches.py)"
+)
 
 
 class ProtocolSettings(StrictModel):

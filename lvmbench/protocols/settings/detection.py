@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from lvmbench.kit import Bool, Float, Fraction01, Int, NonNegFloat, PosFloat, PosInt
-from lvmbench.protocols.settings.common import ProtocolSettings, Schedule
+from lvmbench.protocols.settings.common import DROP_LAST_DOC, ProtocolSettings, Schedule
 
 if TYPE_CHECKING:
     from lvmbench.spec import TaskSpec
@@ -18,10 +18,11 @@ class DetectionSettings(ProtocolSettings):
     weight_decay: NonNegFloat = Field(1e-4, description="Adam weight decay")
     epochs: PosInt = Field(40, description="training epochs")
     batch_size: PosInt = Field(8, description="images per step")
+    drop_last: Bool = Field(False, description=DROP_LAST_DOC)
     grad_clip: PosFloat | None = Field(None, description="gradient-norm clipping; none = off")
     schedule: Schedule = Field(default_factory=Schedule, description="learning-rate schedule")
-    augment: Bool = Field(True, description="training augmentation (horizontal flips when hflip)")
-    hflip: Bool = Field(True, description="random horizontal flips (with augment)")
+    augment: Bool = Field(False, description="training augmentation (horizontal flips when hflip; mmdet's RandomFlip 0.5); resolved to false when it would change nothing")
+    hflip: Bool = Field(True, description="random horizontal flips (with augment; resolved to false without it)")
     frozen_stages: Int = Field(1, ge=0, le=1, description="0: nothing frozen | 1: stem + first stage frozen (mmdet's frozen_stages=1)")
     norm_eval: Bool = Field(True, description="BatchNorm statistics frozen")
     resize: Literal["keep_ratio", "stretch"] = Field("keep_ratio", description="training resize to preprocess.size: keep_ratio (long side) | stretch")
@@ -46,4 +47,5 @@ class DetectionSettings(ProtocolSettings):
         return self
 
     def resolve(self, task: "TaskSpec") -> "DetectionSettings":
-        return self.model_copy(update={"select_metric": self.select_for(task, self.select_metric)})
+        augment = self.augment and self.hflip  # recorded settings show what took effect
+        return self.model_copy(update={"select_metric": self.select_for(task, self.select_metric), "augment": augment, "hflip": augment})

@@ -19,6 +19,7 @@ from lvmbench.kit import (
 )
 from lvmbench.protocols.clean_scoring import CleanScoring
 from lvmbench.protocols.settings.common import (
+    DROP_LAST_DOC,
     NORMALIZE_DOC,
     Normalize,
     ProtocolSettings,
@@ -32,6 +33,7 @@ class SegSettings(ProtocolSettings, CleanScoring):
     lr: PosFloat = Field(1e-3, description="Adam learning rate")
     epochs: PosInt = Field(30, description="training epochs; validation after each")
     batch_size: PosInt = Field(16, description="training minibatch (images or slices)")
+    drop_last: Bool = Field(False, description=DROP_LAST_DOC)
     eval_batch_size: PosInt | None = Field(None, description="validation/test batch; default max(16, batch_size)")
     weight_decay: NonNegFloat = Field(0.0, description="Adam weight decay")
     betas: tuple[Fraction01, Fraction01] = Field((0.9, 0.999), description="Adam betas")
