@@ -23,7 +23,7 @@ from lvmbench.protocols.clean_scoring import clean_conventions
 from lvmbench.protocols.features import loader_workers
 from lvmbench.protocols.resume import Resume
 from lvmbench.protocols.seg_data import Prep, Prepared, prepare
-from lvmbench.protocols.seg_scores import AllBackground, Scores, ood_summary
+from lvmbench.protocols.seg_scores import Scores, ood_summary, trivial_predictors
 from lvmbench.protocols.seg_train import (
     build_model,
     on_device,
@@ -33,6 +33,7 @@ from lvmbench.protocols.seg_train import (
 )
 from lvmbench.protocols.selection import require_validation
 from lvmbench.protocols.settings import SegSettings
+from lvmbench.stats import higher_is_better
 
 
 def make_prep(ctx: RunContext, hp: SegSettings) -> Prep:
@@ -70,15 +71,22 @@ class SegProtocol(Protocol):
         """The selection metric on the validation split (no HD95, no native-size scores)."""
         return self.evaluate(ctx, model, prep, hp.model_copy(update={"hd95": False}), "val", validation=True)[0][str(hp.select_metric)]
 
-    def baseline(self, ctx: RunContext, model: UNet, test: Prepared, oods: list, hp: SegSettings) -> dict[str, Any]:
-        """The task's primary metric of an all-background prediction on the same test (and OOD) sets."""
-        null, quick = AllBackground(model, ctx.task.num_classes), hp.model_copy(update={"hd95": False})
-        metrics = self.evaluate(ctx, null, test, quick, "test")[0]
-        for o, prep in oods:
-            metrics.update(self.evaluate(ctx, null, prep, quick, f"ood:{o.name}", f"_{slug(o.name)}")[0])
-        metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
+    def baseline(self, ctx: RunContext, model: UNet, train: Prepared, test: Prepared, oods: list, hp: SegSettings) -> dict[str, Any]:
+        """The task's primary metric of the best trivial mask (all background, all foreground, the
+        training-set mean mask; ``seg_scores.trivial_predictors``) on the same test (and OOD) sets,
+        through the same scorer: what a model that learned nothing can reach."""
+        quick = hp.model_copy(update={"hd95": False, "nsd_tolerance_mm": None})  # the primary metric needs neither
         primary = ctx.task.primary_metric
-        return {"metric": primary, "value": float(metrics.get(primary, float("nan"))), "predictor": "all background"}
+        values: dict[str, float] = {}
+        for name, null in trivial_predictors(model, ctx.task.num_classes, train.masks, list(hp.score_classes or [])).items():
+            metrics = self.evaluate(ctx, null, test, quick, "test")[0]
+            for o, prep in oods:
+                metrics.update(self.evaluate(ctx, null, prep, quick, f"ood:{o.name}", f"_{slug(o.name)}")[0])
+            metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
+            values[name] = float(metrics.get(primary, float("nan")))
+        sign = 1.0 if higher_is_better(primary) else -1.0
+        best = max(values, key=lambda k: (sign * values[k] if values[k] == values[k] else float("-inf"), -list(values).index(k)))
+        return {"metric": primary, "value": values[best], "predictor": best, "candidates": values}
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: SegSettings = ctx.settings  # type: ignore[assignment]
@@ -110,7 +118,7 @@ class SegProtocol(Protocol):
             undefined.update(und)
             counts[f"ood:{o.name}"] = len(prep.cases)
         metrics.update(ood_summary(metrics, [o.name for o, _ in oods], self.ood_keys))
-        baseline = self.baseline(ctx, model, data["test"], oods, hp)
+        baseline = self.baseline(ctx, model, data["train"], data["test"], oods, hp)
         Resume(ctx).clear()  # scored: a stop now would not train again
         used = {"selected": chosen, **runtime_hparams(ctx)}
         return ProtocolOutput(

@@ -105,15 +105,39 @@ def ood_summary(metrics: dict[str, float], names: list[str], keys: tuple[str, ..
     return extra
 
 
-class AllBackground(nn.Module):
-    """The baseline every segmentation result states: predicts background everywhere (through the
-    same scoring code, so the paper's empty-empty = 1 rule counts for it too)."""
+class TrivialMask(nn.Module):
+    """A predictor that ignores the image: the same label map (S, S) for every image or slice, with
+    the U-Net's interface, so the baseline goes through the very scorer the model does."""
 
-    def __init__(self, model: UNet, num_classes: int):
+    def __init__(self, model: UNet, num_classes: int, labels: torch.Tensor):
         super().__init__()
-        self.in_channels, self.encoder, self.k = model.in_channels, model.encoder, num_classes
+        self.in_channels, self.encoder = model.in_channels, model.encoder
+        self.register_buffer("template", F.one_hot(labels.long(), num_classes).permute(2, 0, 1).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.zeros(x.shape[0], self.k, *x.shape[-2:], device=x.device)
-        logits[:, 0] = 1.0
-        return logits
+        t = self.template.to(x.device)
+        if t.shape[-2:] != x.shape[-2:]:
+            t = F.interpolate(t[None], size=x.shape[-2:], mode="nearest")[0]
+        return t.expand(x.shape[0], -1, -1, -1)
+
+
+def trivial_predictors(model: UNet, num_classes: int, train_masks: list[torch.Tensor], score_classes: list[int]) -> dict[str, TrivialMask]:
+    """What a model that learned nothing about the images can predict (the baseline is the best of
+    them under the task's own scorer):
+
+    - ``all background``: class 0 everywhere (under the paper's empty-empty = 1 rule it scores the
+      share of empty images);
+    - ``all foreground``: the scored foreground class most frequent in the training masks, everywhere;
+    - ``training mean mask``: at each pixel, the label most frequent there over the training
+      images (slices), i.e. where the object usually is.
+    """
+    masks = torch.cat([m.reshape(-1, *m.shape[-2:]) for m in train_masks]).long()  # (n, S, S)
+    size = masks.shape[-2:]
+    counts = torch.stack([(masks == c).sum(0) for c in range(num_classes)])  # (K, S, S)
+    totals = counts.flatten(1).sum(1)
+    fg = max(score_classes, key=lambda c: (int(totals[c]), -c))
+    return {
+        "all background": TrivialMask(model, num_classes, torch.zeros(size, dtype=torch.long)),
+        "all foreground": TrivialMask(model, num_classes, torch.full(size, fg, dtype=torch.long)),
+        "training mean mask": TrivialMask(model, num_classes, counts.argmax(0)),
+    }
