@@ -22,7 +22,7 @@ from lvmbench.data.cache import ArrayCache
 from lvmbench.data.datasets import ImageDataset
 from lvmbench.data.task_data import load_task_data
 from lvmbench.suites import suite_data_root
-from lvmbench.suites import suite_tasks as select
+from lvmbench.tasks import suite_tasks as select
 
 
 def one_pass(spec, data, cases, cache: ArrayCache, workers: int) -> float:

@@ -16,17 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lvmbench.data.synth import SYNTH, synthetic_suite_root
-from lvmbench.errors import UnknownNameError, UserError
+from lvmbench.errors import UnknownNameError
 from lvmbench.paths import data_root as explicit_or_env
 from lvmbench.registry import suggest
 from lvmbench.spec import TaskSpec
-from lvmbench.task_files import SUITES, Suite, declared_suites  # noqa: F401 (the suites' API)
-from lvmbench.tasks import all_tasks, get_task, is_builtin
+from lvmbench.task_files import SUITES, Suite, declared_suites, parsed_tasks  # noqa: F401 (the suites' API)
 
 
 def all_suites() -> dict[str, Suite]:
-    """Built-in suites, plugin-described suites, and every other suite a task names."""
-    return declared_suites(all_tasks())
+    """Built-in suites, plugin-described suites, and every other suite a task names (task files
+    parsed, not checked: naming a suite needs no protocol, and with it no torch)."""
+    return declared_suites(parsed_tasks())
 
 
 def get_suite(name: str) -> Suite:
@@ -37,15 +37,6 @@ def get_suite(name: str) -> Suite:
         return known[name]
     hint = suggest(name, list(known))
     raise UnknownNameError(f"no suite '{name}'" + (f"; did you mean '{hint}'?" if hint else f"; known: {', '.join(known)}"))
-
-
-def check_membership(spec: TaskSpec, suite: str) -> None:
-    """A task from outside the repository runs only in the suites it names: its results never land
-    in another suite's table (``lvmmed`` above all)."""
-    if is_builtin(spec) or spec.in_suite(suite) or not (spec.suites or spec.profiles):
-        return
-    own = sorted({*spec.suites, *spec.profiles})
-    raise UserError(f"task '{spec.id}' belongs to suite(s) {', '.join(own)}, not '{suite}'", fix=f"run it with --suite {own[0]}")
 
 
 def synthetic_folders(specs: list[TaskSpec]) -> list[str]:
@@ -79,12 +70,3 @@ def suite_data_root(suite: str | None, data_root: Path | None, *, cache_dir: Pat
     return Path(default) if default and Path(default).is_dir() else None
 
 
-def suite_tasks(task_ids: list[str] | None, suite: str | None) -> list[TaskSpec]:
-    """Tasks by id (or all of the suite), with the suite's profile applied."""
-    if suite:
-        get_suite(suite)
-    if task_ids:
-        specs = [get_task(t) for t in task_ids]
-    else:
-        specs = [t for t in all_tasks() if t.in_suite(suite or "lvmmed")]
-    return [s.for_suite(suite) if suite else s for s in specs]

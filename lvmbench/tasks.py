@@ -17,6 +17,8 @@ from lvmbench.metric_names import check_metric_names
 from lvmbench.protocols.base import validate_task_settings
 from lvmbench.registry import Registry
 from lvmbench.spec import TaskSpec
+from lvmbench.suites import get_suite
+from lvmbench.task_checks import checked, checked_tasks
 from lvmbench.task_files import (  # noqa: F401 (the catalog's API: reading, parsing and finding task files)
     MAX_TASK_FILE_BYTES,
     MAX_YAML_DEPTH,
@@ -32,13 +34,19 @@ from lvmbench.task_files import (  # noqa: F401 (the catalog's API: reading, par
 
 
 def load_task_file(path: Path) -> TaskSpec:
-    spec = parse_task_file(path)
+    """The task file, parsed and fully checked; a result remembered for these bytes, this place and
+    this code is used instead of checking again (``lvmbench.task_checks``: no torch to load)."""
+    return checked(parse_task_file(path), path, check_task)
+
+
+def check_task(spec: TaskSpec) -> None:
+    """The checks beyond the schema: protocol settings, reader options, metric names, also in
+    every suite profile (these import the protocols, and with them torch)."""
     validate_task_settings(spec)  # every protocol setting, also in each suite profile, is typed
     validate_task_readers(spec)  # every reader option, also in profiles and OOD sets, is typed
     check_metric_names(spec)
     for suite in spec.profiles:
         check_metric_names(spec.for_suite(suite), f"profiles.{suite}.")
-    return spec
 
 
 # task folder name -> (task file, its one-line error), for task files that did not load
@@ -48,7 +56,7 @@ ORIGINS: dict[str, dict[str, str | None]] = {}
 
 
 def _discover(reg: Registry[TaskSpec]) -> None:
-    found = discover(load_task_file)
+    found = checked_tasks(check_task)
     BROKEN.clear()
     BROKEN.update(found.broken)
     ORIGINS.update(found.origins)
@@ -87,3 +95,23 @@ def all_tasks() -> list[TaskSpec]:
 
 def tasks_in_suite(suite: str) -> list[TaskSpec]:
     return [t for t in all_tasks() if t.in_suite(suite)]
+
+
+def suite_tasks(task_ids: list[str] | None, suite: str | None) -> list[TaskSpec]:
+    """Tasks by id (or all of the suite), with the suite's profile applied."""
+    if suite:
+        get_suite(suite)
+    if task_ids:
+        specs = [get_task(t) for t in task_ids]
+    else:
+        specs = [t for t in all_tasks() if t.in_suite(suite or "lvmmed")]
+    return [s.for_suite(suite) if suite else s for s in specs]
+
+
+def check_membership(spec: TaskSpec, suite: str) -> None:
+    """A task from outside the repository runs only in the suites it names: its results never land
+    in another suite's table (``lvmmed`` above all)."""
+    if is_builtin(spec) or spec.in_suite(suite) or not (spec.suites or spec.profiles):
+        return
+    own = sorted({*spec.suites, *spec.profiles})
+    raise UserError(f"task '{spec.id}' belongs to suite(s) {', '.join(own)}, not '{suite}'", fix=f"run it with --suite {own[0]}")

@@ -126,7 +126,7 @@ def test_group_by_must_be_a_word_and_the_error_names_the_key(tmp_path, monkeypat
 
 
 def test_a_class_without_cases_is_an_error_at_verify_and_before_a_run(tmp_path, monkeypatch, capsys):
-    from generic_data import DERM_TASK, write_task
+    from generic_data import DERM_TASK
 
     root = write_derm(tmp_path / "data" / "derm", lesions=12)
     with open(root / "metadata.csv", "a") as f:

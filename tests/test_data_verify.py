@@ -220,7 +220,7 @@ def test_identical_images_across_split_parts_are_reported(tmp_path, synth_root):
 
 
 def test_data_status_is_cheap_and_says_what_is_missing(tmp_path, synth_root):
-    from lvmbench.data.data_commands import data_status
+    from lvmbench.data.status import data_status
     from lvmbench.tasks import get_task
 
     spec = get_task("retinamnist_linear").for_suite("smoke")

@@ -245,7 +245,6 @@ def test_points_and_correction_clicks_run_end_to_end(monkeypatch, tmp_path, synt
     """Slice-wise, preset sam-med2d with one point and two correction rounds: trained with clicks,
     scored after each round, conventions naming what differs from the preset."""
     import lvmbench.runner.planner
-    from lvmbench import runner
     from lvmbench.runner import EvalRequest, run
     from lvmbench.tasks import get_task
 

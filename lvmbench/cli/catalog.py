@@ -18,13 +18,12 @@ def tasks_cmd(
     data_root: Annotated[Optional[Path], typer.Option(help="check data presence under this folder")] = None,
 ) -> None:
     """List tasks: id, family, dims, metric, protocols, data status."""
-    from lvmbench.data.data_commands import data_status
+    from lvmbench.data.status import data_status
     from lvmbench.paths import data_root as default_data_root
-    from lvmbench.protocols.base import PROTOCOLS
     from lvmbench.suites import get_suite, suite_data_root
-    from lvmbench.tasks import all_tasks
 
-    specs = all_tasks()
+    found = catalog()
+    specs = [spec for _, spec in sorted(found.specs.items())]
     member = {t.id: ", ".join(sorted({*t.suites, *t.profiles})) for t in specs}  # before profiles are applied
     if suite:
         get_suite(suite)
@@ -33,19 +32,26 @@ def tasks_cmd(
     root = suite_data_root(suite, data_root, generate=False) if suite else default_data_root(data_root)
     rows = []
     for t in specs:
-        protos = []
-        for p in t.default_protocols or []:
-            protos.append(p if p in PROTOCOLS else f"{p} (not available)")
         status = data_status(t, root, suite or "lvmmed")
-        rows.append([t.id, t.family, t.dims, t.primary_metric, ", ".join(protos), member[t.id], status])
+        rows.append([t.id, t.family, t.dims, t.primary_metric, ", ".join(t.default_protocols or []), member[t.id], status])
     print(tabulate(rows, headers=["task", "family", "dims", "metric", "protocols", "suites", "data"], tablefmt="simple"))
-    from lvmbench.tasks import broken_tasks
-
-    broken = broken_tasks()
-    for name, (path, err) in broken.items():  # listed, never a reason to hide the other tasks
+    for name, (path, err) in sorted(found.broken.items()):  # listed, never a reason to hide the other tasks
         print(f"error: task '{name}' is broken (left out): {err}", file=sys.stderr)
-    if broken:
+    if found.broken:
         raise typer.Exit(2)
+
+
+def catalog():  # noqa: ANN201 (lvmbench.task_files.Discovered)
+    """Every task file, checked — from the remembered checks when the files and the code are those
+    checked before (``lvmbench.task_checks``), so listing tasks loads no protocol and no torch."""
+    from lvmbench.task_checks import checked_tasks
+
+    def check(spec):  # noqa: ANN001, ANN202
+        from lvmbench.tasks import check_task  # the protocols (torch): only for a file not checked before
+
+        check_task(spec)
+
+    return checked_tasks(check)
 
 
 @app.command("encoders")
@@ -88,9 +94,8 @@ def readers_cmd(
 def suites_cmd() -> None:
     """List suites: built-in, described by plugin packages, and named by tasks; their tasks and data."""
     from lvmbench.suites import all_suites
-    from lvmbench.tasks import all_tasks
 
-    specs = all_tasks()
+    specs = list(catalog().specs.values())
     rows = []
     for name, st in all_suites().items():
         members = sorted(t.id for t in specs if t.in_suite(name))

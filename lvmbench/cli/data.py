@@ -45,7 +45,7 @@ def verify_cmd(
     from lvmbench.data.verify import verify_task
     from lvmbench.paths import usable_cache_dir
     from lvmbench.suites import suite_data_root
-    from lvmbench.suites import suite_tasks as select
+    from lvmbench.tasks import suite_tasks as select
 
     specs = select(tasks, suite)
     try:
@@ -79,7 +79,7 @@ def split_cmd(
     """Freeze the task's split: resolve its rule once and write the case lists; runs of this suite then use them."""
     from lvmbench.data.data_commands import freeze_split
     from lvmbench.suites import suite_data_root
-    from lvmbench.suites import suite_tasks as select
+    from lvmbench.tasks import suite_tasks as select
 
     spec = select([task], suite)[0]
     path, split = freeze_split(spec, suite, suite_data_root(suite, data_root), out, force)
@@ -103,7 +103,7 @@ def import_splits_cmd(
     """Import a paper's train/val/test lists onto the task's case ids (overlap-checked)."""
     from lvmbench.data.data_commands import import_split
     from lvmbench.suites import suite_data_root
-    from lvmbench.suites import suite_tasks as select
+    from lvmbench.tasks import suite_tasks as select
 
     if carve_val is not None and not 0 < carve_val < 1:
         raise UserError("--carve-val must be in (0, 1)", fix="e.g. --carve-val 0.2")
@@ -134,7 +134,8 @@ def prompts_cmd(
 ) -> None:
     """Draw the task's prompts once and write them beside its split (read by every encoder), or export / import them."""
     from lvmbench.protocols.prompt_command import prompts_command
-    from lvmbench.suites import suite_data_root, suite_tasks
+    from lvmbench.suites import suite_data_root
+    from lvmbench.tasks import suite_tasks
 
     spec = suite_tasks([task], suite)[0]
     root = suite_data_root(suite, data_root, cache_dir=cache_dir)

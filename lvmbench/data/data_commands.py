@@ -8,31 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lvmbench.data.cases import issue_from
 from lvmbench.data.split_import import ImportResult, import_lists, load_paper_lists
 from lvmbench.data.splits import Split, frozen_split_path, make_split, write_split_file
 from lvmbench.data.task_data import dataset_root, limit_cases, task_reader
 from lvmbench.data.verify import TaskReport
 from lvmbench.errors import DataError, UserError
 from lvmbench.spec import TaskSpec
-
-
-def data_status(spec: TaskSpec, root: Path | None, suite: str | None) -> str:
-    """Cheap: folder present and the reader lists its cases (no decoding; that is `data verify`)."""
-    if root is None and spec.data.location != "task_folder":  # a sample in the task folder needs no root
-        return "no --data-root"
-    try:
-        folder = dataset_root(spec, root)  # raises for a task whose data.dir leaves the root
-        if not folder.is_dir():
-            return f"missing {spec.data.dir}/"
-        n = len(limit_cases(task_reader(spec, folder).cases(), spec.data.limit))
-    except UserError as e:
-        problem = issue_from(e, spec.data.dir).problem
-        return f"error: {problem[:60]}{'...' if len(problem) > 60 else ''} (see `lvmbench data verify {spec.id}`)"
-    status = f"ready ({n} cases)"
-    if suite and frozen_split_path(spec.id, suite).is_file():
-        status += ", split file"
-    return status
 
 
 def report_lines(report: TaskReport, max_warnings: int = 20) -> list[str]:

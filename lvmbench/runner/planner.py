@@ -13,8 +13,8 @@ from lvmbench.heads import HEADS
 from lvmbench.protocols.base import PROTOCOLS, has_transformer_recipe, resolve_settings
 from lvmbench.runner.request import EvalRequest, Planned
 from lvmbench.spec import RunUnit, TaskSpec
-from lvmbench.suites import check_membership, get_suite, suite_data_root
-from lvmbench.tasks import get_task, tasks_in_suite
+from lvmbench.suites import get_suite, suite_data_root
+from lvmbench.tasks import check_membership, get_task, tasks_in_suite
 
 
 def select_tasks(req: EvalRequest) -> list[TaskSpec]:
