@@ -16,6 +16,7 @@ Both are measured in this run, on the same images, encoder and thread count:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +35,14 @@ from lvmbench.tasks import get_task
 FROZEN = ["linear", "knn", "retrieval", "similarity_queries"]
 
 
-def bare_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Path | None, batch: int, channels_last: bool = False) -> tuple[float, int]:
+def bare_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Path | None, batch: int, channels_last: bool = False, device: str = "cpu", amp: bool = False) -> tuple[float, int]:
+    dev = torch.device(device)
     encoder, _ = create_encoder(encoder_name)
-    encoder.eval()
+    encoder.eval().to(dev)
+    if channels_last and dev.type == "cuda":  # as the harness does: weights channels-last on CUDA only
+        encoder = encoder.to(memory_format=torch.channels_last)
+    # bf16 autocast on CUDA, as `eval --amp` embeds
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and dev.type == "cuda" else contextlib.nullcontext()
     root = resolve_data_root(EvalRequest(encoder=encoder_name, suite=suite, data_root=data_root))
     n = 0
     t0 = time.perf_counter()
@@ -48,18 +54,22 @@ def bare_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Path |
         with torch.inference_mode():
             for i in range(0, len(cases), batch):
                 arrs = [resize_image(data.reader.load_image(c), pre.size, pre.resize, pre.channels) for c in cases[i : i + batch]]
-                x = normalize_batch(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2), input_norm(None, pre.intensity, encoder.input_spec))
-                encoder.embed(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+                x = normalize_batch(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).to(dev), input_norm(None, pre.intensity, encoder.input_spec))
+                with autocast:
+                    encoder.embed(x.contiguous(memory_format=torch.channels_last) if channels_last else x).float().cpu()
                 n += len(arrs)
     return time.perf_counter() - t0, n
 
 
-def harness_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Path | None, cache: Path, results: Path, overwrite: bool) -> tuple[float, int]:
+def harness_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Path | None, cache: Path, results: Path, overwrite: bool,
+                 protocols: list[str] = FROZEN, device: str = "cpu", amp: bool = False) -> tuple[float, int]:
     req = EvalRequest(
         encoder=encoder_name,
         suite=suite,
         tasks=tasks,
-        protocols=[p for p in FROZEN],
+        device=device,
+        options={"amp": True} if amp else {},
+        protocols=list(protocols),
         heads=["linear", "mlp"],
         data_root=data_root,
         results=results,
@@ -80,15 +90,20 @@ def main() -> None:
     ap.add_argument("--tasks", default="brain_tumor_linear,retinamnist_linear")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--protocols", default=",".join(FROZEN), help="frozen protocols the harness runs")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both passes)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA in both passes (eval --amp)")
     args = ap.parse_args()
     tasks = args.tasks.split(",")
+    protocols = [p for p in args.protocols.split(",") if p]
     torch.manual_seed(0)
+    kw = {"device": args.device, "amp": args.amp}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t_bare, n_images = bare_pass(args.encoder, tasks, args.suite, args.data_root, args.batch)
-        t_bare_cl, _ = bare_pass(args.encoder, tasks, args.suite, args.data_root, args.batch, channels_last=True)
-        t_cold, units = harness_pass(args.encoder, tasks, args.suite, args.data_root, tmp / "cache", tmp / "results", False)
-        t_warm, _ = harness_pass(args.encoder, tasks, args.suite, args.data_root, tmp / "cache", tmp / "results", True)
+        t_bare, n_images = bare_pass(args.encoder, tasks, args.suite, args.data_root, args.batch, **kw)
+        t_bare_cl, _ = bare_pass(args.encoder, tasks, args.suite, args.data_root, args.batch, channels_last=True, **kw)
+        t_cold, units = harness_pass(args.encoder, tasks, args.suite, args.data_root, tmp / "cache", tmp / "results", False, protocols, **kw)
+        t_warm, _ = harness_pass(args.encoder, tasks, args.suite, args.data_root, tmp / "cache", tmp / "results", True, protocols, **kw)
     fastest = min(t_bare, t_bare_cl)
     rows = [
         ["bare embed pass (decode + resize + embed)", f"{t_bare:.1f}", f"{t_bare / t_bare:.2f}", f"{t_bare / fastest:.2f}", n_images],
@@ -96,7 +111,9 @@ def main() -> None:
         [f"harness, {units} frozen units, cold caches", f"{t_cold:.1f}", f"{t_cold / t_bare:.2f}", f"{t_cold / fastest:.2f}", n_images],
         [f"harness, {units} frozen units, warm caches", f"{t_warm:.1f}", f"{t_warm / t_bare:.2f}", f"{t_warm / fastest:.2f}", n_images],
     ]
-    print(f"encoder={args.encoder} suite={args.suite} tasks={','.join(tasks)} threads={torch.get_num_threads()}")
+    where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(f"encoder={args.encoder} suite={args.suite} tasks={','.join(tasks)} protocols={','.join(protocols)} device={where} amp={'bf16' if args.amp else 'off'}")
+    print(f"bare throughput: {n_images / fastest:.1f} images/s (fastest bare pass)")
     print(tabulate(rows, headers=["run", "seconds", "ratio vs bare", "ratio vs fastest bare", "images"], tablefmt="github"))
 
 

@@ -93,33 +93,43 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--graphs", default="1,4,16,64", help="graph counts for the solver-only table")
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--modes", default="batched,loop", help="solver modes to time (loop: each graph on the CPU; slow at large batches)")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not set(modes) <= {"batched", "loop"}:
+        raise SystemExit(f"--modes: batched and/or loop, got {args.modes}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     objs, opts = {}, {}
-    for mode in ("batched", "loop"):
+    for mode in modes:
         enc, _ = create_encoder(args.encoder, seed=0)
         objs[mode] = OBJECTIVES.get("graph-matching")(enc, solver=mode).to(device).train()
         opts[mode] = torch.optim.Adam(objs[mode].parameters(), lr=2e-3)
     batch = make_batch(args.batch_size, args.image_size, device)
-    times: dict[str, list[dict[str, float]]] = {"batched": [], "loop": []}
+    times: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     for i in range(args.steps + 1):
-        for mode in ("batched", "loop"):
-            t = one_step(objs[mode], opts[mode], batch, device, not args.no_amp)
+        for mode in modes:
+            try:
+                t = one_step(objs[mode], opts[mode], batch, device, not args.no_amp)
+            except torch.OutOfMemoryError:
+                raise SystemExit(f"out of memory: {args.encoder} @ {args.image_size}px, batch {args.batch_size} ({mode}); try a smaller --image-size") from None
             if i > 0:
                 times[mode].append(t)
     med = {m: {s: statistics.median(t[s] for t in ts) for s in SECTIONS} for m, ts in times.items()}
     rows = []
-    for mode in ("batched", "loop"):
+    for mode in modes:
         r = med[mode]
         rows.append([mode, *(f"{r[s] * 1e3:.0f}" for s in SECTIONS), f"{100 * r['solver'] / r['step']:.0f}%", f"{args.batch_size / r['step']:.1f}"])
-    rows.append(["loop / batched", *(f"{med['loop'][s] / med['batched'][s]:.2f}x" for s in SECTIONS), "", ""])
+    if len(modes) == 2:
+        rows.append(["loop / batched", *(f"{med['loop'][s] / med['batched'][s]:.2f}x" for s in SECTIONS), "", ""])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{args.encoder} @ {args.image_size}px, {args.batch_size} images/step = {args.batch_size // 16} graphs of 16, "
           f"median of {args.steps} steps, {where}")
     print(tabulate(rows, headers=["solver", *(f"{s} ms" for s in SECTIONS), "solver share", "img/s"], tablefmt="github"))
     graphs = [int(g) for g in args.graphs.split(",") if g]
+    if not graphs:
+        return
     print(f"\nsolver only: forward + IMLE backward solve of G 16-node graphs ({where}, median of 3)")
     print(tabulate(solver_sweep(graphs, device, 3), headers=["graphs", "batched ms", "loop ms", "loop / batched"], tablefmt="github"))
 

@@ -39,8 +39,9 @@ def parse_options(pairs: list[str] | None) -> dict:
 
 
 def pretrain_cmd(
-    data: Annotated[list[str], typer.Option(help="image folder (recursive: PNG/JPEG/TIFF/DICOM/NIfTI slices) or WebDataset .tar shards (path, glob or {000..009} pattern); repeatable")],
-    objective: Annotated[str, typer.Option(help="pretraining objective (graph-matching = LVM-Med, mlvicx)")] = "graph-matching",
+    action: Annotated[Optional[list[str]], typer.Argument(help="`plot RUN [PNG]`: draw RUN/metrics.jsonl (default RUN/metrics.png) instead of training", show_default=False)] = None,
+    data: Annotated[Optional[list[str]], typer.Option(help="image folder (recursive: PNG/JPEG/TIFF/DICOM/NIfTI slices, MedMNIST .npz) or WebDataset .tar shards (path, glob or {000..009} pattern); repeatable")] = None,
+    objective: Annotated[str, typer.Option(help="pretraining objective (graph-matching = LVM-Med, mlvicx, vicreg, simclr)")] = "graph-matching",
     encoder: Annotated[str, typer.Option(help="encoder name as for `lvmbench eval` (resnet50, resnet18, a timm ViT ...)")] = "resnet50",
     weights: Annotated[Optional[Path], typer.Option(help="initial weights (the paper starts R50 from ImageNet); none = random init")] = None,
     pooling: Annotated[str, typer.Option(help="pooled vector the objective trains, recorded in the checkpoint for eval: avg (the paper: average of the last feature map, a ViT's token grid) or head (timm's head, e.g. a ViT's class token)")] = "avg",
@@ -56,14 +57,34 @@ def pretrain_cmd(
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help=OPTION_HELP)] = None,
     checkpoint_every: Annotated[int, typer.Option(help="save a resumable checkpoint every N steps")] = 500,
     stop_at: Annotated[Optional[int], typer.Option(help="stop after this step (e.g. a job's time slice); --resume continues")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="stop after the step that passes this many minutes of wall time (a time-capped run); --resume continues")] = None,
     workers: Annotated[int, typer.Option(help="data-loader worker processes per training process")] = 4,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: this process's GPU if any)")] = None,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA")] = True,
     cache_mb: Annotated[int, typer.Option(help="decoded-image cache per loader worker (MiB)")] = 512,
     progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+    exclude_test_of: Annotated[Optional[list[str]], typer.Option(help="drop every test image (test splits and OOD test sets) of this suite's tasks, by name, sha256 and (array rows) pixels; repeatable; 'none' = off. Default: every built-in suite whose data root holds a --data folder (shared-data for ../shared/data)")] = None,
+    exclude_data_root: Annotated[Optional[Path], typer.Option(help="data root of the --exclude-test-of suites (default: each suite's own: --data-root rules)")] = None,
+    monitor_task: Annotated[Optional[list[str]], typer.Option(help="classification task for the online kNN monitor (its train split = bank, validation split = queries, never test); repeatable")] = None,
+    monitor_every: Annotated[Optional[int], typer.Option(help="monitor interval in steps (default: 20 reports per run)")] = None,
+    monitor_suite: Annotated[Optional[str], typer.Option(help="suite profile of the monitor tasks (default: the one --exclude-test-of suite, else lvmmed)")] = None,
+    monitor_data_root: Annotated[Optional[Path], typer.Option(help="data root of the monitor tasks (default: the suite's own)")] = None,
+    monitor_size: Annotated[Optional[int], typer.Option(help="image size of the monitor's embeddings (default: --image-size)")] = None,
+    monitor_k: Annotated[int, typer.Option(help="neighbours of the kNN monitor")] = 20,
 ) -> None:
-    """Pretrain an encoder without labels; writes OUT/encoder.safetensors for `lvmbench eval --weights`."""
+    """Pretrain an encoder without labels; writes OUT/encoder.safetensors for `lvmbench eval --weights`.
+    `lvmbench pretrain plot RUN` draws a run's monitors."""
+    if action:
+        return plot_action(action)
     from lvmbench.pretrain.trainer import PretrainConfig, train
+
+    if not data:
+        raise UserError("give --data (a folder of images or .tar shards)", fix="e.g. lvmbench pretrain --data ../shared/data --steps 1000 --out runs/r18")
+    if max_minutes is not None and max_minutes <= 0:
+        raise UserError("--max-minutes must be positive")
+    if (monitor_every is not None and monitor_every < 1) or monitor_k < 1 or (monitor_size is not None and monitor_size < 16):
+        raise UserError("--monitor-every and --monitor-k must be ≥ 1, --monitor-size ≥ 16")
+    suites = None if exclude_test_of is None else [s for s in exclude_test_of if s.lower() != "none"]
 
     if (steps is None) == (epochs is None):
         raise UserError("give exactly one of --steps and --epochs", fix="e.g. --epochs 100 or --steps 5000")
@@ -89,14 +110,34 @@ def pretrain_cmd(
         objective_options=parse_options(option),
         checkpoint_every=checkpoint_every,
         stop_at=stop_at,
+        max_minutes=max_minutes,
         workers=workers,
         device=device,
         amp=amp,
         cache_mb=cache_mb,
         progress=progress,
+        exclude_test_of=suites,
+        exclude_data_root=str(exclude_data_root) if exclude_data_root else None,
+        monitor_tasks=list(monitor_task or []),
+        monitor_every=monitor_every,
+        monitor_suite=monitor_suite,
+        monitor_data_root=str(monitor_data_root) if monitor_data_root else None,
+        monitor_size=monitor_size,
+        monitor_k=monitor_k,
     )
     path = train(cfg)
     import os
 
     if int(os.environ.get("RANK", 0)) == 0:
         typer.echo(f"wrote {path}; evaluate with: lvmbench eval --encoder {encoder} --weights {path}", err=True)
+
+
+def plot_action(args: list[str]) -> None:
+    """``lvmbench pretrain plot RUN [PNG]``."""
+    if args[0] != "plot" or len(args) not in (2, 3):
+        raise UserError(f"unknown pretrain action '{' '.join(args)}'", fix="`lvmbench pretrain plot RUN [PNG]`, or options only to train (--data ...)")
+    from lvmbench.pretrain.monitors.plot import plot_run
+
+    run = Path(args[1])
+    out = plot_run(run, Path(args[2]) if len(args) == 3 else None)
+    typer.echo(f"wrote {out}", err=True)

@@ -5,6 +5,9 @@ Inputs (any mix, each ``--data`` argument one of):
 - a folder, walked recursively: PNG/JPEG/TIFF/BMP/WebP files, DICOM files (every frame), NIfTI
   volumes (every slice along the last axis; 4-D volumes: the first channel). Uncompressed ``.tar``
   files found in it are read as shards;
+- MedMNIST-style ``.npz`` files found in a folder: every uint8 array named ``*_images`` of shape
+  (N, H, W) or (N, H, W, C) gives N images (``train_images``, ``val_images`` and ``test_images``
+  alike: ``--exclude-test-of`` removes test rows by their pixels, see ``exclusion``);
 - WebDataset shards: a ``.tar`` path, a glob or a brace pattern (``shards/train-{000..099}.tar``).
   A WebDataset sample is the group of members sharing a key (the name up to the first dot of its
   basename); its image is the member whose whole extension is an image type (``jpg``, ``png``,
@@ -39,6 +42,7 @@ from lvmbench.pretrain.views import ViewConfig, sample_generator, to_chw_rgb, tw
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DICOM_EXT = (".dcm", ".dicom")
 NIFTI_EXT = (".nii", ".nii.gz")
+ARRAY_EXT = (".npz",)
 SHARD_MEMBER_EXT = {e.lstrip(".") for e in IMAGE_EXT + DICOM_EXT}
 
 
@@ -55,7 +59,7 @@ class Item:
     @property
     def kind(self) -> str:
         if self.member is not None:
-            return "tar"
+            return "npz" if self.path.lower().endswith(ARRAY_EXT) else "tar"
         name = self.path.lower()
         if name.endswith(NIFTI_EXT):
             return "nifti"
@@ -121,6 +125,26 @@ def _index_shard(path: str, hashes: list[dict] | None) -> list[Item]:
     return items
 
 
+def npz_arrays(path: str) -> dict[str, np.ndarray]:
+    """The image arrays of an ``.npz`` (uint8 ``*_images``, one image per row)."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in sorted(z.files) if k.endswith("_images") and z[k].dtype == np.uint8 and z[k].ndim in (3, 4)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"not a readable .npz file ({str(e)[:100]})", path=path, fix="re-download the file or exclude it with --exclude") from None
+
+
+def _index_npz(path: str, hashes: list[dict] | None) -> list[Item]:
+    items: list[Item] = []
+    for key, arr in npz_arrays(path).items():
+        items += [Item(path, frame=i, member=key) for i in range(len(arr))]
+        if hashes is not None:
+            hashes.append({"path": path, "member": key, "sha256": hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(), "samples": len(arr)})
+    return items
+
+
 def scan(sources: Sequence[str | Path], exclude: Sequence[str] = (), with_hashes: bool = True) -> tuple[list[Item], list[dict]]:
     """Items in a deterministic order (sorted per source) and the manifest (empty without hashes).
 
@@ -142,6 +166,8 @@ def scan(sources: Sequence[str | Path], exclude: Sequence[str] = (), with_hashes
                     continue
                 if low.endswith(".tar"):
                     items += _index_shard(f, manifest)
+                elif low.endswith(ARRAY_EXT):
+                    items += _index_npz(f, manifest)
                 elif low.endswith(IMAGE_EXT + DICOM_EXT + NIFTI_EXT):
                     k = _frames(f)
                     items += [Item(f, frame=i) for i in range(k)]
@@ -157,7 +183,7 @@ def scan(sources: Sequence[str | Path], exclude: Sequence[str] = (), with_hashes
                 raise DataError("a single --data file must be a .tar shard", path=p, fix="pass the folder that holds the image instead")
             items += _index_shard(p, manifest)
     if not items:
-        raise DataError(f"no images found in {', '.join(map(str, sources))}", fix=f"supported: {', '.join(IMAGE_EXT + DICOM_EXT + NIFTI_EXT)} files and uncompressed .tar shards")
+        raise DataError(f"no images found in {', '.join(map(str, sources))}", fix=f"supported: {', '.join(IMAGE_EXT + DICOM_EXT + NIFTI_EXT + ARRAY_EXT)} files and uncompressed .tar shards")
     return items, manifest or []
 
 
@@ -212,6 +238,9 @@ def _read_nifti(path: str) -> np.ndarray:
 
 def decode(item: Item, volume: np.ndarray | None = None) -> np.ndarray:
     """HxW or HxWxC uint8 for one item (``volume``: an already decoded NIfTI/DICOM stack)."""
+    if item.kind == "npz":
+        arr = npz_arrays(item.path)[item.member] if volume is None else volume
+        return arr[item.frame]
     if item.kind == "tar":
         with open(item.path, "rb") as f:
             f.seek(item.offset)
@@ -272,11 +301,15 @@ class PretrainDataset(torch.utils.data.Dataset):
             self._cache.move_to_end(key)
             return self._cache[key]
         volume = None
-        if item.kind in ("nifti", "dicom"):
-            vkey = (item.path, -1)  # whole volume: its other slices are likely to follow
+        if item.kind in ("nifti", "dicom", "npz"):
+            # whole volume / image array: its other slices / rows are likely to follow
+            vkey = (item.path if item.member is None else f"{item.path}:{item.member}", -1)
             volume = self._cache.get(vkey)
             if volume is None:
-                volume = _read_nifti(item.path) if item.kind == "nifti" else _read_dicom(item.path, item.path)
+                if item.kind == "npz":
+                    volume = npz_arrays(item.path)[item.member]
+                else:
+                    volume = _read_nifti(item.path) if item.kind == "nifti" else _read_dicom(item.path, item.path)
                 self._remember(vkey, volume)
         arr = shrink(decode(item, volume), 2 * self.views.size)
         self._remember(key, arr)

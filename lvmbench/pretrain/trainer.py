@@ -20,7 +20,6 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,45 +28,24 @@ from torch import distributed as dist
 from tqdm.auto import tqdm
 
 from lvmbench.errors import UserError
+from lvmbench.pretrain.checkpoint import (
+    get_rng,
+    load_resume,
+    ranks_in_sync,
+    save_all,
+    set_rng,
+    trim_log,
+)
+from lvmbench.pretrain.config import PretrainConfig
 from lvmbench.pretrain.data import PretrainDataset, StepSampler, collate, scan
+from lvmbench.pretrain.exclusion import (
+    exclude_test_images,
+    filter_manifest,
+    resolve_suites,
+)
+from lvmbench.pretrain.monitors.session import MonitorConfig, Monitors
 from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
 from lvmbench.pretrain.views import ViewConfig
-
-
-@dataclass
-class PretrainConfig:
-    data: list[str]
-    objective: str = "graph-matching"
-    encoder: str = "resnet50"
-    weights: str | None = None
-    # The pooled vector the objective trains and evaluation embeds (Encoder.poolings). The paper
-    # average-pools the encoder's final feature map (for a ViT its token grid): "avg".
-    pooling: str = "avg"
-    image_size: int = 224
-    batch_size: int = 256  # global, over all processes (the paper: 3200 for R50 on 16 GPUs)
-    steps: int | None = None
-    epochs: float | None = None
-    lr: float = 2e-3
-    lr_halvings: int = 4
-    out: str = "pretrain-out"
-    resume: bool = False
-    seed: int = 0
-    exclude: list[str] = field(default_factory=list)
-    objective_options: dict = field(default_factory=dict)
-    checkpoint_every: int = 500
-    stop_at: int | None = None  # leave after this step (a job's time slice); --resume continues
-    workers: int = 4
-    device: str | None = None
-    amp: bool = True  # bf16 autocast, CUDA only
-    cache_mb: int = 512
-    progress: bool = True
-    log_every: int = 1
-
-    # Fields that may change between a run and its --resume without breaking exactness.
-    RUNTIME = ("resume", "checkpoint_every", "stop_at", "workers", "device", "progress", "cache_mb", "log_every", "out")
-
-    def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
 
 
 def _jsonable(x):
@@ -158,6 +136,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         state = load_resume(self.out, cfg) if cfg.resume else None
         self.items, manifest = scan(cfg.data, cfg.exclude, with_hashes=self.main and state is None)
+        manifest = self._exclude_tests(manifest)
         self.manifest = state["manifest"] if state else manifest
         if state and state["num_items"] != len(self.items):
             raise UserError(f"the data changed since the checkpoint ({len(self.items)} images now, {state['num_items']} then)", path=self.out, fix="resume with the same --data/--exclude or start a new --out")
@@ -215,6 +194,30 @@ class Trainer:
         self.mean = torch.tensor(spec.mean[:3], device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(spec.std[:3], device=self.device).view(1, 3, 1, 1) * 255
 
+    def _exclude_tests(self, manifest: list[dict]) -> list[dict]:
+        """Drop the test images of ``exclude_test_of`` (``exclusion``): computed on the main process
+        (which holds the manifest's hashes) and sent to the others, so every process trains on the
+        same list."""
+        cfg = self.cfg
+        self.suites = resolve_suites(cfg.exclude_test_of, cfg.data)
+        self.exclusion: dict = {"suites": self.suites, "rule": "default" if cfg.exclude_test_of is None else "--exclude-test-of", "dropped_images": 0}
+        if not self.suites:
+            return manifest
+        keep: list = [None, None]
+        if self.main:
+            hashes = {e["path"] if not e.get("member") else f"{e['path']}::{e['member']}": e["sha256"] for e in manifest}
+            root = Path(cfg.exclude_data_root) if cfg.exclude_data_root else None
+            ex = exclude_test_images(self.items, self.suites, root, hashes)
+            kept = set(map(id, ex.kept))
+            keep = [[i for i, it in enumerate(self.items) if id(it) in kept], {**self.exclusion, **ex.summary()}]
+            print(f"--exclude-test-of {','.join(self.suites)}: dropped {len(self.items) - len(ex.kept)} of {len(self.items)} images "
+                  f"({', '.join(f'{k} {v}' for k, v in ex.summary()['by_match'].items()) or 'none matched'})", flush=True)
+        if self.world > 1:
+            dist.broadcast_object_list(keep, src=0)
+        self.items = [self.items[i] for i in keep[0]]
+        self.exclusion = keep[1]
+        return filter_manifest(manifest, self.items)
+
     def _loader(self, stop: int) -> torch.utils.data.DataLoader:
         cfg = self.cfg
         ds = PretrainDataset(self.items, self.views, seed=cfg.seed, cache_mb=cfg.cache_mb)
@@ -227,8 +230,25 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.seed),
         )
 
+    def _monitors(self, stop: int, bar) -> Monitors:
+        cfg = self.cfg
+        suite = cfg.monitor_suite or (self.suites[0] if len(self.suites) == 1 else "lvmmed")
+        mcfg = MonitorConfig(list(cfg.monitor_tasks), cfg.monitor_every, suite, cfg.monitor_data_root, cfg.monitor_size, cfg.monitor_k)
+        log = bar.write if cfg.progress else (lambda line: print(line, flush=True))
+        return Monitors(mcfg, self.out, total=self.total, stop=stop, batch_size=cfg.batch_size, images=len(self.items), view_size=cfg.image_size, device=self.device, log=log)
+
     def _normalize(self, v: torch.Tensor) -> torch.Tensor:
         return (v.to(self.device, non_blocking=True).float() - self.mean) / self.std
+
+    def _out_of_time(self, t_start: float) -> bool:
+        """Past ``max_minutes``: decided by the main process for all (every process must leave at
+        the same step, or the others would wait forever in the next all-reduce)."""
+        if self.cfg.max_minutes is None:
+            return False
+        flag = torch.tensor([float(time.perf_counter() - t_start > 60 * self.cfg.max_minutes)], device=self.device)
+        if self.world > 1:
+            dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -242,9 +262,13 @@ class Trainer:
             trim_log(self.out / "log.jsonl", self.step)
         timer = getattr(self.objective, "timer", None)
         bar = tqdm(total=self.total, initial=self.step, disable=not (self.main and cfg.progress), desc="pretrain", dynamic_ncols=True)
+        monitors = self._monitors(stop, bar) if self.main else None
+        if monitors:
+            monitors.start(self.step, self.encoder, self.objective)
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and self.device.type == "cuda" else nullcontext()
         recent: list[dict] = []
         totals: dict[str, float] = {}
+        t_start = time.perf_counter()
         self.objective.train()
         for v1, v2, b1, b2, _idx in self._loader(stop):
             self._sync()
@@ -253,6 +277,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             batch = PretrainBatch(self._normalize(v1), self._normalize(v2), b1.to(self.device), b2.to(self.device))
+            self.objective.diagnose = bool(monitors and monitors.due(self.step + 1))
             with amp:
                 loss, logs = self.model(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -282,8 +307,22 @@ class Trainer:
                 solver = sum(r.get("solver_s", 0.0) for r in recent) / max(1e-9, sum(r["step_s"] for r in recent))
                 bar.set_postfix(loss=f"{sum(r['loss'] for r in recent) / len(recent):.3f}", img_s=f"{cfg.batch_size / mean_step:.1f}", solver=f"{100 * solver:.0f}%", refresh=False)
                 bar.update(1)
-            if self.step % cfg.checkpoint_every == 0 or self.step == stop:
+            if monitors:
+                monitors.after_step(rec)
+                if monitors.due(self.step):
+                    monitors.report(self.step, self.encoder, self.objective)
+            saved = self.step % cfg.checkpoint_every == 0 or self.step == stop
+            if saved:
                 self.save(started, totals)
+            if self._out_of_time(t_start) and self.step < stop:
+                # --max-minutes: a last report and checkpoint where the run stands; --resume continues
+                if monitors and not monitors.due(self.step):
+                    monitors.report(self.step, self.encoder, self.objective)
+                if not saved:
+                    self.save(started, totals)
+                if self.main:
+                    bar.write(f"--max-minutes {cfg.max_minutes:g}: stopped after step {self.step} of {self.total}; --resume continues")
+                break
         bar.close()
         return self.out / "encoder.safetensors"
 
@@ -310,132 +349,3 @@ def train(cfg: PretrainConfig) -> Path:
     finally:
         if trainer.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-def get_rng(device: torch.device) -> dict:
-    """This process's RNG states as tensors and plain Python values (``torch.load(weights_only=True)``
-    can read them back)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def load_resume(out: Path, cfg: PretrainConfig) -> dict | None:
-    """The saved state, after checking that this run is the one that wrote it."""
-    path = out / "checkpoint.pt"
-    if not path.is_file():
-        raise UserError("--resume: no checkpoint.pt here", path=out, fix="drop --resume to start a new run, or point --out at the run to continue")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved, now = state["config"], cfg.identity()
-    # A setting added after the checkpoint was written took its default then.
-    defaults = {f.name: f.default for f in fields(PretrainConfig) if f.default is not MISSING}
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
-    if diff:
-        raise UserError(f"--resume with different settings ({', '.join(diff)}) than the checkpoint", path=path, fix="repeat the original arguments (only runtime flags such as --workers may change) or use a new --out")
-    meta = json.loads((out / "pretrain.json").read_text())
-    state["manifest"] = meta["data"]["manifest"]
-    return state
-
-
-def trim_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint a run resumes from (they are about to be redone)."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
-    path.write_text("".join(ln + "\n" for ln in keep))
-
-
-def ranks_in_sync(module: torch.nn.Module, world: int, device: torch.device) -> bool:
-    """Whether every process holds the same parameters (per-tensor sums compared exactly). Buffers
-    are left out: BatchNorm running statistics are per process until DDP broadcasts rank 0's at
-    the next forward, and rank 0's are the ones saved."""
-    if world == 1:
-        return True
-    sums = torch.stack([p.detach().double().sum() for p in module.parameters()])
-    gathered = [torch.empty_like(sums) for _ in range(world)]
-    dist.all_gather(gathered, sums.to(device))
-    return all(torch.equal(gathered[0], g) for g in gathered[1:])
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # safetensors creates its files owner-only
-    os.replace(tmp, path)
-
-
-def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, float], in_sync: bool) -> None:
-    from safetensors.torch import save_file
-
-    from lvmbench.encoders.checkpoint import sha256_file
-    from lvmbench.runner import package_versions
-
-    cfg = tr.cfg
-    state = {
-        "step": tr.step,
-        "total": tr.total,
-        "objective": tr.objective.state_dict(),
-        "optimizer": tr.optimizer.state_dict(),
-        "rng": rng_all,
-        "config": cfg.identity(),
-        "objective_settings": tr.objective_settings,
-        "num_items": len(tr.items),
-        "world_size": tr.world,
-    }
-    _atomic_write(tr.out / "checkpoint.pt", lambda p: torch.save(state, p))
-    backbone = {k: v.detach().cpu().contiguous().clone() for k, v in tr.encoder.backbone_state_dict().items()}
-    # ``pooling`` is read back by create_encoder: evaluation embeds what the objective trained.
-    meta = {"lvmbench": "pretrain", "objective": cfg.objective, "encoder": cfg.encoder, "step": str(tr.step), "pooling": tr.encoder.pooling}
-    enc_path = tr.out / "encoder.safetensors"
-    _atomic_write(enc_path, lambda p: save_file(backbone, str(p), metadata=meta))
-    steps_done = max(1, tr.step)
-    summary = {
-        "schema": 1,
-        "config": asdict(cfg),
-        # options: as typed; settings: every resolved value, defaults included
-        "objective": {"name": cfg.objective, "options": cfg.objective_options, "settings": tr.objective_settings},
-        "views": asdict(tr.views),
-        "encoder": {"name": cfg.encoder, "init_weights": tr.ident.weights_path, "init_sha256": tr.ident.weights_sha256, "pooling": tr.encoder.pooling},
-        "world_size": tr.world,
-        "ranks_in_sync": in_sync,
-        "steps_total": tr.total,
-        "steps_done": tr.step,
-        "epochs_done": tr.step * cfg.batch_size / len(tr.items),
-        "finished": tr.step >= tr.total,
-        "mean_times_s": {k: v / steps_done for k, v in totals.items()},
-        "output": {
-            "encoder": enc_path.name,
-            "encoder_sha256": sha256_file(enc_path),
-            "eval": f"lvmbench eval --encoder {cfg.encoder} --weights {enc_path}",
-        },
-        "data": {
-            "sources": cfg.data,
-            "exclude": cfg.exclude,
-            "num_images": len(tr.items),
-            "num_files": len(tr.manifest),
-            "manifest": tr.manifest,
-        },
-        "versions": package_versions(),
-        "device": str(tr.device),
-        "started_at": started,
-        "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    _atomic_write(tr.out / "pretrain.json", lambda p: p.write_text(json.dumps(summary, indent=1)))

@@ -37,6 +37,16 @@ class PretrainObjective(nn.Module):
     def __init__(self, encoder: Encoder):
         super().__init__()
         self.encoder = encoder
+        # The last step's (N, D) outputs the monitors read (detached): "embedding" (the encoder's
+        # pooled vector of the first views, what evaluation embeds) and "projection" (what the loss
+        # sees). Not state: never saved, never part of the graph.
+        self.outputs: dict[str, torch.Tensor] = {}
+        # Set by the trainer on monitor steps: objectives may then log costlier diagnostics
+        # (graph matching: the noise-free matching's agreement with the identity).
+        self.diagnose = False
+
+    def remember(self, **tensors: torch.Tensor) -> None:
+        self.outputs = {k: v.detach() for k, v in tensors.items()}
 
     def forward(self, batch: PretrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Return (scalar loss, logs) for one batch."""

@@ -110,6 +110,7 @@ class MLVICX(PretrainObjective):
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(global, local) projections of one view."""
         maps, pooled = self.encoder.forward_pooled(x)
+        self._pooled = pooled.detach()  # forward() remembers the first view's for the monitors
         g = self.global_projector(pooled)
         fused = F.adaptive_avg_pool2d(self.fuse(maps), self.local_pool)
         return g, self.local_projector(torch.flatten(fused, 1))
@@ -117,6 +118,7 @@ class MLVICX(PretrainObjective):
     def forward(self, batch: PretrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         # views go through separately: BatchNorm statistics are per view, as in VICReg
         g1, l1 = self.project(batch.view1)
+        self.remember(embedding=self._pooled, projection=g1)
         g2, l2 = self.project(batch.view2)
         tg = vicreg_terms(g1, g2, **self.vicreg_kw)
         tl = vicreg_terms(l1, l2, **self.vicreg_kw)
