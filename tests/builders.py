@@ -6,6 +6,8 @@ many controlled inputs without training anything.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +203,21 @@ def write_decathlon(root: Path, n: int = 6, seed: int = 0) -> Path:
         nib.save(nib.Nifti1Image(lab, np.eye(4)), str(root / "labels" / f"vol_{i}.nii.gz"))
     return root
 
+
+
+@contextlib.contextmanager
+def task_folder(monkeypatch, tmp_path: Path, tasks: Path) -> Iterator[Path]:
+    """lvmbench sees the task folders in ``tasks`` (and its own splits and cache under ``tmp_path``)
+    for the block; the task registry is read afresh before and after."""
+    from lvmbench.tasks import TASKS
+
+    monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
+    monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
+    monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path / "cache"))
+    TASKS._items.clear()
+    TASKS._loaded = False
+    try:
+        yield tmp_path
+    finally:
+        TASKS._items.clear()
+        TASKS._loaded = False

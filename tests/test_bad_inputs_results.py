@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from builders import cls_records, make_record, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_kvasir, write_records
+from builders import cls_records, make_record, task_folder, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_kvasir, write_records
 from cli_helpers import cli, the_line
 
 from lvmbench.tasks import TASKS
@@ -24,16 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    tasks = tiny_task_dir(tmp_path / "tasks", "rt", "rt_data")
     write_class_folders(tmp_path / "data" / "rt_data")
-    monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
-    monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
-    monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path / "cache"))
-    TASKS._items.clear()
-    TASKS._loaded = False
-    yield tmp_path
-    TASKS._items.clear()
-    TASKS._loaded = False
+    with task_folder(monkeypatch, tmp_path, tiny_task_dir(tmp_path / "tasks", "rt", "rt_data")):
+        yield tmp_path
 
 
 def _eval(monkeypatch, capsys, tmp_path, *extra: str):

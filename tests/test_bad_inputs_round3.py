@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from builders import tiny_task_dir, write_class_folders
+from builders import task_folder, tiny_task_dir, write_class_folders
 from cli_helpers import cli, the_line
 
 from lvmbench.tasks import TASKS
@@ -24,16 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    tasks = tiny_task_dir(tmp_path / "tasks", "rt", "rt_data")
     write_class_folders(tmp_path / "data" / "rt_data")
-    monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
-    monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
-    monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path / "cache"))
-    TASKS._items.clear()
-    TASKS._loaded = False
-    yield tmp_path
-    TASKS._items.clear()
-    TASKS._loaded = False
+    with task_folder(monkeypatch, tmp_path, tiny_task_dir(tmp_path / "tasks", "rt", "rt_data")):
+        yield tmp_path
 
 
 def _eval(monkeypatch, capsys, tmp_path, *extra: str):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from builders import tiny_task_dir, write_class_folders
+from builders import task_folder, tiny_task_dir, write_class_folders
 from cli_helpers import cli
 
 from lvmbench.failures import failure_path, note_failure, read_failure
@@ -18,7 +18,6 @@ from lvmbench.launch.status import collect
 from lvmbench.results import result_path
 from lvmbench.runner import EvalRequest, plan, run
 from lvmbench.spec import RunOptions
-from lvmbench.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -116,15 +115,8 @@ def test_status_of_an_empty_tree(monkeypatch, capsys, tmp_path):
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    tasks = tiny_task_dir(tmp_path / "tasks", "st", "st_data")
-    monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
-    monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
-    monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path / "cache"))
-    TASKS._items.clear()
-    TASKS._loaded = False
-    yield tmp_path
-    TASKS._items.clear()
-    TASKS._loaded = False
+    with task_folder(monkeypatch, tmp_path, tiny_task_dir(tmp_path / "tasks", "st", "st_data")):
+        yield tmp_path
 
 
 def test_runner_records_a_failure_and_clears_it_when_the_unit_succeeds(tiny):

@@ -185,7 +185,7 @@ class FineTune(Protocol):
         first = 1
         saved = resume.restore(model, opt, sched)
         if saved is not None:
-            selector.best, selector.state, selector.info, selector.undefined = float(saved["best"]), saved["best_state"], dict(saved["best_info"]), int(saved["undefined"])
+            selector.load_state_dict(saved)
             history = list(saved["history"])
             data_wait, loop_s, val_s, steps, images = saved["timings"]
             steps, images = int(steps), int(images)
@@ -223,8 +223,7 @@ class FineTune(Protocol):
             selector.offer(val, lambda: copy.deepcopy(model.state_dict()), {"epoch": epoch, "val_primary": val})
             if epoch < hp.epochs:
                 resume.save_if_due(model, opt, sched, {
-                    "epoch": epoch, "history": history, "best": selector.best, "best_state": selector.state, "best_info": selector.info,
-                    "undefined": selector.undefined, "timings": [data_wait, loop_s, val_s, steps, images], "gen": gen.get_state(),
+                    "epoch": epoch, "history": history, **selector.state_dict(), "timings": [data_wait, loop_s, val_s, steps, images], "gen": gen.get_state(),
                     "loader_gen": loader_gen.get_state(), "sampler_epoch": sampler.epoch if sampler is not None else 0, "rng": torch.get_rng_state(),
                 })
         best_state, chosen = selector.result("fine-tuning")

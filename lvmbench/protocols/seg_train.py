@@ -120,7 +120,7 @@ def train_model(
     first = 1
     saved = resume.restore(model, opt, sched)
     if saved is not None:
-        selector.best, selector.state, selector.info, selector.undefined = float(saved["best"]), saved["best_state"], dict(saved["best_info"]), int(saved["undefined"])
+        selector.load_state_dict(saved)
         history = list(saved["history"])
         wait, loop, val_time, images, all_steps = saved["timings"]
         if gen is not None:
@@ -163,7 +163,7 @@ def train_model(
         if epoch < hp.epochs:
             resume.save_if_due(model, opt, sched, {
                 "epoch": epoch, "history": history,
-                "best": selector.best, "best_state": selector.state, "best_info": selector.info, "undefined": selector.undefined,
+                **selector.state_dict(),
                 "timings": [wait, loop, val_time, images, all_steps], "gen": gen.get_state() if gen is not None else torch.empty(0), "rng": torch.get_rng_state(),
             })
     best_state, chosen = selector.result("segmentation")

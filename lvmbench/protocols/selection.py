@@ -60,6 +60,13 @@ class BestOnValidation:
     def flags(self) -> list[str]:
         return ["validation-undefined"] if self.state is None and self._last is not None else []
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume checkpoint keeps of the selection (``lvmbench.protocols.resume``)."""
+        return {"best": self.best, "best_state": self.state, "best_info": self.info, "undefined": self.undefined}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.best, self.state, self.info, self.undefined = float(saved["best"]), saved["best_state"], dict(saved["best_info"]), int(saved["undefined"])
+
     def result(self, what: str) -> tuple[Any, dict[str, Any]]:
         """(state, selection record); the last offered state when no score was finite."""
         if self.state is not None:
