@@ -62,15 +62,7 @@ def eval_cmd(
     for name, value in (("--tasks", tasks), ("--protocol", protocol), ("--head", head), ("--seeds", seeds), ("--label-fraction", label_fraction)):
         if value is not None and not _csv(value):
             raise UserError(f"{name} is empty", fix=f"name at least one value, or leave {name} out (an unset shell variable expands to nothing)")
-    try:
-        seed_list = [int(s) for s in _csv(seeds) or ["0"]]
-        fractions = [float(f) for f in _csv(label_fraction) or ["1.0"]]
-    except ValueError:
-        raise UserError("--seeds must be integers and --label-fraction numbers", fix="e.g. --seeds 0,1,2 --label-fraction 0.1,1.0") from None
-    if any(not 0 <= s < 2**31 for s in seed_list):
-        raise UserError(f"--seeds {seeds}: seeds must be in 0 .. {2**31 - 1}", fix="e.g. --seeds 0,1,2")
-    if any(not 0 < f <= 1 for f in fractions):
-        raise UserError("--label-fraction values must be in (0, 1]", fix="e.g. --label-fraction 0.01,0.1,1.0")
+    seed_list, fractions = seeds_and_fractions(seeds, label_fraction)
     if workers is not None and not 0 <= workers <= 64:
         raise UserError(f"--workers {workers} is not in 0 .. 64", fix="e.g. --workers 4 (0 = load data in the main process)")
     check_device(device)
@@ -136,6 +128,20 @@ def describe_suites(command) -> None:
     option.help = f"{listed} (`lvmbench suites` describes each)"
 
 
+def seeds_and_fractions(seeds: str, label_fraction: str) -> tuple[list[int], list[float]]:
+    """``--seeds`` and ``--label-fraction`` as numbers in their ranges (one line for a bad one)."""
+    try:
+        seed_list = [int(s) for s in _csv(seeds) or ["0"]]
+        fractions = [float(f) for f in _csv(label_fraction) or ["1.0"]]
+    except ValueError:
+        raise UserError("--seeds must be integers and --label-fraction numbers", fix="e.g. --seeds 0,1,2 --label-fraction 0.1,1.0") from None
+    if any(not 0 <= s < 2**31 for s in seed_list):
+        raise UserError(f"--seeds {seeds}: seeds must be in 0 .. {2**31 - 1}", fix="e.g. --seeds 0,1,2")
+    if any(not 0 < f <= 1 for f in fractions):
+        raise UserError("--label-fraction values must be in (0, 1]", fix="e.g. --label-fraction 0.01,0.1,1.0")
+    return seed_list, fractions
+
+
 def check_device(name: str | None) -> None:
     """``--device`` names a device torch knows and this machine has (one line, not a traceback)."""
     if name is None:
@@ -182,11 +188,7 @@ def status_cmd(
         get_suite(suite)
     req = None
     if encoder:
-        try:
-            seed_list = [int(s) for s in _csv(seeds) or ["0"]]
-            fractions = [float(f) for f in _csv(label_fraction) or ["1.0"]]
-        except ValueError:
-            raise UserError("--seeds must be integers and --label-fraction numbers", fix="e.g. --seeds 0,1,2 --label-fraction 0.1,1.0") from None
+        seed_list, fractions = seeds_and_fractions(seeds, label_fraction)
         req = EvalRequest(encoder=encoder, weights=weights, suite=suite or "lvmmed", tasks=_csv(tasks), protocols=_csv(protocol), heads=_csv(head),
                           seeds=seed_list, fractions=fractions, data_root=data_root, results=results, cache_dir=cache_dir)
     elif weights or tasks or protocol or head:
