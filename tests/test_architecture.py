@@ -84,3 +84,18 @@ def test_imports_inside_functions_are_optional_heavy_packages_with_a_reason():
 def test_no_module_is_longer_than_450_lines():
     long = {p.relative_to(ROOT).as_posix(): n for p in PKG.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_every_module_imports():
+    """A module only a lazy path reaches (the pretrainer behind its command) still imports: a
+    renamed or moved name fails here, not in a user's run."""
+    import importlib
+
+    names = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in PKG.rglob("*.py") if p.name != "__main__.py")
+    broken = {}
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - every failure is listed
+            broken[name] = f"{e.__class__.__name__}: {e}"
+    assert not broken, broken

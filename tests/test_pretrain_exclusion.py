@@ -21,7 +21,7 @@ from lvmbench.pretrain.exclusion import (
 )
 from lvmbench.pretrain.trainer import train
 from lvmbench.tasks import get_task
-from tests.pretrain_helpers import config
+from pretrain_helpers import config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -110,7 +110,7 @@ def test_unknown_suite_is_one_line(tmp_path):
     from lvmbench.errors import UserError
 
     images = tmp_path / "im"
-    from tests.pretrain_helpers import write_images
+    from pretrain_helpers import write_images
 
     write_images(images, 16)
     with pytest.raises(UserError, match="no suite 'shared-dta'; did you mean 'shared-data'"):

@@ -17,7 +17,7 @@ from lvmbench.pretrain.monitors.knn import KNNMonitor, MonitorImages, knn_accura
 from lvmbench.pretrain.monitors.record import read_metrics
 from lvmbench.pretrain.monitors.session import MonitorConfig, Monitors
 from lvmbench.pretrain.trainer import train
-from tests.pretrain_helpers import config, write_images
+from pretrain_helpers import config, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

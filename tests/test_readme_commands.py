@@ -4,6 +4,7 @@ command computes on a fresh clone instead of skipping units whose results the re
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,3 +55,12 @@ def test_no_results_are_shipped_where_eval_writes():
     from lvmbench.cli.evaluate import eval_cmd
 
     assert str(inspect.signature(eval_cmd).parameters["results"].default) == "results"
+
+
+def test_no_test_imports_the_tests_folder_as_a_package():
+    """Plain ``pytest`` (the README's command) puts each test's folder on ``sys.path``, not the
+    repository root: ``from tests.x import`` only works under ``python -m pytest`` and fails a fresh clone."""
+    bad = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py"))
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+           if re.match(r"\s*(from tests[.\s]|import tests\b)", line)]
+    assert not bad, bad

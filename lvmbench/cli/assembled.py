@@ -8,8 +8,8 @@ import sys
 import typer
 
 from lvmbench.cli.groups import app
+from lvmbench.cli.pretrain import pretrain_cmd
 from lvmbench.errors import UserError
-from lvmbench.pretrain.cli import pretrain_cmd
 from lvmbench.registry import suggest
 
 # each command module adds its commands to the app, in the order `lvmbench --help` lists them

@@ -40,7 +40,7 @@ def jobs_folder(results: Path) -> Path:
 
 def require_submitit() -> Any:
     try:
-        import submitit
+        import submitit  # optional: the [slurm] extra, needed only by --launcher slurm
     except ImportError:
         raise UserError("--launcher slurm needs submitit, which is not installed", fix=INSTALL_FIX) from None
     return submitit
@@ -68,7 +68,7 @@ def sbatch_preview(s: SlurmSettings, folder: Path, n_tasks: int) -> str:
     """The sbatch script submitit will write for this array (its own renderer, without submitting)."""
     try:
         import submitit  # noqa: F401  (first: the package itself decides whether it is installed)
-        from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+        from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string  # optional, as above
     except ImportError:
         lines = [f"#   {k}={v}" for k, v in executor_parameters(s).items()] + [f"# job folder: {shlex.quote(str(folder))}"]
         return "\n".join([f"# submitit is not installed ({INSTALL_FIX}): no sbatch script rendered; submitit's parameters would be:", *lines])

@@ -76,7 +76,7 @@ class UnitWorker:
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit's hook on preemption/time-out: the same units, submitted again."""
-        from submitit.helpers import DelayedSubmission
+        from submitit.helpers import DelayedSubmission  # optional: only a Slurm job is ever checkpointed
 
         resumable = [k for k in self.keys if k.split("/")[-1].split("-")[0] in RESUMES]
         self.log(

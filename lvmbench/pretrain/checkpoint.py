@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import distributed as dist
 
+from lvmbench.encoders.checkpoint import sha256_file
 from lvmbench.errors import UserError
 from lvmbench.pretrain.config import PretrainConfig
+from lvmbench.runner import package_versions
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
     from lvmbench.pretrain.trainer import Trainer
@@ -91,11 +94,6 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, float], in_sync: bool) -> None:
-    from safetensors.torch import save_file
-
-    from lvmbench.encoders.checkpoint import sha256_file
-    from lvmbench.runner import package_versions
-
     cfg = tr.cfg
     state = {
         "step": tr.step,

@@ -27,12 +27,16 @@ import hashlib
 import io
 import os
 import tarfile
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import braceexpand
+import nibabel as nib
 import numpy as np
+import pydicom
 import torch
 from PIL import Image
 
@@ -75,8 +79,6 @@ def _sha256(path: str | Path) -> str:
 
 
 def _expand(pattern: str) -> list[str]:
-    import braceexpand  # a dependency of webdataset
-
     out: list[str] = []
     for p in braceexpand.braceexpand(pattern):
         out += sorted(glob.glob(p)) if glob.has_magic(p) else [p]
@@ -87,13 +89,9 @@ def _frames(path: str) -> int:
     low = path.lower()
     try:
         if low.endswith(NIFTI_EXT):
-            import nibabel as nib
-
             shape = nib.load(path).shape
             return 1 if len(shape) < 3 else int(shape[2])
         if low.endswith(DICOM_EXT):
-            import pydicom
-
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             return int(getattr(ds, "NumberOfFrames", 1) or 1)
     except Exception as e:  # nibabel/pydicom raise many types for bad files
@@ -127,8 +125,6 @@ def _index_shard(path: str, hashes: list[dict] | None) -> list[Item]:
 
 def npz_arrays(path: str) -> dict[str, np.ndarray]:
     """The image arrays of an ``.npz`` (uint8 ``*_images``, one image per row)."""
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in sorted(z.files) if k.endswith("_images") and z[k].dtype == np.uint8 and z[k].ndim in (3, 4)}
@@ -210,8 +206,6 @@ def _from_pil(src, name: str) -> np.ndarray:
 
 
 def _read_dicom(src, name: str) -> np.ndarray:
-    import pydicom
-
     try:
         ds = pydicom.dcmread(src)
         arr = ds.pixel_array.astype(np.float32)
@@ -225,8 +219,6 @@ def _read_dicom(src, name: str) -> np.ndarray:
 
 
 def _read_nifti(path: str) -> np.ndarray:
-    import nibabel as nib
-
     try:
         vol = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     except Exception as e:  # nibabel raises many types for truncated/corrupt volumes

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from lvmbench.audit import identifying_suffix, sha256_file, suffix_key
-from lvmbench.data.data_commands import suite_data_root
+from lvmbench.data.ood import ood_readers
 from lvmbench.data.task_data import load_task_data
-from lvmbench.data.verify import ood_sets
 from lvmbench.errors import UserError
 from lvmbench.pretrain.data import ARRAY_EXT, Item, npz_arrays
-from lvmbench.suites import SUITES, get_suite
+from lvmbench.suites import SUITES, get_suite, suite_data_root
 from lvmbench.tasks import all_tasks, tasks_in_suite
 
 
@@ -84,7 +83,7 @@ def build_test_index(suite: str, data_root: Path | None, log: Callable[[str], No
         try:
             data = load_task_data(spec, root, suite=suite)
             index.add(spec.id, data.root, data.reader, data.cases, data.split.test)
-            for name, reader in ood_sets(spec, root) if root else []:
+            for name, reader in ood_readers(spec, root) if root else []:
                 ood_cases = reader.cases()
                 index.add(f"{spec.id}:{name}", reader.root, reader, ood_cases, ood_cases)
         except UserError as e:

@@ -34,6 +34,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -317,8 +318,6 @@ def solve_qap(theta_v: torch.Tensor, theta_e: torch.Tensor | None = None, cfg: S
 
 
 def _scipy_assignment(cost: torch.Tensor) -> torch.Tensor:
-    from scipy.optimize import linear_sum_assignment
-
     rows = [torch.as_tensor(linear_sum_assignment(c.numpy())[1]) for c in cost.double()]
     return torch.stack(rows).long()
 

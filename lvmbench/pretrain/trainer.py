@@ -14,7 +14,9 @@ needs no scheduler state.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import inspect
 import json
 import os
 import random
@@ -27,6 +29,7 @@ import torch
 from torch import distributed as dist
 from tqdm.auto import tqdm
 
+from lvmbench.encoders import create_encoder
 from lvmbench.errors import UserError
 from lvmbench.pretrain.checkpoint import (
     get_rng,
@@ -46,6 +49,7 @@ from lvmbench.pretrain.exclusion import (
 from lvmbench.pretrain.monitors.session import MonitorConfig, Monitors
 from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
 from lvmbench.pretrain.views import ViewConfig
+from lvmbench.registry import suggest
 
 
 def _jsonable(x):
@@ -90,8 +94,6 @@ def _check_view_size(encoder: torch.nn.Module, cfg: PretrainConfig, device: torc
 def _unused_encoder_params(encoder: torch.nn.Module, size: int, device: torch.device) -> bool:
     """Whether some encoder parameters get no gradient from its last feature map (a ViT's pyramid
     upsamplers, say): DistributedDataParallel must then be told to look for unused parameters."""
-    import copy
-
     probe = copy.deepcopy(encoder).to(device).train()
     maps, pooled = probe.forward_pooled(torch.zeros(2, 3, size, size, device=device))
     (maps[-1].float().sum() + pooled.float().sum()).backward()
@@ -99,10 +101,6 @@ def _unused_encoder_params(encoder: torch.nn.Module, size: int, device: torch.de
 
 
 def _build_objective(cfg: PretrainConfig, encoder: torch.nn.Module) -> torch.nn.Module:
-    import inspect
-
-    from lvmbench.registry import suggest
-
     cls = OBJECTIVES.get(cfg.objective)
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -119,8 +117,6 @@ def _build_objective(cfg: PretrainConfig, encoder: torch.nn.Module) -> torch.nn.
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig):
-        from lvmbench.encoders import create_encoder
-
         self.cfg = cfg
         self.rank, self.world, local_rank = _dist_env()
         self.device = _device(cfg, local_rank)

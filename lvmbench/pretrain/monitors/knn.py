@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvmbench.data.data_commands import suite_data_root
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.transforms import input_norm, normalize_batch, resize_image
 from lvmbench.errors import UserError
 from lvmbench.protocols.features import model_layout
 from lvmbench.protocols.knn import centred, knn_predict
+from lvmbench.suites import suite_data_root
 from lvmbench.tasks import get_task
 
 

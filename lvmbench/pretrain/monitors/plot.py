@@ -36,11 +36,11 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     entries = read_metrics(path)
     if not entries:
         raise UserError("no monitor entries to plot", path=path, fix="point at a pretraining --out folder that holds metrics.jsonl")
-    # matplotlib is an optional, heavy import: only this command needs it
+    # matplotlib takes half a second to import and only this command draws
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend, which must come first
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     ax = axes[0][0]

@@ -18,9 +18,8 @@ differentiation recipe the paper refers to) and ``local=False`` (vertex score = 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -24,24 +25,30 @@ from lvmbench.protocols.settings import DetectionSettings
 _REGISTERED = False
 
 
+def _mm() -> SimpleNamespace:
+    """The mmdet and mmengine names this backend uses."""
+    # optional (the [mmdet] extra, over a compiled mmcv) and seconds to import: loaded when a detection unit runs
+    import mmdet.registry, mmdet.structures, mmdet.utils, mmengine.config, mmengine.structures  # noqa: E401
+
+    return SimpleNamespace(MODELS=mmdet.registry.MODELS, register_all_modules=mmdet.utils.register_all_modules,
+                           package=Path(mmdet.__file__).parent, Config=mmengine.config.Config,
+                           DetDataSample=mmdet.structures.DetDataSample, InstanceData=mmengine.structures.InstanceData)
+
+
 def _register() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
-    register_all_modules(init_default_scope=True)
+    mm = _mm()
+    mm.register_all_modules(init_default_scope=True)
     # mmengine logs every parameter's initialiser at INFO; keep the console to warnings.
     logging.getLogger("mmengine").setLevel(logging.WARNING)
-    MODELS.register_module(name="LvmbenchEncoderBody", module=EncoderBody, force=True)
+    mm.MODELS.register_module(name="LvmbenchEncoderBody", module=EncoderBody, force=True)
     _REGISTERED = True
 
 
 def base_config_path() -> Path:
-    import mmdet
-
-    path = Path(mmdet.__file__).parent / ".mim" / "configs" / "_base_" / "models" / "faster-rcnn_r50_fpn.py"
+    path = _mm().package / ".mim" / "configs" / "_base_" / "models" / "faster-rcnn_r50_fpn.py"
     if not path.is_file():
         raise UserError("mmdet's faster-rcnn_r50_fpn base config is not installed", path=path, fix="install mmdet from a wheel (pip install 'mmdet>=3.3,<3.4')")
     return path
@@ -54,19 +61,16 @@ class MMDetBackend(DetectorBackend):
     @classmethod
     def unavailable(cls) -> str | None:
         try:
-            import mmcv._ext  # noqa: F401  (RoIAlign and NMS are compiled mmcv ops)
-            import mmdet  # noqa: F401
-            import mmengine  # noqa: F401
+            # RoIAlign and NMS are compiled mmcv ops: a stale build fails here, not mid-run
+            import mmcv._ext, mmdet, mmengine  # noqa: F401, E401
         except Exception as e:  # ImportError, or an ABI error from a stale mmcv build
             return f"{e.__class__.__name__}: {str(e).splitlines()[0][:120]}"
         return None
 
     def build(self, encoder: Encoder, num_classes: int, hp: DetectionSettings) -> nn.Module:
-        from mmdet.registry import MODELS
-        from mmengine.config import Config
-
+        mm = _mm()
         _register()
-        cfg = Config.fromfile(str(base_config_path())).model
+        cfg = mm.Config.fromfile(str(base_config_path())).model
         cfg.data_preprocessor = dict(type="DetDataPreprocessor", mean=None, std=None, bgr_to_rgb=False, pad_size_divisor=32)
         cfg.backbone = dict(type="LvmbenchEncoderBody", encoder=encoder)
         cfg.rpn_head.anchor_generator.scales = [hp.anchor_scale]
@@ -80,7 +84,7 @@ class MMDetBackend(DetectorBackend):
         cfg.roi_head.bbox_roi_extractor.out_channels = cfg.roi_head.bbox_head.in_channels = ch
         body_channels = EncoderBody(encoder).channels
         cfg.neck.in_channels = body_channels
-        model = MODELS.build(cfg)
+        model = mm.MODELS.build(cfg)
         # Initialise neck and heads as mmdet does; the backbone body has no init_weights of its
         # own, so mmengine does not descend into it and the encoder's weights stay as loaded.
         model.init_weights()
@@ -90,15 +94,13 @@ class MMDetBackend(DetectorBackend):
         return model.backbone
 
     def _data(self, model, images: list[torch.Tensor], targets=None) -> dict:
-        from mmdet.structures import DetDataSample
-        from mmengine.structures import InstanceData
-
+        mm = _mm()
         samples = []
         for i, img in enumerate(images):
             h, w = int(img.shape[-2]), int(img.shape[-1])
-            ds = DetDataSample(metainfo={"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0)})
+            ds = mm.DetDataSample(metainfo={"img_shape": (h, w), "ori_shape": (h, w), "scale_factor": (1.0, 1.0)})
             if targets is not None:
-                gt = InstanceData()
+                gt = mm.InstanceData()
                 gt.bboxes = targets[i]["boxes"].float()
                 gt.labels = targets[i]["labels"].long()
                 ds.gt_instances = gt

@@ -8,6 +8,7 @@ Runs the same alone or under torchrun (``torchrun --nproc_per_node 8 -m lvmbench
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -126,7 +127,6 @@ def pretrain_cmd(
         monitor_k=monitor_k,
     )
     path = train(cfg)
-    import os
 
     if int(os.environ.get("RANK", 0)) == 0:
         typer.echo(f"wrote {path}; evaluate with: lvmbench eval --encoder {encoder} --weights {path}", err=True)
