@@ -328,7 +328,7 @@ def load_audits(results: Path, suite: str, warn: Callable[[str], None] = print) 
     out = []
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            doc = json.loads(p.read_text())
+            doc = json.loads(p.read_text(encoding="utf-8"))
             if doc.get("kind") != "leakage-audit":
                 raise ValueError("not an audit report")
             out.append(doc)

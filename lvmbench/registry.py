@@ -56,6 +56,13 @@ class Registry(Generic[T]):
             assert self._loader is not None
             self._loader(self)
 
+    def reset(self) -> None:
+        """Forget what the loader found: the next lookup discovers again (task folders changed on disk)."""
+        if self._loader is not None:
+            self._items.clear()
+            self._broken.clear()
+            self._loaded = False
+
     def add(self, name: str, item: T, *, replace: bool = False) -> T:
         if name in self._items and not replace and self._items[name] is not item:
             raise ValueError(f"{self.kind} '{name}' is registered twice")

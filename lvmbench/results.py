@@ -235,7 +235,7 @@ class Claim:
                 return False
             except OSError as e:
                 raise ResultsDirError(f"cannot write in results folder ({e.strerror})", path=self.lock.parent, fix="pass a writable --results DIR") from None
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(owner_info(), f)
             self.held = True
             return True
@@ -243,7 +243,7 @@ class Claim:
 
     def _stale(self) -> bool:
         try:
-            info = json.loads(self.lock.read_text() or "null")
+            info = json.loads(self.lock.read_text(encoding="utf-8") or "null")
         except (OSError, ValueError):
             info = None
         if not isinstance(info, dict):

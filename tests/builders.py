@@ -99,7 +99,7 @@ def tiny_task_dir(folder: Path, task_id: str, data_dir: str, reader: str = "clas
     else:  # fgadr: five grades from a CSV, rule split
         text = TINY_TASK.format(id=task_id, reader=reader, dir=data_dir, classes='["0", "1", "2", "3", "4"]', options="{}", split="{source: rule, val: 0.2, test: 0.3, seed: 0, group_by: case}")
     (folder / task_id).mkdir(parents=True, exist_ok=True)
-    (folder / task_id / "task.yaml").write_text(text)
+    (folder / task_id / "task.yaml").write_text(text, encoding="utf-8")
     return folder
 
 
@@ -140,7 +140,7 @@ def write_fgadr(root: Path, n: int = 30, seed: int = 0) -> Path:
         name = f"{i:04d}_x.png"
         Image.fromarray(_img(rng, grade)).save(root / "Original_Images" / name)
         rows.append(f"{name},{grade}")
-    (root / "DR_Seg_Grading_Label.csv").write_text("\n".join(rows) + "\n")
+    (root / "DR_Seg_Grading_Label.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 
@@ -167,7 +167,7 @@ def tiny_seg_task_dir(folder: Path, task_id: str, data_dir: str, dims: str = "2d
     else:
         text = SEG_TASK.format(id=task_id, reader="decathlon", dims="3d-slicewise", dir=data_dir, options='{images: "images/*.nii.gz", label: "labels/{vol}.nii.gz", slice_axis: 2}', group_by="volume", channels=1, protocol="seg3d", metric="iou3d")
     (folder / task_id).mkdir(parents=True, exist_ok=True)
-    (folder / task_id / "task.yaml").write_text(text)
+    (folder / task_id / "task.yaml").write_text(text, encoding="utf-8")
     return folder
 
 
@@ -214,10 +214,8 @@ def task_folder(monkeypatch, tmp_path: Path, tasks: Path) -> Iterator[Path]:
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
     monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
     monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path / "cache"))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     try:
         yield tmp_path
     finally:
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()

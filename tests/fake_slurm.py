@@ -48,7 +48,7 @@ def install(tmp: Path, slots: int = 2) -> dict[str, str]:
     state.mkdir(parents=True, exist_ok=True)
     for cmd in COMMANDS:
         script = bin_dir / cmd
-        script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))} {cmd} \"$@\"\n")
+        script.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))} {cmd} \"$@\"\n", encoding="utf-8")
         script.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_SLURM_DIR": str(state), "FAKE_SLURM_SLOTS": str(slots)}
 
@@ -74,12 +74,12 @@ def read_task(key: str) -> dict:
 def update_task(key: str, **changes) -> dict:
     path = _task_file(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / ".lock", "a+") as lock:
+    with open(state_dir() / ".lock", "a+", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         doc = read_task(key)
         doc.update(changes)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
         os.replace(tmp, path)
     return doc
 
@@ -97,10 +97,10 @@ def tasks_of(job: str) -> list[str]:
 
 def new_job_id(count: int) -> int:
     path = state_dir() / "next_id"
-    with open(state_dir() / ".lock", "a+") as lock:
+    with open(state_dir() / ".lock", "a+", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         first = int(path.read_text(encoding="utf-8")) if path.exists() else 1000
-        path.write_text(str(first + count + 1))
+        path.write_text(str(first + count + 1), encoding="utf-8")
     return first
 
 
@@ -129,7 +129,7 @@ def sbatch(args: list[str]) -> int:
         update_task(key, state="PENDING", runs=0, job_id=str(job + 1 + n) if array is not None else str(job), array=array is not None)
     spec = {"job": job, "script": str(script), "opts": opts, "keys": keys, "parallel": parallel, "cwd": os.getcwd(), "env": dict(os.environ)}
     (state_dir() / "jobs").mkdir(exist_ok=True)
-    (state_dir() / "jobs" / f"{job}.json").write_text(json.dumps(spec))
+    (state_dir() / "jobs" / f"{job}.json").write_text(json.dumps(spec), encoding="utf-8")
     log = open(state_dir() / f"runner-{job}.log", "ab")
     subprocess.Popen([sys.executable, __file__, "_runner", str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     print(f"Submitted batch job {job}")

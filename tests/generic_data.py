@@ -49,7 +49,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
         pd.DataFrame(rows).to_excel(path, index=False)
         return
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if path.suffix == ".tsv" else ",")
         w.writeheader()
         w.writerows(rows)
@@ -81,7 +81,7 @@ def write_task(tasks: Path, text: str) -> Path:
     folder = tasks / raw["id"]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "task.yaml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

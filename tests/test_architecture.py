@@ -23,7 +23,7 @@ MAX_LINES = 450
 
 
 def contract_layers() -> list[str]:
-    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     (layers,) = [c["layers"] for c in doc["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
     return layers
 

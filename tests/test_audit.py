@@ -25,23 +25,23 @@ def _sha(p: Path) -> str:
 def test_manifest_formats(tmp_path):
     lst = tmp_path / "lvm-med-training-data" / "ISIC2019_Color_Skin" / "file_list.txt"
     lst.parent.mkdir(parents=True)
-    lst.write_text("# comment\nISIC_2019_Training_Input/ISIC_0000001.jpg\n\n  ISIC_2019_Training_Input/ISIC_0000002.jpg  \n")
+    lst.write_text("# comment\nISIC_2019_Training_Input/ISIC_0000001.jpg\n\n  ISIC_2019_Training_Input/ISIC_0000002.jpg  \n", encoding="utf-8")
     (tmp_path / "lvm-med-training-data" / "BUSI" / "file_list.txt").parent.mkdir()
-    (tmp_path / "lvm-med-training-data" / "BUSI" / "file_list.txt").write_text("benign/benign (1).png\n")
+    (tmp_path / "lvm-med-training-data" / "BUSI" / "file_list.txt").write_text("benign/benign (1).png\n", encoding="utf-8")
     one = read_manifest(lst)
     assert [e.path for e in one.entries] == ["ISIC_2019_Training_Input/ISIC_0000001.jpg", "ISIC_2019_Training_Input/ISIC_0000002.jpg"]
     folder = read_manifest(tmp_path / "lvm-med-training-data")
     assert len(folder.entries) == 3 and folder.entries[0].path.startswith("BUSI/")
     pre = tmp_path / "pretrain.json"
-    pre.write_text(json.dumps({"encoder": {"name": "resnet18"}, "output": {"encoder_sha256": "ab" * 32}, "data": {"manifest": [{"path": "/d/x.png", "sha256": "00" * 32}, {"path": "/d/s.tar", "member": "k/1.png", "sha256": "11" * 32}]}}))
+    pre.write_text(json.dumps({"encoder": {"name": "resnet18"}, "output": {"encoder_sha256": "ab" * 32}, "data": {"manifest": [{"path": "/d/x.png", "sha256": "00" * 32}, {"path": "/d/s.tar", "member": "k/1.png", "sha256": "11" * 32}]}}), encoding="utf-8")
     m = read_manifest(pre)
     assert m.encoder == "resnet18@" + "ab" * 6 and m.entries[1].path == "/d/s.tar::k/1.png" and m.entries[0].sha256 == "00" * 32
     plain = tmp_path / "list.json"
-    plain.write_text(json.dumps(["a/b.png", {"path": "c.png", "sha256": "22" * 32}]))
+    plain.write_text(json.dumps(["a/b.png", {"path": "c.png", "sha256": "22" * 32}]), encoding="utf-8")
     assert [e.sha256 for e in read_manifest(plain).entries] == [None, "22" * 32]
     for text, needle in [("{not json", "not valid JSON"), ('{"x": 1}', "no list of files"), ("[3]", "entry 0"), ("[]", "lists no files")]:
         bad = tmp_path / "bad.json"
-        bad.write_text(text)
+        bad.write_text(text, encoding="utf-8")
         with pytest.raises(UserError, match=needle):
             read_manifest(bad)
     with pytest.raises(UserError, match="cannot read the manifest"):
@@ -82,7 +82,8 @@ def test_audit_finds_names_contents_and_patients(tmp_path):
                 "/pre/misc/1234_scan.png",  # generic patient id: not matched
                 "/pre/BraTS/train/BraTS18_2013_7/slice_6.png",  # a training case: no finding
             ]
-        )
+        ),
+        encoding="utf-8",
     )
     f = audit_task(task, data, read_manifest(man))
     assert [m["case"] for m in f["by_name"]] == ["test/BraTS18_TCIA01_150/slice_0.png"]
@@ -94,7 +95,7 @@ def test_audit_finds_names_contents_and_patients(tmp_path):
     assert per_case["by_patient"] == [] and per_case["patient_check"].startswith("not applicable")
     # a file list has no hashes: content is checked only against files found under --pretrain-root
     lst = tmp_path / "file_list.txt"
-    lst.write_text("copies/x.png\n")
+    lst.write_text("copies/x.png\n", encoding="utf-8")
     (tmp_path / "pre" / "copies").mkdir(parents=True)
     (tmp_path / "pre" / "copies" / "x.png").write_bytes((data.root / "test/1234/slice_4.png").read_bytes())
     m = read_manifest(lst)
@@ -124,7 +125,7 @@ def test_audit_command_writes_report_and_leaderboard_footnotes_it(tmp_path, synt
     man = tmp_path / "pretrain.json"
     entries = [{"path": f"/pre/BrainTumor/Testing/glioma_tumor/{p.name}", "sha256": _sha(p)} for p in leaked]
     entries.append({"path": "/pre/BrainTumor/Training/glioma_tumor/image(1).jpg", "sha256": "0" * 64})  # training file, same name
-    man.write_text(json.dumps({"encoder": {"name": "resnet18"}, "output": {"encoder_sha256": "e" * 64}, "data": {"manifest": entries}}))
+    man.write_text(json.dumps({"encoder": {"name": "resnet18"}, "output": {"encoder_sha256": "e" * 64}, "data": {"manifest": entries}}), encoding="utf-8")
     results = tmp_path / "results"
     code, _, err = _cli(monkeypatch, capsys, "audit", "--pretrain-manifest", str(man), "--suite", "smoke", "--tasks", "brain_tumor_linear,fgadr_linear", "--data-root", str(synth_root), "--results", str(results))
     assert code == 0, err
@@ -155,7 +156,7 @@ def test_audit_without_encoder_marks_the_column(tmp_path, synth_root, monkeypatc
     test_files = sorted(c.image for c in load_task_data(spec, synth_root).split.test)
     lst = tmp_path / "lvm-med-training-data" / "FGADR" / "file_list.txt"
     lst.parent.mkdir(parents=True)
-    lst.write_text("".join(f"FGADR/Seg-set/Original_Images/{Path(f).stem}.png\n" for f in test_files[:2]))
+    lst.write_text("".join(f"FGADR/Seg-set/Original_Images/{Path(f).stem}.png\n" for f in test_files[:2]), encoding="utf-8")
     results = tmp_path / "results"
     code, _, err = _cli(monkeypatch, capsys, "audit", "--pretrain-manifest", str(lst.parent.parent), "--suite", "smoke", "--tasks", "fgadr_linear", "--data-root", str(synth_root), "--results", str(results))
     assert code == 0 and f"LEAK  fgadr_linear: 2/{len(test_files)}" in err

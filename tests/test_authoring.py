@@ -21,12 +21,12 @@ def _new(tmp_path: Path, task_id: str, family: str, data: Path) -> tuple[dict, l
     lines: list[str] = []
     path = new_task(task_id, family, data, tmp_path / "tasks", log=lines.append)
     load_task_file(path)
-    return yaml.safe_load(path.read_text()), lines
+    return yaml.safe_load(path.read_text(encoding="utf-8")), lines
 
 
 def test_task_new_leaves_out_legend_and_footer_rows_and_says_so(tmp_path):
     root = write_derm(tmp_path / "data" / "derm", lesions=9)
-    with open(root / "metadata.csv", "a") as f:  # notes under the table, as spreadsheets export them
+    with open(root / "metadata.csv", "a", encoding="utf-8") as f:  # notes under the table, as spreadsheets export them
         f.write(",,,\n")
         f.write('Legend: dx codes,,"nv = nevus, mel = melanoma, bkl = keratosis",\n')
         f.write(',,"Nodules, Streaks, Regr",\n')
@@ -69,10 +69,10 @@ def test_image_and_mask_folders_are_still_paired_as_before(tmp_path):
 
 
 def test_task_file_errors_point_at_task_yaml_keys(tmp_path, monkeypatch, capsys):
-    text = (Path(__file__).resolve().parents[1] / "tasks" / "kvasir_seg" / "task.yaml").read_text()
+    text = (Path(__file__).resolve().parents[1] / "tasks" / "kvasir_seg" / "task.yaml").read_text(encoding="utf-8")
     folder = tmp_path / "edited"
     folder.mkdir()
-    (folder / "task.yaml").write_text(text.replace("id: kvasir_seg", "id: edited").replace("split:\n", "split:\n  group_bi: patient\n", 1))
+    (folder / "task.yaml").write_text(text.replace("id: kvasir_seg", "id: edited").replace("split:\n", "split:\n  group_bi: patient\n", 1), encoding="utf-8")
     code, out, err = cli(monkeypatch, capsys, "task", "check", str(folder))
     line = the_line(out + err, "group_bi")
     assert code != 0 and "spec.py" not in line and "lvmbench/" not in line.split("task.yaml")[-1]
@@ -129,7 +129,7 @@ def test_a_class_without_cases_is_an_error_at_verify_and_before_a_run(tmp_path, 
     from generic_data import DERM_TASK
 
     root = write_derm(tmp_path / "data" / "derm", lesions=12)
-    with open(root / "metadata.csv", "a") as f:
+    with open(root / "metadata.csv", "a", encoding="utf-8") as f:
         f.write(',,"ules, Streaks, Regr",\n,,,\n')
     # the state verify's own earlier fix left: the legend value taken for a class, empty labels skipped
     text = DERM_TASK.replace("classes: [nevus, melanoma, keratosis]", "classes: [nevus, melanoma, keratosis, 'ules, Streaks, Regr']")
@@ -142,14 +142,12 @@ def test_a_class_without_cases_is_an_error_at_verify_and_before_a_run(tmp_path, 
     monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
     from lvmbench.tasks import TASKS
 
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     try:
         code, out, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--suite", "derm-extra", "--tasks", "derm_dx", "--protocol", "knn",
                              "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--no-progress")
     finally:
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()
     assert code != 0 and "ules, Streaks, Regr" in the_line(out + err, "no case in any split part")
     assert not list((tmp_path / "r").rglob("*.json"))
 
@@ -158,16 +156,16 @@ def test_a_class_missing_from_one_split_part_is_named_with_the_part(tmp_path):
     from generic_data import DERM_TASK
 
     root = write_derm(tmp_path / "data" / "derm", lesions=12)
-    rows = (root / "metadata.csv").read_text().splitlines()
+    rows = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
     # every keratosis lesion goes to train: the test part has none
     rows = [r.replace(",test", ",train") if ",bkl," in r else r for r in rows]
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     report = _verify(tmp_path, DERM_TASK, tmp_path / "data")
     issue = next(i for i in report.warnings if "no case of class 'keratosis' in the test part" in i.problem)
     assert "stratify" in issue.fix and report.runnable
     # none in train: it cannot be learnt, an error
     rows = [r.replace(",train", ",test") if ",bkl," in r else r for r in rows]
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     report = _verify(tmp_path, DERM_TASK.replace("id: derm_dx", "id: derm_dx2"), tmp_path / "data")
     assert any("'keratosis' in the train part" in i.problem for i in report.fatal), [i.line() for i in report.issues]
 

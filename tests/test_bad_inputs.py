@@ -38,7 +38,7 @@ def _truncate(p: Path) -> None:
 
 def _csv_replace(root: Path, old: str, new: str) -> None:
     f = root / "DR_Seg_Grading_Label.csv"
-    f.write_text(f.read_text().replace(old, new))
+    f.write_text(f.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
 
 
 def _nan_volume(root: Path) -> None:
@@ -57,7 +57,7 @@ DATA_FAULTS = {
     "b_class": ("cls", lambda r: (r / "Training" / "a").rename(r / "Training" / "tumour"), "class folder 'tumour' is not one of the task's classes", "b_class/Training/tumour"),
     "b_noimages": ("cls", lambda r: [p.unlink() for p in r.rglob("*.png")], "no images found", "b_noimages"),
     "b_truncated": ("cls", lambda r: _truncate(r / "Testing" / "a" / "a01.png"), "unreadable or truncated image", "b_truncated/Testing/a/a01.png"),
-    "b_notimage": ("cls", lambda r: (r / "Testing" / "b" / "b02.png").write_text("<html>not found</html>"), "unreadable or truncated image", "b_notimage/Testing/b/b02.png"),
+    "b_notimage": ("cls", lambda r: (r / "Testing" / "b" / "b02.png").write_text("<html>not found</html>", encoding="utf-8"), "unreadable or truncated image", "b_notimage/Testing/b/b02.png"),
     "b_zerobytes": ("cls", lambda r: (r / "Training" / "a" / "a03.png").write_bytes(b""), "unreadable or truncated image", "b_zerobytes/Training/a/a03.png"),
     "b_nocsv": ("fgadr", lambda r: (r / "DR_Seg_Grading_Label.csv").unlink(), "grading CSV not found", "b_nocsv/DR_Seg_Grading_Label.csv"),
     "b_badgrade": ("fgadr", lambda r: _csv_replace(r, "0003_x.png,3", "0003_x.png,three"), "grade 'three' is not an integer", "b_badgrade/DR_Seg_Grading_Label.csv"),
@@ -276,13 +276,13 @@ def _eval(env, results: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
 def test_unwritable_results_folder(where, env, tmp_path, monkeypatch, capsys):
     blocker = tmp_path / "not_a_folder"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     results = blocker / "results" if where == "under_a_file" else blocker
     code, _, err = cli(monkeypatch, capsys, *_eval(env, results))
     assert code == 2
     line = the_line(err, "cannot create results folder (Not a directory)")
     assert str(blocker) in line and "fix: pass a writable --results DIR" in line
-    assert blocker.read_text() == "x"
+    assert blocker.read_text(encoding="utf-8") == "x"
 
 
 def test_full_disk_fails_only_the_unit_that_could_not_be_written(env, healthy, tmp_path, monkeypatch, capsys):
@@ -308,17 +308,17 @@ def test_corrupt_result_is_reported_by_leaderboard_and_recomputed_by_eval(env, h
     results = tmp_path / "results"
     shutil.copytree(healthy, results)
     bad = results / "lvmmed/resnet18/random-init/w8ok/linear-s0.json"
-    bad.write_text(bad.read_text()[:200])
+    bad.write_text(bad.read_text(encoding="utf-8")[:200], encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "leaderboard", "--results", str(results), "--out", str(tmp_path / "lb.md"), "--n-boot", "200")
     assert code == 1
     line = the_line(err, "corrupt result file")
     assert line.startswith(f"skip  {bad}:") and "fix: delete it and rerun `lvmbench eval`" in line
-    board = (tmp_path / "lb.md").read_text()
+    board = (tmp_path / "lb.md").read_text(encoding="utf-8")
     rows = [ln for ln in board.split("| w8ok", 1)[1].splitlines() if ln.startswith("| resnet18")]  # w8ok's family table
     assert any("| knn " in r for r in rows) and not any("| linear " in r for r in rows) and "1 result file(s) could not be read" in board
     code, _, err = cli(monkeypatch, capsys, *_eval(env, results))
     assert code == 0 and "redo  lvmmed/resnet18/random-init/w8ok/linear-s0.json" in err
-    json.loads(bad.read_text())
+    json.loads(bad.read_text(encoding="utf-8"))
 
 
 def test_a_copied_result_is_not_counted_twice(env, healthy, tmp_path, monkeypatch, capsys):
@@ -331,7 +331,7 @@ def test_a_copied_result_is_not_counted_twice(env, healthy, tmp_path, monkeypatc
     assert code == 1
     line = the_line(err, "not at its unit's path")
     assert str(copy) in line and "fix: delete the copy" in line
-    assert "(n=1)" in (tmp_path / "lb.md").read_text() and "(n=2)" not in (tmp_path / "lb.md").read_text()
+    assert "(n=1)" in (tmp_path / "lb.md").read_text(encoding="utf-8") and "(n=2)" not in (tmp_path / "lb.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
@@ -376,7 +376,7 @@ def test_errors_from_loader_workers_stay_one_line():
 def test_task_file_typo_through_the_real_entry_point(tmp_path):
     d = tiny_task_dir(tmp_path / "tasks", "w8typo", "x")
     y = d / "w8typo" / "task.yaml"
-    y.write_text(y.read_text().replace("primary_metric:", "primary_metrik:"))
+    y.write_text(y.read_text(encoding="utf-8").replace("primary_metric:", "primary_metrik:"), encoding="utf-8")
     env = {**os.environ, "LVMBENCH_TASK_PATH": str(d)}
     r = subprocess.run([sys.executable, "-m", "lvmbench.cli", "tasks"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr

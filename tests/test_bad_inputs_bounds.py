@@ -116,7 +116,7 @@ def test_coco_file_name_cannot_lead_out_of_the_dataset_folder(tmp_path):
     (tmp_path / "secret.jpg").write_bytes((root / "JPEGImages" / "BloodImage_00000.jpg").read_bytes())
     cats = [{"id": k + 1, "name": n} for k, n in enumerate(BCCD)]
     for bad in ("../secret.jpg", str(tmp_path / "secret.jpg")):
-        (root / "ann.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "JPEGImages/BloodImage_00000.jpg"}, {"id": 2, "file_name": bad}], "annotations": [], "categories": cats}))
+        (root / "ann.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "JPEGImages/BloodImage_00000.jpg"}, {"id": 2, "file_name": bad}], "annotations": [], "categories": cats}), encoding="utf-8")
         with pytest.raises(DataError) as e:
             make_reader("coco", root, {"annotations": "ann.json", "classes": BCCD}).cases()
         line = str(e.value)
@@ -128,7 +128,7 @@ def test_voc_filename_cannot_lead_out_of_the_image_folder(tmp_path):
     (tmp_path / "secret.jpg").write_bytes((root / "JPEGImages" / "BloodImage_00000.jpg").read_bytes())
     xml = root / "Annotations" / "BloodImage_00001.xml"
     for bad in ("../../secret.jpg", str(tmp_path / "secret.jpg")):
-        xml.write_text(f"<annotation><filename>{bad}</filename><object><name>RBC</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
+        xml.write_text(f"<annotation><filename>{bad}</filename><object><name>RBC</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>", encoding="utf-8")
         with pytest.raises(DataError) as e:
             make_reader("voc", root, {"classes": BCCD}).cases()
         line = str(e.value)
@@ -140,8 +140,8 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path, suffix):
     root = write_derm(tmp_path / "derm", lesions=6)
     table = root / f"dup{suffix}"
     if suffix == ".csv":
-        text = (root / "metadata.csv").read_text().splitlines()
-        table.write_text("\n".join([text[0] + ",dx"] + [ln + ",nv" for ln in text[1:]]) + "\n")  # a second 'dx': every row a nevus
+        text = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
+        table.write_text("\n".join([text[0] + ",dx"] + [ln + ",nv" for ln in text[1:]]) + "\n", encoding="utf-8")  # a second 'dx': every row a nevus
     else:
         import pandas as pd
 
@@ -215,7 +215,7 @@ def test_task_check_on_a_task_yaml_that_is_not_a_file_is_one_line_with_a_fix(mon
 def test_every_task_file_error_has_a_fix(monkeypatch, capsys, tmp_path, text, needle):
     folder = tmp_path / "derm_dx"
     folder.mkdir()
-    (folder / "task.yaml").write_text(textwrap.dedent(text))
+    (folder / "task.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "task", "check", str(folder))
     line = the_line(err, needle)
     assert code == 2 and "; fix: " in line and line.split("; fix: ", 1)[1].strip(), line

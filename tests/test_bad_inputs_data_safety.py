@@ -176,20 +176,20 @@ def test_data_synth_replaces_only_its_own_folders(tmp_path, monkeypatch, capsys)
     assert line.startswith(f"error: {out / 'Kvasir-SEG'}: ") and "no .complete marker" in line
     # its own, outdated folder is rewritten; an up-to-date one is left as it is
     marker = out / "medmnist" / ".complete"
-    marker.write_text(json.dumps({"version": SYNTH_VERSION - 1}))
+    marker.write_text(json.dumps({"version": SYNTH_VERSION - 1}), encoding="utf-8")
     brain = tree_digest(out / "BrainTumor")
     code, _, err = cli(monkeypatch, capsys, "data", "synth", str(out), "--only", "medmnist,BrainTumor")
     assert code == 0, err
-    assert json.loads(marker.read_text())["version"] == SYNTH_VERSION
+    assert json.loads(marker.read_text(encoding="utf-8"))["version"] == SYNTH_VERSION
     assert tree_digest(out / "BrainTumor") == brain
     assert "wrote 1 synthetic dataset(s)" in err and "medmnist" in err
 
 
 def test_data_synth_into_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     f = tmp_path / "data.txt"
-    f.write_text("x")
+    f.write_text("x", encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "data", "synth", str(f))
-    assert code == 2 and f.read_text() == "x"
+    assert code == 2 and f.read_text(encoding="utf-8") == "x"
     assert the_line(err, "not a folder").startswith(f"error: {f}: ")
 
 
@@ -209,7 +209,7 @@ def test_a_root_written_before_the_root_marker_existed_is_still_ours(tmp_path):
     write_all(root, ["medmnist"])
     (root / ROOT_MARKER).unlink()
     (root / LOCK).unlink()
-    (root / "medmnist" / ".complete").write_text(json.dumps({"version": SYNTH_VERSION}))  # the old marker
+    (root / "medmnist" / ".complete").write_text(json.dumps({"version": SYNTH_VERSION}), encoding="utf-8")  # the old marker
     assert is_synthetic_root(root)
     assert write_all(root, ["medmnist", "BrainTumor"]) == ["BrainTumor"]
 
@@ -231,7 +231,7 @@ def test_concurrent_first_smoke_runs_generate_once(tmp_path):
     writers = [p.pid for p, (_, err) in zip(procs, outs) if "writing" in err and "synthetic dataset(s)" in err]
     assert len(writers) == 1, [err for _, err in outs]
     root = synthetic_root(cache)
-    stamps = {n: json.loads((root / n / ".complete").read_text()) for n in SYNTH.names()}
+    stamps = {n: json.loads((root / n / ".complete").read_text(encoding="utf-8")) for n in SYNTH.names()}
     assert {s["pid"] for s in stamps.values()} == set(writers), "every dataset written by the same, single process"
     assert not [p for p in root.iterdir() if p.name.startswith(".") and p.is_dir()], "no temporary folder left"
 
@@ -266,7 +266,7 @@ suites: []
 def write_task(folder: Path, task_id: str, text: str) -> Path:
     (folder / task_id).mkdir(parents=True, exist_ok=True)
     path = folder / task_id / "task.yaml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -331,10 +331,10 @@ def test_alias_bomb_on_the_task_path_stops_every_command_in_one_line(tmp_path):
 @pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
 def test_unusable_cache_dir_is_one_line(where, smoke_env, monkeypatch, capsys):
     blocker = smoke_env.tmp / "blocker"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     cache = blocker if where == "is_a_file" else blocker / "cache"
     code, _, err = cli(monkeypatch, capsys, *smoke_commands(smoke_env.tmp)["eval"], "--cache-dir", str(cache))
-    assert code == 2 and blocker.read_text() == "x"
+    assert code == 2 and blocker.read_text(encoding="utf-8") == "x"
     line = the_line(err, "cannot use the cache folder")
     assert line.startswith(f"error: {cache}: ") and "fix: pass --cache-dir a folder you can write to" in line
     assert not (smoke_env.tmp / "results").exists()
@@ -343,10 +343,10 @@ def test_unusable_cache_dir_is_one_line(where, smoke_env, monkeypatch, capsys):
 @pytest.mark.parametrize("command", ["eval", "verify"])
 def test_unusable_lvmbench_cache_is_one_line(command, smoke_env, monkeypatch, capsys):
     blocker = smoke_env.tmp / "blocker"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     monkeypatch.setenv("LVMBENCH_CACHE", str(blocker))
     code, _, err = cli(monkeypatch, capsys, *smoke_commands(smoke_env.tmp)[command])
-    assert code == 2 and blocker.read_text() == "x"
+    assert code == 2 and blocker.read_text(encoding="utf-8") == "x"
     line = the_line(err, "cannot use the cache folder (it is a file, not a folder)")
     assert line.startswith(f"error: {blocker}: ") and "LVMBENCH_CACHE" in line
 
@@ -364,27 +364,24 @@ def test_read_only_cache_dir_is_one_line(smoke_env, monkeypatch, capsys):
 
 
 @pytest.fixture
-def tiny_tasks(tmp_path):
-    """Tiny real-data tasks registered for one test: one healthy, the others given as (id, data.dir)."""
-    added: list[str] = []
+def tiny_tasks(tmp_path, monkeypatch):
+    """Tiny real-data tasks for one test, in a folder on LVMBENCH_TASK_PATH as a user's would be: one
+    healthy, the others given as (id, data.dir)."""
+    monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tmp_path / "tasks"))
 
     def add(task_id: str, data_dir: str) -> None:
         tiny_task_dir(tmp_path / "tasks", task_id, data_dir)
-        spec = load_task_file(tmp_path / "tasks" / task_id / "task.yaml")
-        TASKS.names()  # the repository's tasks first
-        TASKS.add(spec.id, spec)
-        added.append(spec.id)
+        TASKS.reset()
 
     yield add
-    for tid in added:
-        TASKS._items.pop(tid, None)
+    TASKS.reset()
 
 
 def test_unusable_cache_dir_on_real_data_is_one_line(tiny_tasks, tmp_path, monkeypatch, capsys):
     tiny_tasks("w9ok", "w9ok")
     write_class_folders(tmp_path / "data" / "w9ok")
     blocker = tmp_path / "blocker"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--tasks", "w9ok", "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"), "--cache-dir", str(blocker / "c"), "--no-progress")
     assert code == 2
     assert the_line(err, "cannot use the cache folder (Not a directory)").startswith(f"error: {blocker / 'c'}: ")
@@ -396,7 +393,7 @@ def test_cache_that_breaks_mid_run_names_the_folder(tmp_path):
     store = ArrayCache(tmp_path / "cache")
     key = "ab" + "0" * 62
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "ab").write_text("in the way")
+    (tmp_path / "cache" / "ab").write_text("in the way", encoding="utf-8")
     with pytest.raises(UserError) as e:
         store.get_or_compute(key, lambda: np.zeros(3, np.float32))
     assert str(e.value).startswith(f"{tmp_path / 'cache' / 'ab'}: cannot write to the cache") and "--cache-dir" in str(e.value)
@@ -408,11 +405,11 @@ def test_cache_that_breaks_mid_run_names_the_folder(tmp_path):
 @pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
 def test_splits_folder_that_is_a_file_is_one_line(where, smoke_env, monkeypatch, capsys):
     blocker = smoke_env.tmp / "splits.json"
-    blocker.write_text("{}")
+    blocker.write_text("{}", encoding="utf-8")
     splits = blocker if where == "is_a_file" else blocker / "sub"
     monkeypatch.setenv("LVMBENCH_SPLITS", str(splits))
     code, _, err = cli(monkeypatch, capsys, "data", "split", CHEAP, "--suite", "smoke")
-    assert code == 2 and blocker.read_text() == "{}"
+    assert code == 2 and blocker.read_text(encoding="utf-8") == "{}"
     line = the_line(err, "the splits folder")
     assert line.startswith(f"error: {splits}: ") and "fix: point LVMBENCH_SPLITS at a folder" in line
     # a run must not fall back to the task's rule without a word either
@@ -423,9 +420,9 @@ def test_splits_folder_that_is_a_file_is_one_line(where, smoke_env, monkeypatch,
 
 def test_split_out_under_a_file_is_one_line(smoke_env, monkeypatch, capsys):
     blocker = smoke_env.tmp / "blocker"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "data", "split", CHEAP, "--suite", "smoke", "--out", str(blocker / "s.json"))
-    assert code == 2 and blocker.read_text() == "x"
+    assert code == 2 and blocker.read_text(encoding="utf-8") == "x"
     assert the_line(err, "cannot write the split file").startswith(f"error: {blocker / 's.json'}: ")
 
 

@@ -65,7 +65,7 @@ def _dead_claim(results: Path) -> Path:
     p.wait()
     lock = results / "smoke" / "resnet18" / "random-init" / "brain_tumor_linear" / "knn-s0.json.lock"
     lock.parent.mkdir(parents=True)
-    lock.write_text(json.dumps({"pid": p.pid, "host": socket.gethostname()}))
+    lock.write_text(json.dumps({"pid": p.pid, "host": socket.gethostname()}), encoding="utf-8")
     return lock
 
 
@@ -123,11 +123,11 @@ def test_slurm_dry_run_quotes_the_job_folder(monkeypatch, capsys, tmp_path):
 def test_a_plugin_encoder_that_fails_to_import_is_reported_with_its_error(monkeypatch, capsys, tmp_path):
     site = tmp_path / "site"
     (site / "boom_plugin").mkdir(parents=True)
-    (site / "boom_plugin" / "__init__.py").write_text("import torchvision_that_is_not_installed\n")
+    (site / "boom_plugin" / "__init__.py").write_text("import torchvision_that_is_not_installed\n", encoding="utf-8")
     dist = site / "boom_plugin-0.1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: boom_plugin\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[lvmbench.encoders]\nboom = boom_plugin:build\nresnet34 = boom_plugin:build_resnet\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: boom_plugin\nVersion: 0.1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[lvmbench.encoders]\nboom = boom_plugin:build\nresnet34 = boom_plugin:build_resnet\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(site))
     from lvmbench.encoders import ENCODERS
 

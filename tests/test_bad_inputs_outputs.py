@@ -31,23 +31,23 @@ def _lb(monkeypatch, capsys, results, out, *extra: str):
 def test_a_symlink_to_a_users_export_is_refused_and_both_kept(results, tmp_path, monkeypatch, capsys):
     export = tmp_path / "mine" / "units.csv"
     export.parent.mkdir()
-    export.write_text("my,own\n1,2\n")
+    export.write_text("my,own\n1,2\n", encoding="utf-8")
     link = tmp_path / "units.csv"
     link.symlink_to(export)
     code, _, err = _lb(monkeypatch, capsys, results, tmp_path / "lb.md", "--csv", str(link))
     line = the_line(err, "symbolic link")
     assert code == 2 and "--csv names a symbolic link" in line and "fix: pass the file the link points to" in line
-    assert link.is_symlink() and export.read_text() == "my,own\n1,2\n", "the link and its target untouched"
+    assert link.is_symlink() and export.read_text(encoding="utf-8") == "my,own\n1,2\n", "the link and its target untouched"
     assert not (tmp_path / "lb.md").exists(), "refused before any work"
 
 
 def test_a_symlinked_out_is_refused(results, tmp_path, monkeypatch, capsys):
     target = tmp_path / "notes.md"
-    target.write_text("my notes\n")
+    target.write_text("my notes\n", encoding="utf-8")
     (tmp_path / "lb.md").symlink_to(target)
     code, _, err = _lb(monkeypatch, capsys, results, tmp_path / "lb.md")
     assert code == 2 and "--out names a symbolic link" in the_line(err, "symbolic link")
-    assert (tmp_path / "lb.md").is_symlink() and target.read_text() == "my notes\n"
+    assert (tmp_path / "lb.md").is_symlink() and target.read_text(encoding="utf-8") == "my notes\n"
 
 
 def test_a_fifo_is_refused_and_stays_a_fifo(results, tmp_path, monkeypatch, capsys):
@@ -101,11 +101,11 @@ def test_an_export_named_like_a_figure_is_refused(results, tmp_path, monkeypatch
 
 
 def test_hard_linked_output_is_refused(results, tmp_path, monkeypatch, capsys):
-    (tmp_path / "keep.csv").write_text("mine\n")
+    (tmp_path / "keep.csv").write_text("mine\n", encoding="utf-8")
     os.link(tmp_path / "keep.csv", tmp_path / "units.csv")
     code, _, err = _lb(monkeypatch, capsys, results, tmp_path / "lb.md", "--csv", str(tmp_path / "units.csv"))
     assert code == 2 and "2 hard links" in the_line(err, "hard links")
-    assert (tmp_path / "keep.csv").read_text() == "mine\n"
+    assert (tmp_path / "keep.csv").read_text(encoding="utf-8") == "mine\n"
 
 
 def test_outputs_follow_the_umask(results, tmp_path, monkeypatch, capsys):
@@ -132,11 +132,11 @@ def test_a_result_path_that_is_a_symlink_is_not_replaced(tmp_path):
     rec = make_record(cls_records(labels, np.eye(4)[labels], ["g"] * 2), "accuracy")
     path = result_path(tmp_path / "r", rec.unit)
     path.parent.mkdir(parents=True)
-    (tmp_path / "elsewhere.json").write_text("{}")
+    (tmp_path / "elsewhere.json").write_text("{}", encoding="utf-8")
     path.symlink_to(tmp_path / "elsewhere.json")
     with pytest.raises(UserError, match="is a symbolic link"):
         write_result(tmp_path / "r", rec)
-    assert path.is_symlink() and (tmp_path / "elsewhere.json").read_text() == "{}"
+    assert path.is_symlink() and (tmp_path / "elsewhere.json").read_text(encoding="utf-8") == "{}"
 
 
 # ---------------------------------------------------------------- exports safe to open
@@ -154,7 +154,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path, monkey
     write_records(tmp_path / "r", [rec])
     code, _, _ = _lb(monkeypatch, capsys, tmp_path / "r", tmp_path / "lb.md", "--csv", str(tmp_path / "u.csv"), "--parquet", str(tmp_path / "u.parquet"))
     assert code == 0
-    raw = (tmp_path / "u.csv").read_text()
+    raw = (tmp_path / "u.csv").read_text(encoding="utf-8")
     assert "'=HYPERLINK" in raw and ",=HYPERLINK" not in raw and '"=HYPERLINK' not in raw
     for df in (pd.read_csv(tmp_path / "u.csv"), pd.read_parquet(tmp_path / "u.parquet")):
         row = df.iloc[0]
@@ -170,7 +170,7 @@ def test_markdown_shows_html_and_table_characters_in_names_as_text(tmp_path, mon
     name = "x<img src=y onerror=alert(1)>|![t](http://e/x.png)$\\bad{$"  # and a formula matplotlib cannot parse
     write_records(tmp_path / "r", [make_record(cls_records(labels, np.eye(4)[labels], ["g"] * 8), "accuracy", encoder=name, sha="d" * 64)])
     code, _, _ = _lb(monkeypatch, capsys, tmp_path / "r", tmp_path / "lb.md")
-    text = (tmp_path / "lb.md").read_text()
+    text = (tmp_path / "lb.md").read_text(encoding="utf-8")
     assert code == 0 and "<img" not in text and "![t](" not in text and (tmp_path / "lb-smoke-cls.png").is_file()
     assert r"x&lt;img src=y onerror=alert(1)&gt;\|!\[t\](http://e/x.png)$\\bad{$ @dddddddddddd" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| x&lt;img") and "linear" in ln)

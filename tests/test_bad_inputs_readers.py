@@ -155,7 +155,7 @@ def test_a_task_whose_every_mask_is_empty_is_an_error(tmp_path):
     with pytest.raises(DataError, match="every mask"):
         preflight(load_task_data(spec, tmp_path / "data"), tmp_path / "cache", log=lambda s: None)
     # the cases are remembered as checked (and empty); that does not hide the error on the next run
-    stored = [k for f in (tmp_path / "cache" / "verified").glob("*.json") for k in json.loads(f.read_text())]
+    stored = [k for f in (tmp_path / "cache" / "verified").glob("*.json") for k in json.loads(f.read_text(encoding="utf-8"))]
     assert len(stored) == 8 and all(k.endswith(":empty") for k in stored)
     with pytest.raises(DataError, match="every mask"):
         preflight(load_task_data(spec, tmp_path / "data"), tmp_path / "cache", log=lambda s: None)
@@ -236,7 +236,7 @@ def _cases(n: int = 6) -> list[Case]:
 
 def test_duplicate_id_in_a_split_file_is_refused(tmp_path):
     p = tmp_path / "split.json"
-    p.write_text(json.dumps({"train": ["c0", "c1", "c0"], "val": ["c2"], "test": ["c3", "c4"]}))
+    p.write_text(json.dumps({"train": ["c0", "c1", "c0"], "val": ["c2"], "test": ["c3", "c4"]}), encoding="utf-8")
     with pytest.raises(DataError) as ei:
         read_split_file(p, _cases())
     assert str(ei.value).startswith(f"{p}:") and "'c0'" in str(ei.value) and "twice" in str(ei.value) and "fix:" in str(ei.value)
@@ -252,7 +252,7 @@ def test_duplicate_in_written_and_imported_lists_is_refused(tmp_path):
         write_split_file(tmp_path / "s.json", Split([cases[0], cases[1], cases[1]], [], [cases[2]]), task="t", suite="s", origin="x", cases=cases)
     assert not (tmp_path / "s.json").exists()
     lists = tmp_path / "lists.json"
-    lists.write_text(json.dumps({"train": ["c0.png", "c1.png", "c0.png"], "valid": ["c2.png"], "test": ["c3.png"]}))
+    lists.write_text(json.dumps({"train": ["c0.png", "c1.png", "c0.png"], "valid": ["c2.png"], "test": ["c3.png"]}), encoding="utf-8")
     with pytest.raises(DataError) as ei:
         import_lists(load_paper_lists(lists), cases)
     assert str(ei.value).startswith(f"{lists}:") and "c0.png" in str(ei.value) and "twice" in str(ei.value)

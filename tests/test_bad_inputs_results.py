@@ -80,16 +80,16 @@ def test_lock_file_that_is_a_folder(tiny, monkeypatch, capsys):
 def test_hand_edited_numbers_are_refused_and_recomputed(tiny, monkeypatch, capsys, edit, needle):
     assert _eval(monkeypatch, capsys, tiny)[0] == 0
     (path,) = list((tiny / "results").rglob("*.json"))
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     good = doc["primary"]
     edit(doc)
-    path.write_text(json.dumps(doc))  # json writes NaN as NaN: what a hand edit leaves
+    path.write_text(json.dumps(doc), encoding="utf-8")  # json writes NaN as NaN: what a hand edit leaves
     code, _, err = cli(monkeypatch, capsys, "leaderboard", "--results", str(tiny / "results"), "--out", str(tiny / "lb.md"))
     assert code == 1 and "implausible result" in the_line(err, needle)
-    assert "1 result file(s) could not be read" in (tiny / "lb.md").read_text()
+    assert "1 result file(s) could not be read" in (tiny / "lb.md").read_text(encoding="utf-8")
     code, _, err = _eval(monkeypatch, capsys, tiny)
     assert code == 0 and "redo" in the_line(err, "implausible")
-    assert json.loads(path.read_text())["primary"] == good
+    assert json.loads(path.read_text(encoding="utf-8"))["primary"] == good
     assert path.with_name(path.name + ".replaced").is_file()  # the edited file is kept, not overwritten
 
 
@@ -101,7 +101,7 @@ def test_leaderboard_skips_a_fifo_instead_of_hanging(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lvmbench.cli", "leaderboard", "--results", str(results), "--out", str(tmp_path / "lb.md"), "--n-boot", "200"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "not a regular file" in the_line(proc.stderr, "trap.json")
-    assert "| resnet18" in (tmp_path / "lb.md").read_text()
+    assert "| resnet18" in (tmp_path / "lb.md").read_text(encoding="utf-8")
 
 
 def _cls():
@@ -123,23 +123,21 @@ def test_unknown_task_column_gets_a_note(tmp_path, monkeypatch, capsys):
     write_records(tmp_path / "r", [make_record(cls_records(*_cls(), ["g"] * 8), "accuracy", task="gone_task")])
     code, _, err = cli(monkeypatch, capsys, "leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb.md"), "--n-boot", "200")
     assert code == 0 and "not registered" in the_line(err, "gone_task")
-    assert "not registered in this checkout" in (tmp_path / "lb.md").read_text()
+    assert "not registered in this checkout" in (tmp_path / "lb.md").read_text(encoding="utf-8")
 
 
 def test_empty_validation_split_fails_the_unit_with_the_fix(tmp_path, monkeypatch, capsys):
     tasks = tiny_task_dir(tmp_path / "tasks", "noval", "noval_data")
     yml = tasks / "noval" / "task.yaml"
-    yml.write_text(yml.read_text().replace("val: 0.25", "val: 0.0"))
+    yml.write_text(yml.read_text(encoding="utf-8").replace("val: 0.25", "val: 0.0"), encoding="utf-8")
     write_class_folders(tmp_path / "data" / "noval_data")
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     try:
         code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--tasks", "noval", "--protocol", "knn", "--data-root", str(tmp_path / "data"),
                            "--results", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--workers", "0")
     finally:
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()
     line = the_line(err, "FAIL")
     assert code == 1 and "validation split, which is empty" in line and "fix:" in line
     assert not list((tmp_path / "results").rglob("*.json"))
@@ -148,17 +146,15 @@ def test_empty_validation_split_fails_the_unit_with_the_fix(tmp_path, monkeypatc
 def test_a_diverging_run_stops_with_one_line(tmp_path, monkeypatch, capsys):
     tasks = tiny_seg_task_dir(tmp_path / "tasks", "diverge", "diverge_data")
     yml = tasks / "diverge" / "task.yaml"
-    yml.write_text(yml.read_text().replace("lr: 0.001, epochs: 1", "lr: 1.0e+30, epochs: 4"))
+    yml.write_text(yml.read_text(encoding="utf-8").replace("lr: 0.001, epochs: 1", "lr: 1.0e+30, epochs: 4"), encoding="utf-8")
     write_kvasir(tmp_path / "data" / "diverge_data", n=12)
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     try:
         code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--tasks", "diverge", "--data-root", str(tmp_path / "data"),
                            "--results", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--workers", "0")
     finally:
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()
     assert code == 1 and "fix: lower lr" in the_line(err, "training diverged")
     assert not list((tmp_path / "results").rglob("*.json"))
 
@@ -168,7 +164,7 @@ def test_ctrl_c_stops_between_steps_says_what_was_saved_and_exits_130(tmp_path):
     tasks = tiny_task_dir(tmp_path / "tasks", "a_intr", "intr_data")
     tiny_task_dir(tasks, "b_intr", "intr_data")
     yml = tasks / "b_intr" / "task.yaml"
-    yml.write_text(yml.read_text().replace("finetune: {epochs: 2,", "finetune: {epochs: 400,").replace("default_protocols: [knn]", "default_protocols: [finetune]"))
+    yml.write_text(yml.read_text(encoding="utf-8").replace("finetune: {epochs: 2,", "finetune: {epochs: 400,").replace("default_protocols: [knn]", "default_protocols: [finetune]"), encoding="utf-8")
     write_class_folders(tmp_path / "data" / "intr_data")
     env = {**os.environ, "LVMBENCH_TASK_PATH": str(tasks), "LVMBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(

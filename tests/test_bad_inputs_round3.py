@@ -35,10 +35,10 @@ def _eval(monkeypatch, capsys, tmp_path, *extra: str):
 
 
 def _hand_edit(path: Path, note: str) -> None:
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     doc["primary"] = float("nan")  # unreadable as lvmbench's: recomputed, and the file set aside
     doc["my_note"] = note
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc), encoding="utf-8")
 
 
 def test_a_result_replaced_twice_keeps_both_older_generations(tiny, monkeypatch, capsys):
@@ -52,7 +52,7 @@ def test_a_result_replaced_twice_keeps_both_older_generations(tiny, monkeypatch,
     _hand_edit(path, "second")
     code, _, err = _eval(monkeypatch, capsys, tiny)
     assert code == 0 and "kept as knn-s0.json.replaced.1" in the_line(err, "redo")
-    notes = {p.name: json.loads(p.read_text()).get("my_note") for p in path.parent.glob("knn-s0.json.replaced*")}
+    notes = {p.name: json.loads(p.read_text(encoding="utf-8")).get("my_note") for p in path.parent.glob("knn-s0.json.replaced*")}
     assert notes == {"knn-s0.json.replaced": "first", "knn-s0.json.replaced.1": "second"}
 
 
@@ -63,7 +63,7 @@ def test_a_folder_in_the_way_of_the_aside_name_is_skipped_not_blamed_on_the_resu
     _hand_edit(path, "kept")
     code, _, err = _eval(monkeypatch, capsys, tiny)
     assert code == 0, err
-    assert json.loads((path.parent / "knn-s0.json.replaced.1").read_text())["my_note"] == "kept"
+    assert json.loads((path.parent / "knn-s0.json.replaced.1").read_text(encoding="utf-8"))["my_note"] == "kept"
     assert (path.parent / "knn-s0.json.replaced").is_dir()
 
 

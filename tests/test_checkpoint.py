@@ -92,7 +92,7 @@ def test_code_executing_pickle_is_refused(tmp_path):
 
 def test_not_a_checkpoint(tmp_path):
     p = tmp_path / "notes.pth"
-    p.write_text("hello, not a checkpoint")
+    p.write_text("hello, not a checkpoint", encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         read_state_dict(p)
     with pytest.raises(CheckpointError, match="not found"):

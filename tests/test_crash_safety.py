@@ -112,14 +112,12 @@ def test_sigkill_then_rerun_completes_every_unit_once(setup, tmp_path, monkeypat
     from lvmbench.tasks import TASKS
 
     monkeypatch.setenv("LVMBENCH_TASK_PATH", env["LVMBENCH_TASK_PATH"])  # the task the children ran
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     problems: list[str] = []
     try:
         text = build(results, warn=problems.append, n_boot=200)
     finally:
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()
     assert not problems and text.count("(n=2)") == 2
 
 
@@ -139,17 +137,17 @@ def test_a_writer_killed_mid_write_leaves_old_or_new_file(tmp_path):
     target = tmp_path / "r" / "unit.json"
     seen = set()
     for delay in (0.0, 0.02, 0.05, 0.12, 0.3):
-        before = json.loads(target.read_text())["i"] if target.exists() else -1
+        before = json.loads(target.read_text(encoding="utf-8"))["i"] if target.exists() else -1
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)])
         start = time.monotonic()
         while time.monotonic() - start < 60:  # until this writer has replaced the file once
-            if target.exists() and json.loads(target.read_text())["i"] > before:
+            if target.exists() and json.loads(target.read_text(encoding="utf-8"))["i"] > before:
                 break
             time.sleep(0.005)
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        doc = json.loads(target.read_text())  # never a partial file
+        doc = json.loads(target.read_text(encoding="utf-8"))  # never a partial file
         assert len(doc["pad"]) == 400000
         seen.add(doc["i"])
     assert len(seen) > 1, "the writers got through several writes before their kills"
@@ -170,15 +168,15 @@ def test_claims_without_flock_fall_back_to_exclusive_lock_files(tmp_path, monkey
     target = tmp_path / "unit.json"
     a, b = Claim(target), Claim(target)
     assert a.acquire() and not b.acquire(), "a live owner keeps its claim"
-    assert json.loads(a.lock.read_text())["pid"] == os.getpid()
+    assert json.loads(a.lock.read_text(encoding="utf-8"))["pid"] == os.getpid()
     a.release()
     assert not a.lock.exists() and b.acquire()
     b.release()
     # a claim of a dead process on this host is taken over; an empty fresh one is not (its owner
     # may be between creating and writing it)
-    a.lock.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}))
+    a.lock.write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}), encoding="utf-8")
     assert Claim(target).acquire()
-    a.lock.write_text("")
+    a.lock.write_text("", encoding="utf-8")
     assert not Claim(target).acquire()
     os.utime(a.lock, (time.time() - 3600, time.time() - 3600))
     assert Claim(target).acquire(), "an empty lock file an hour old was left by a killed process"

@@ -36,7 +36,7 @@ def ref(name: str) -> Path:
 
 def _lists(tmp_path: Path, doc: dict) -> Path:
     p = tmp_path / "lists.json"
-    p.write_text(json.dumps(doc))
+    p.write_text(json.dumps(doc), encoding="utf-8")
     return p
 
 
@@ -52,9 +52,9 @@ def test_freeze_then_runs_use_the_file_until_it_is_deleted(synth_root, splits_di
     with pytest.raises(UserError, match="already exists.*--force"):
         freeze_split(spec, "smoke", synth_root)
     # edit the file: runs of the smoke suite now follow it (and only that suite)
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     doc["val"], doc["test"] = doc["val"][:10], doc["test"] + doc["val"][10:]
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc), encoding="utf-8")
     used = load_task_data(spec, synth_root, suite="smoke").split
     assert str(path) in used.origin and len(used.val) == 10 and used.hash() != rule.hash()
     assert load_task_data(spec, synth_root, suite="lvmmed").split.hash() == rule.hash()
@@ -74,7 +74,7 @@ def test_split_file_naming_missing_cases_is_refused(tmp_path):
 def test_task_split_file_is_found_in_task_folder_then_splits_folder(tmp_path, splits_dir):
     cases = _cases(["a", "b", "c", "d"])
     (splits_dir).mkdir(parents=True)
-    (splits_dir / "mine.json").write_text(json.dumps({"train": ["a", "b"], "val": ["c"], "test": ["d"]}))
+    (splits_dir / "mine.json").write_text(json.dumps({"train": ["a", "b"], "val": ["c"], "test": ["d"]}), encoding="utf-8")
     split = make_split(cases, SplitSpec(source="file", file="mine.json"), task_folder=tmp_path / "task")
     assert [c.id for c in split.test] == ["d"]
     with pytest.raises(DataError, match="split file 'other.json' not found.*data split TASK"):
@@ -96,7 +96,9 @@ def test_val_equal_to_test_is_refused_flagged_or_carved(tmp_path, synth_root, ca
 
     cases = make_reader("fgadr", synth_root / "FGADR").cases()
     entry = lambda c: [f"/mnt/sda/haal02-data/FGADR-Seg-Set/Seg-set/Original_Images/{c.id}", c.label]
-    doc = {"train": [entry(c) for c in cases[:90]], "val": [entry(c) for c in cases[90:]], "test": [entry(c) for c in cases[90:]]}
+    # every fourth case held out, so that each class is in each part (a class missing from train is refused)
+    train, held = [c for i, c in enumerate(cases) if i % 4], [c for i, c in enumerate(cases) if not i % 4]
+    doc = {"train": [entry(c) for c in train], "val": [entry(c) for c in held], "test": [entry(c) for c in held]}
     lists = load_paper_lists(_lists(tmp_path, doc))
     with pytest.raises(DataError, match="val list equals its test list.*--carve-val"):
         import_lists(lists, cases)
@@ -115,7 +117,8 @@ def test_val_equal_to_test_is_refused_flagged_or_carved(tmp_path, synth_root, ca
 
     explicit = tmp_path / "explicit-cache"  # --cache-dir wins over $LVMBENCH_CACHE (= cache_dir here)
     req = EvalRequest(encoder="resnet18", suite="smoke", tasks=["fgadr_linear"], protocols=["knn"], data_root=synth_root, results=tmp_path / "r", cache_dir=explicit, run=RunOptions(progress=False, workers=0))
-    assert run(req, log=lambda s: None).ok
+    logged: list[str] = []
+    assert run(req, log=logged.append).ok, "\n".join(logged)
     ((_, record),) = list(iter_results(tmp_path / "r"))
     assert "flawed-split:val-equals-test" in record.flags
     assert {p.name for p in explicit.iterdir()} >= {"decoded", "features", "verified"} and not cache_dir.exists()

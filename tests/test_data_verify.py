@@ -51,7 +51,7 @@ def write_task(tasks: Path, text: str, n: int) -> TaskSpec:
     raw = yaml.safe_load(text.replace("cases: N", f"cases: {n}"))
     folder = tasks / raw["id"]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "task.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "task.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     spec = TaskSpec.model_validate(raw)
     spec.folder = folder
     return spec

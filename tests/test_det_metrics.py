@@ -150,7 +150,7 @@ def test_mmdet_coco_metric_agrees_on_the_same_predictions(tmp_path):
         for b, lab in zip(g.boxes, g.labels):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(lab), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": 0})
     ann_file = tmp_path / "gt.json"
-    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": k, "name": n} for k, n in enumerate(NAMES)]}, default=float))
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": k, "name": n} for k, n in enumerate(NAMES)]}, default=float), encoding="utf-8")
     metric = CocoMetric(ann_file=str(ann_file), metric="bbox", classwise=False)
     metric.dataset_meta = {"classes": NAMES}
     batch = [{"img_id": i, "ori_shape": (120, 120), "pred_instances": {"bboxes": torch.tensor(p.boxes), "scores": torch.tensor(p.scores), "labels": torch.tensor(p.labels)}} for i, p in enumerate(preds)]

@@ -52,12 +52,12 @@ def _kvasir_copy(tmp_path: Path, synth_root: Path) -> Path:
 
 def test_kvasir_malformed(tmp_path, synth_root):
     root = _kvasir_copy(tmp_path, synth_root)
-    (root / "kavsir_bboxes.json").write_text('{"a": {"height": 10,')
+    (root / "kavsir_bboxes.json").write_text('{"a": {"height": 10,', encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("kvasir_boxes", root, {"classes": ["polyp"]}).cases()
     one_line(e, "kavsir_bboxes.json")
-    key = next(iter(json.loads((synth_root / "Kvasir-SEG-boxes" / "kavsir_bboxes.json").read_text())))
-    (root / "kavsir_bboxes.json").write_text(json.dumps({key: {"bbox": [{"label": "polyp", "xmin": 1}]}}))
+    key = next(iter(json.loads((synth_root / "Kvasir-SEG-boxes" / "kavsir_bboxes.json").read_text(encoding="utf-8"))))
+    (root / "kavsir_bboxes.json").write_text(json.dumps({key: {"bbox": [{"label": "polyp", "xmin": 1}]}}), encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("kvasir_boxes", root, {"classes": ["polyp"]}).cases()
     assert "lacks height/width/bbox" in one_line(e, "kavsir_bboxes.json")
@@ -105,11 +105,11 @@ def _voc(tmp_path: Path, n: int = 8) -> Path:
 def test_voc_malformed_xml_and_unknown_class(tmp_path):
     root = _voc(tmp_path)
     bad = root / "Annotations" / "BloodImage_00001.xml"
-    bad.write_text("<annotation><object><name>RBC</name>")
+    bad.write_text("<annotation><object><name>RBC</name>", encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("voc", root, {"classes": BCCD}).cases()
     assert "malformed VOC XML" in one_line(e, "BloodImage_00001.xml")
-    bad.write_text("<annotation><filename>BloodImage_00001.jpg</filename><object><name>Neutrophil</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
+    bad.write_text("<annotation><filename>BloodImage_00001.jpg</filename><object><name>Neutrophil</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>", encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("voc", root, {"classes": BCCD}).cases()
     assert "Neutrophil" in one_line(e, "BloodImage_00001.xml")
@@ -145,7 +145,7 @@ def test_coco_reader_matches_the_voc_boxes(tmp_path):
     for name, ims in (("train", data["images"][:half]), ("test", data["images"][half:])):
         ids = {im["id"] for im in ims}
         part = {**data, "images": ims, "annotations": [a for a in data["annotations"] if a["image_id"] in ids]}
-        (root / f"{name}.json").write_text(json.dumps(part))
+        (root / f"{name}.json").write_text(json.dumps(part), encoding="utf-8")
     voc = {c.image: make_reader("voc", root, {"classes": BCCD}).load_target(c) for c in make_reader("voc", root, {"classes": BCCD}).cases()}
     r = make_reader("coco", root, {"classes": BCCD, "annotations": {"train": "train.json", "test": "test.json"}})
     cases = r.cases()
@@ -160,13 +160,13 @@ def test_coco_reader_matches_the_voc_boxes(tmp_path):
 
 def test_coco_malformed(tmp_path):
     root = _voc(tmp_path)
-    (root / "a.json").write_text(json.dumps({"images": []}))
+    (root / "a.json").write_text(json.dumps({"images": []}), encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("coco", root, {"classes": BCCD, "annotations": "a.json"}).cases()
     assert "needs 'images' and 'categories'" in one_line(e, "a.json")
     data = _coco_from_voc(root)
     data["annotations"][0]["bbox"] = ["x", 1, 2, 3]
-    (root / "b.json").write_text(json.dumps(data))
+    (root / "b.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("coco", root, {"classes": BCCD, "annotations": "b.json"}).cases()
     one_line(e, "b.json")
@@ -182,7 +182,7 @@ def _vindr(tmp_path: Path, variant: str = "dicom", n: int = 18) -> Path:
 
 
 def _rows(root: Path) -> list[dict]:
-    with open(root / "train.csv", newline="") as f:
+    with open(root / "train.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -250,8 +250,8 @@ def test_vindr_csv_order_split(tmp_path):
 
 def test_vindr_malformed(tmp_path):
     root = _vindr(tmp_path)
-    text = (root / "train.csv").read_text().splitlines()
-    (root / "train.csv").write_text("\n".join([text[0].replace("x_min", "xmin"), *text[1:]]))
+    text = (root / "train.csv").read_text(encoding="utf-8").splitlines()
+    (root / "train.csv").write_text("\n".join([text[0].replace("x_min", "xmin"), *text[1:]]), encoding="utf-8")
     with pytest.raises(DataError) as e:
         make_reader("vindr_cxr", root, {"classes": list(VINDR_CLASSES)}).cases()
     assert "x_min" in one_line(e, "train.csv")

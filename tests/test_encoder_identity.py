@@ -74,7 +74,7 @@ def test_pretrained_vit_is_evaluated_on_the_pooling_its_objective_trained(object
     path = train(cfg)
     with safe_open(str(path), "pt") as f:
         assert f.metadata()["pooling"] == "avg"
-    meta = json.loads((out / "pretrain.json").read_text())
+    meta = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))
     assert meta["encoder"]["pooling"] == "avg"
 
     # the pretrainer's pooled output on fixed inputs: rebuild its objective from checkpoint.pt

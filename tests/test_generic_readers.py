@@ -57,13 +57,13 @@ def test_manifest_integer_labels_several_images_per_row_and_one_hot(tmp_path):
 
 def test_manifest_bad_rows_each_one_line(tmp_path):
     root = write_derm(tmp_path / "derm", lesions=6)
-    text = (root / "metadata.csv").read_text().splitlines()
+    text = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
     for row in (3, 5):  # rows 4 and 6: one unknown label (a typo): one line for both
         cells = text[row].split(",")
         text[row] = ",".join([*cells[:2], "nvv", *cells[3:]])
     text.append(text[1])  # row 14: a duplicate of row 2
     text.append("HAM_9999,ISIC_99999,nv,train")  # row 15: no such image
-    (root / "metadata.csv").write_text("\n".join(text) + "\n")
+    (root / "metadata.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
     tasks = tmp_path / "tasks"
     spec = load_task_file(write_task(tasks, DERM_TASK))
     report = verify_task(spec, tmp_path, progress=False)
@@ -152,7 +152,7 @@ def test_numeric_ranges_group_frames_into_sequences(tmp_path):
     assert len(cases) == 24 and r.dataset_checks(cases) == []
     for c in cases:
         assert c.group == brute_force_group(int(c.id), spans)
-    (tmp_path / "polyp" / "sequences.csv").write_text("from,to,group\n" + "\n".join(f"{a},{b},{g}" for a, b, g in spans) + "\n")
+    (tmp_path / "polyp" / "sequences.csv").write_text("from,to,group\n" + "\n".join(f"{a},{b},{g}" for a, b, g in spans) + "\n", encoding="utf-8")
     from_file = _frames(tmp_path, group={"ranges": "sequences.csv"}).cases()
     assert [c.group for c in from_file] == [c.group for c in cases]
 
@@ -161,7 +161,7 @@ def test_group_from_regex_template_mapping_file_and_unmatched(tmp_path):
     r = _frames(tmp_path, group={"regex": r"^(\d)", "input": "{stem}"})
     assert {c.id: c.group for c in r.cases()}["17"] == "1"
     assert _frames(tmp_path, group="video-{stem}").cases()[0].group.startswith("video-")
-    (tmp_path / "polyp" / "videos.json").write_text(json.dumps({str(i): f"v{(i - 1) // 12}" for i in range(1, 25)}))
+    (tmp_path / "polyp" / "videos.json").write_text(json.dumps({str(i): f"v{(i - 1) // 12}" for i in range(1, 25)}), encoding="utf-8")
     assert {c.id: c.group for c in _frames(tmp_path, group={"file": "videos.json", "key": "id", "value": "video"}).cases()}["13"] == "v1"
     write_rows(tmp_path / "polyp" / "videos.xlsx", [{"frame": str(i), "video": f"v{(i - 1) // 12}"} for i in range(1, 21)])
     r = _frames(tmp_path, group={"file": "videos.xlsx", "key": "frame", "value": "video"})
@@ -351,23 +351,18 @@ def test_new_data_keys_leave_existing_spec_hashes_alone():
 
 
 def test_segmentation_task_with_range_groups_runs_and_says_each_epoch(tmp_path, monkeypatch, capsys):
+    from builders import task_folder
     from cli_helpers import cli
 
-    from lvmbench.tasks import TASKS
-
     write_frames(tmp_path / "data" / "polyp", sequences=4, per_seq=6)
-    spec = load_task_file(write_task(tmp_path / "tasks", POLYP_TASK))
-    TASKS.names()
-    TASKS.add(spec.id, spec)
-    try:
+    write_task(tmp_path / "tasks", POLYP_TASK)
+    with task_folder(monkeypatch, tmp_path, tmp_path / "tasks"):
         code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--suite", "polyp-extra", "--data-root", str(tmp_path / "data"),
                            "--results", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), "--no-progress")
-    finally:
-        TASKS._items.pop(spec.id, None)
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if ln.startswith("epoch ")]
     assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"] and all("polyp-extra/resnet18/random-init/polyp_seq/seg2d-s0.json" in ln and "val_dice" in ln for ln in lines), err
-    rec = json.loads((tmp_path / "r/polyp-extra/resnet18/random-init/polyp_seq/seg2d-s0.json").read_text())
+    rec = json.loads((tmp_path / "r/polyp-extra/resnet18/random-init/polyp_seq/seg2d-s0.json").read_text(encoding="utf-8"))
     assert {c["group"] for c in rec["per_case"]} <= {"seq1", "seq2", "seq3", "seq4"} and len({c["group"] for c in rec["per_case"]}) == 1
 
 
@@ -395,6 +390,6 @@ def test_class_folders_and_coco_take_group_sources(tmp_path):
     images = [{"id": i, "file_name": f"pat{i // 2}_img{i}.png", "height": 8, "width": 8} for i in range(4)]
     for im in images:
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / im["file_name"])
-    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "lesion"}]}))
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "lesion"}]}), encoding="utf-8")
     coco = make_reader("coco", tmp_path, {"annotations": "ann.json", "group": {"regex": "^(pat\\d+)_"}, "classes": ["lesion"]})
     assert [c.group for c in coco.cases()] == ["pat0", "pat0", "pat1", "pat1"]

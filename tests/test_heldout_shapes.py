@@ -61,16 +61,13 @@ def _breast_npz(path: Path, seed: int = 0) -> None:
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tmp_path / "tasks"))
     monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     yield tmp_path
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def _fresh_catalog() -> None:
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def _eval(monkeypatch, capsys, env: Path, suite: str, *extra: str) -> tuple[int, str]:
@@ -84,11 +81,11 @@ def test_three_held_out_shapes_from_task_files_to_the_leaderboard(env, monkeypat
     data = env / "data"
     # 1. dermoscopy labels in a CSV whose last rows are a legend ------------------------------------
     derm = write_derm(data / "derm", lesions=16)
-    with open(derm / "metadata.csv", "a") as f:
+    with open(derm / "metadata.csv", "a", encoding="utf-8") as f:
         f.write(',,,\nLegend: dx codes,,"nv = nevus, mel = melanoma, bkl = keratosis",\n,,"Nodules, Streaks, Regr",\n')
     code, out, err = cli(monkeypatch, capsys, "task", "new", "derm_legend", "--family", "classification", "--from", str(derm), "--out", str(env / "tasks"))
     assert code == 0 and "legend/footer" in out + err and "ERROR" not in out + err, out + err
-    assert yaml.safe_load((env / "tasks" / "derm_legend" / "task.yaml").read_text())["classes"] == ["bkl", "mel", "nv"]
+    assert yaml.safe_load((env / "tasks" / "derm_legend" / "task.yaml").read_text(encoding="utf-8"))["classes"] == ["bkl", "mel", "nv"]
     code, text = _eval(monkeypatch, capsys, env, "derm-legend-quick", "--protocol", "knn,linear", "--head", "linear")
     assert code == 0 and "2 done" in text and "0 failed" in text, text
 
@@ -97,17 +94,17 @@ def test_three_held_out_shapes_from_task_files_to_the_leaderboard(env, monkeypat
     code, out, err = cli(monkeypatch, capsys, "task", "new", "cvc_seq", "--family", "segmentation", "--from", str(polyp), "--out", str(env / "tasks"))
     assert code == 0 and "ERROR" not in out + err, out + err
     path = env / "tasks" / "cvc_seq" / "task.yaml"
-    raw = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert raw["data"]["options"]["masks"] == "labels/{stem}.tif"
     raw["data"]["options"]["group"] = {"input": "{stem}", "name": "sequence", "ranges": [{"from": 6 * s + 1, "to": 6 * s + 6, "group": f"seq{s + 1}"} for s in range(4)]}
     raw["split"]["group_by"] = "sequence"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     _fresh_catalog()
     code, out, err = cli(monkeypatch, capsys, "data", "verify", "cvc_seq", "--suite", "cvc-seq", "--data-root", str(data), "--no-progress")
     assert code == 0 and "ready" in out, out + err
     code, text = _eval(monkeypatch, capsys, env, "cvc-seq-quick")
     assert code == 0 and "1 done" in text, text
-    rec = json.loads(next((env / "results" / "cvc-seq-quick").rglob("seg2d-s0.json")).read_text())
+    rec = json.loads(next((env / "results" / "cvc-seq-quick").rglob("seg2d-s0.json")).read_text(encoding="utf-8"))
     assert rec["hyperparameters"]["drop_last"] is False and rec["hyperparameters"]["augment"] is False
     # sequences stayed whole: no sequence in two split parts
     from lvmbench.data.task_data import load_task_data
@@ -121,10 +118,10 @@ def test_three_held_out_shapes_from_task_files_to_the_leaderboard(env, monkeypat
     # 3. an npz classification task with a published table: ACC and AUC -----------------------------
     _breast_npz(data / "medmnist" / "breastmnist.npz")
     (env / "tasks" / "breastmnist_r18").mkdir(parents=True)
-    (env / "tasks" / "breastmnist_r18" / "task.yaml").write_text(BREAST_TASK)
+    (env / "tasks" / "breastmnist_r18" / "task.yaml").write_text(BREAST_TASK, encoding="utf-8")
     code, text = _eval(monkeypatch, capsys, env, "medmnist-v2")
     assert code == 0 and "1 done" in text, text
-    rec = json.loads(next((env / "results" / "medmnist-v2").rglob("finetune-s0.json")).read_text())
+    rec = json.loads(next((env / "results" / "medmnist-v2").rglob("finetune-s0.json")).read_text(encoding="utf-8"))
     assert rec["timings"]["train_images"] == 3 * 70 and rec["timings"]["train_steps"] == 3 * 3  # every image each epoch (70 at batch 32: 32, 32, 6; before: 64)
     assert [h["lr"] for h in rec["extra"]["val_history"]] == [0.001] * 3
     ours = rec["metrics"]["accuracy"]
@@ -133,7 +130,7 @@ def test_three_held_out_shapes_from_task_files_to_the_leaderboard(env, monkeypat
     _fresh_catalog()
     code, out, err = cli(monkeypatch, capsys, "leaderboard", "--results", str(env / "results"), "--out", str(env / "lb" / "leaderboard.md"), "--metric", "accuracy")
     assert code == 0, out + err
-    md = (env / "lb" / "leaderboard.md").read_text()
+    md = (env / "lb" / "leaderboard.md").read_text(encoding="utf-8")
     for task in ("derm_legend", "cvc_seq", "breastmnist_r18"):
         assert task in md, task
     table = md[md.index("#### Classification — medmnist-v2, in accuracy"):].split("\n\n")[2].splitlines()  # heading, note, table

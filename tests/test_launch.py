@@ -98,7 +98,7 @@ def test_slurm_without_submitit_or_sbatch_and_an_unwritable_results_tree_are_one
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code, _, err = cli_fd(monkeypatch, capfd, *base, "--launcher", "slurm")
     assert code == 2 and "no sbatch, srun, sacct on PATH" in err and "Traceback" not in err, err
-    (tmp_path / "file").write_text("not a folder")  # unwritable for root too
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")  # unwritable for root too
     code, _, err = cli_fd(monkeypatch, capfd, *base[:-1], str(tmp_path / "file"), "--launcher", "local", "--jobs", "1", "--cache-dir", str(tmp_path / "c"), "--data-root", str(synth_root))
     assert code == 2 and "cannot write results there (it is a file, not a folder)" in err and "[w0]" not in err, err
     assert not (tmp_path / "r").exists()
@@ -253,14 +253,12 @@ def tiny_det(tmp_path, monkeypatch):
 
     write_voc(tmp_path / "data" / "BCCD", np.random.default_rng(0), n=15, h=48, w=64)
     (tmp_path / "tasks" / "tiny_det").mkdir(parents=True)
-    (tmp_path / "tasks" / "tiny_det" / "task.yaml").write_text(TINY_DET)
+    (tmp_path / "tasks" / "tiny_det" / "task.yaml").write_text(TINY_DET, encoding="utf-8")
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tmp_path / "tasks"))
     monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     yield tmp_path / "data"
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def test_preempted_detection_unit_requeues_and_resumes_after_its_saved_epoch(monkeypatch, capfd, tmp_path, cache_dir, fake_slurm, tiny_det):

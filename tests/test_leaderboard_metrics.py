@@ -56,15 +56,13 @@ def plugin(tmp_path, monkeypatch):
     def make(suite: str = "derm-extra", extra: str = "") -> None:
         folder = tiny_task_dir(tmp_path / "tasks", "derm_cls", "derm")
         yml = folder / "derm_cls" / "task.yaml"
-        text = yml.read_text().replace("suites: []", "suites: [derm-extra]\nprofiles: {smoke: {preprocess: {size: 8}}}")
-        yml.write_text(text + REPORTED.format(suite=suite) + extra)
+        text = yml.read_text(encoding="utf-8").replace("suites: []", "suites: [derm-extra]\nprofiles: {smoke: {preprocess: {size: 8}}}")
+        yml.write_text(text + REPORTED.format(suite=suite) + extra, encoding="utf-8")
         monkeypatch.setenv("LVMBENCH_TASK_PATH", str(folder))
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()
 
     yield make
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def _cls(acc: float, seed: int, suite: str, encoder: str = "zeta", task: str = "derm_cls", protocol: str = "knn"):
@@ -95,10 +93,10 @@ def test_the_reported_suite_is_declared_once_per_task(plugin, tmp_path):
     text = build(tmp_path / "r", warn=lambda s: None, n_boot=200)
     assert "(reported)" in text.split("## Smoke", 1)[1] and "(reported)" not in text.split("## derm-extra", 1)[1].split("## Smoke")[0]
     yml = tmp_path / "tasks" / "derm_cls" / "task.yaml"
-    yml.write_text(yml.read_text().replace("reported_suite: smoke", "reported_suite: lvmmed"))
+    yml.write_text(yml.read_text(encoding="utf-8").replace("reported_suite: smoke", "reported_suite: lvmmed"), encoding="utf-8")
     with pytest.raises(UserError, match="reported_suite 'lvmmed' is not one of the task's suites or profiles"):
         parse_task_file(yml)
-    yml.write_text(yml.read_text().replace("reported_suite: lvmmed", "reported_suite: derm-extra").replace("{smoke: {preprocess: {size: 8}}}", "{smoke: {reported_suite: smoke}}"))
+    yml.write_text(yml.read_text(encoding="utf-8").replace("reported_suite: lvmmed", "reported_suite: derm-extra").replace("{smoke: {preprocess: {size: 8}}}", "{smoke: {reported_suite: smoke}}"), encoding="utf-8")
     with pytest.raises(UserError, match="declared once per task"):
         parse_task_file(yml)
 
@@ -111,7 +109,7 @@ def test_an_unknown_metric_is_one_line_with_the_nearest(plugin, tmp_path, monkey
     assert code == 2 and "did you mean 'accuracy'?" in line and "--metric all" in line
     assert not (tmp_path / "lb.md").exists()
     code, _, _ = cli(monkeypatch, capsys, "leaderboard", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "lb.md"), "--metric", "all", "--n-boot", "200")
-    text = (tmp_path / "lb.md").read_text()
+    text = (tmp_path / "lb.md").read_text(encoding="utf-8")
     assert code == 0 and "in accuracy" in text and "in auc" in text
 
 
@@ -187,7 +185,7 @@ def test_the_leaderboard_imports_no_training_code(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "(reported)" in (tmp_path / "lb.md").read_text()
+    assert "(reported)" in (tmp_path / "lb.md").read_text(encoding="utf-8")
 
 
 def test_a_reported_row_states_one_value_or_a_metrics_mapping():

@@ -187,10 +187,9 @@ def test_reported_rows_in_every_suite_of_their_task_as_percent(tmp_path, monkeyp
 
     folder = tiny_task_dir(tmp_path / "tasks", "derm_cls", "derm")
     yaml = folder / "derm_cls" / "task.yaml"
-    yaml.write_text(yaml.read_text().replace("suites: []", "suites: [derm-extra]") + REPORTED_TASK)
+    yaml.write_text(yaml.read_text(encoding="utf-8").replace("suites: []", "suites: [derm-extra]") + REPORTED_TASK, encoding="utf-8")
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(folder))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     try:
         rng = np.random.default_rng(3)
         recs = [make_record(cls_cases(0.8, rng), "accuracy", task="derm_cls", protocol="knn", suite="derm-extra")]
@@ -198,8 +197,7 @@ def test_reported_rows_in_every_suite_of_their_task_as_percent(tmp_path, monkeyp
         write_records(tmp_path / "r", recs)
         text = build(tmp_path / "r", warn=lambda s: None, n_boot=200)
     finally:
-        TASKS._items.clear()
-        TASKS._loaded = False
+        TASKS.reset()
     derm = text.split("## derm-extra", 1)[1]
     cls = table(derm, "### Classification")
     assert cls["Paper A (reported)"][0][2] == "81.50 ± 2.10", "unit: fraction shown x100"
@@ -223,7 +221,7 @@ def test_links_and_file_column_follow_nested_results_trees(tmp_path):
     audit = {"kind": "leakage-audit", "encoder": None, "manifest": {"name": "m.txt", "entries": 9},
              "tasks": [{"task": "brain_tumor_linear", "affected_cases": 3, "test_cases": 40, "counts": {"name": 3}}]}
     (tmp_path / "results" / "shared" / "_audit" / "shared-data").mkdir(parents=True)
-    (tmp_path / "results" / "shared" / "_audit" / "shared-data" / "a.json").write_text(json.dumps(audit))
+    (tmp_path / "results" / "shared" / "_audit" / "shared-data" / "a.json").write_text(json.dumps(audit), encoding="utf-8")
     site, warnings = tmp_path / "site", []
     md = write(tmp_path / "results", tmp_path / "lb.md", warn=warnings.append, n_boot=200, html=site, csv=tmp_path / "u.csv", exporter=write_exports)
     assert warnings == [], "a nested tree's audit report is not a result"

@@ -142,23 +142,23 @@ def _images(folder: Path, n: int, seed: int) -> str:
         img[(0 if label == 0 else 10):(10 if label == 0 else 20)] += 160
         Image.fromarray(img).save(folder / f"img{i:03d}.png")
         lines.append(f"img{i:03d}.png {label}")
-    (folder / "list.txt").write_text("\n".join(lines) + "\n")
+    (folder / "list.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return "list.txt"
 
 
 def make_plugin(site: Path) -> None:
     pkg = site / "demo_plugin"
     (pkg / "tasks" / "demo_cls").mkdir(parents=True)
-    (pkg / "__init__.py").write_text(PLUGIN)
-    (pkg / "tasks" / "demo_cls" / "task.yaml").write_text(TASK)
+    (pkg / "__init__.py").write_text(PLUGIN, encoding="utf-8")
+    (pkg / "tasks" / "demo_cls" / "task.yaml").write_text(TASK, encoding="utf-8")
     _images(pkg / "tasks" / "demo_cls" / "sample", 24, seed=1)  # a small sample shipped for the smoke profile
     (pkg / "tasks" / "demo_bad").mkdir()
-    (pkg / "tasks" / "demo_bad" / "task.yaml").write_text(TASK.replace("demo_cls", "demo_bad").replace("primary_metric: accuracy", "primary_metric: acuracy"))
+    (pkg / "tasks" / "demo_bad" / "task.yaml").write_text(TASK.replace("demo_cls", "demo_bad").replace("primary_metric: accuracy", "primary_metric: acuracy"), encoding="utf-8")
     dist = site / "demo_plugin-0.1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo_plugin\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text(ENTRY_POINTS)
-    (dist / "top_level.txt").write_text("demo_plugin\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo_plugin\nVersion: 0.1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text(ENTRY_POINTS, encoding="utf-8")
+    (dist / "top_level.txt").write_text("demo_plugin\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_plugin_task_verifies_and_runs_in_its_own_suite(plugin_run):
     assert verify["code"] == 0 and "demo_cls" in verify["out"] and "ready" in verify["out"], verify["out"] + verify["err"]
     ev = runs["eval-own-suite"]
     assert ev["code"] == 0 and "2 done" in ev["err"] and "0 failed" in ev["err"], ev["err"]
-    rec = json.loads((base / "results/demo-extra/demo-tiny/random-init/demo_cls/knn-s0.json").read_text())
+    rec = json.loads((base / "results/demo-extra/demo-tiny/random-init/demo_cls/knn-s0.json").read_text(encoding="utf-8"))
     assert rec["origin"]["package"] == "demo_plugin 0.1.0" and rec["origin"]["folder"].endswith("demo_plugin/tasks/demo_cls")
     assert rec["origin"]["plugins"] == {"demo_plugin": "0.1.0"} and rec["versions"]["demo_plugin"] == "0.1.0"
     assert not (base / "results" / "lvmmed").exists(), "a plugin task never lands in the LVM-Med tables"
@@ -229,14 +229,14 @@ def test_plugin_smoke_profile_runs_on_the_sample_it_ships(plugin_run):
     smoke = runs["eval-smoke"]
     assert smoke["code"] == 0, smoke["err"]
     for unit in ("knn-s0", "linear-s0"):
-        rec = json.loads((base / f"results/smoke/demo-tiny/random-init/demo_cls/{unit}.json").read_text())
+        rec = json.loads((base / f"results/smoke/demo-tiny/random-init/demo_cls/{unit}.json").read_text(encoding="utf-8"))
         assert sum(rec["counts"].get(k, 0) for k in ("train", "val", "test")) == 20  # data.limit of the smoke profile
         assert rec["primary"] > rec["extra"]["baseline"]["value"] + 0.05  # the smoke suite's own check passed
 
 
 def test_one_channel_task_tells_the_plugin_encoder(plugin_run):
     base, _ = plugin_run
-    rec = json.loads((base / "results/demo-extra/demo-tiny/random-init/demo_cls/linear-s0.json").read_text())
+    rec = json.loads((base / "results/demo-extra/demo-tiny/random-init/demo_cls/linear-s0.json").read_text(encoding="utf-8"))
     assert rec["primary"] > 0.5  # a 1-channel task ran on the plugin's 1-channel encoder
 
 

@@ -52,7 +52,7 @@ def folder(tmp_path):
     Image.fromarray(rng.integers(0, 60000, (16, 18), dtype=np.uint16)).save(root / "a" / "deep" / "three.tif")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "a" / "one_mask.png")
     (root / ".hidden.png").write_bytes(b"not an image")
-    (root / "notes.txt").write_text("ignored")
+    (root / "notes.txt").write_text("ignored", encoding="utf-8")
     write_dicom(root / "a" / "scan.dcm", rng.integers(0, 4000, (12, 14)))
     vol = rng.normal(size=(10, 12, 5)).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(root / "vol.nii.gz"))

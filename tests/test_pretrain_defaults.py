@@ -120,7 +120,7 @@ def test_pretrain_json_records_every_resolved_setting(tmp_path):
     images = write_images(tmp_path / "images", 16)
     opts = {"lam": 70, "solver_options": {"restarts": 2}}
     train(config(images, tmp_path / "out", steps=1, objective_options=opts))
-    meta = json.loads((tmp_path / "out" / "pretrain.json").read_text())
+    meta = json.loads((tmp_path / "out" / "pretrain.json").read_text(encoding="utf-8"))
     got = meta["objective"]["settings"]
     want = _expected_settings(GraphMatching)
     assert set(got) == set(want)  # every constructor setting, typed or not

@@ -77,11 +77,11 @@ def test_pretrain_records_the_exclusion_and_the_audit_finds_no_leak(mixed, synth
         cfg = config(sources[0], tmp_path / name, steps=1, batch_size=16, exclude_test_of=suites, exclude_data_root=str(synth_root))
         cfg.data = sources
         train(cfg)
-        meta = json.loads((tmp_path / name / "pretrain.json").read_text())
+        meta = json.loads((tmp_path / name / "pretrain.json").read_text(encoding="utf-8"))
         res = runner.invoke(app, ["audit", "--pretrain-manifest", str(tmp_path / name / "pretrain.json"), "--suite", "smoke",
                                   "--data-root", str(synth_root), "--results", str(tmp_path / f"r-{name}"), "--tasks", "brain_tumor_linear,retinamnist_linear"])
         assert res.exit_code == 0, res.output
-        report = json.loads(next((tmp_path / f"r-{name}" / "_audit" / "smoke").glob("*.json")).read_text())
+        report = json.loads(next((tmp_path / f"r-{name}" / "_audit" / "smoke").glob("*.json")).read_text(encoding="utf-8"))
         leaks[name] = {t["task"]: t["affected_cases"] for t in report["tasks"]}
         if name == "clean":
             rec = meta["data"]["exclude_test_of"]

@@ -159,7 +159,7 @@ def test_resume_trims_metrics_and_continues_exactly(monitored, synth_root, tmp_p
           "monitor_suite": "smoke", "monitor_data_root": str(synth_root), "monitor_size": 32, "checkpoint_every": 2}
     out = tmp_path / "resumed"
     train(config(images, out, stop_at=2, **kw))
-    with open(out / "metrics.jsonl", "a") as f:
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write('{"step": 3, "schema": 1}\n{"step": 4, "trunc')  # written after the checkpoint, then a crash mid-line
     train(config(images, out, resume=True, **kw))
     assert [e["step"] for e in read_metrics(out / "metrics.jsonl")] == [0, 2, 4]
@@ -182,8 +182,8 @@ def test_max_minutes_stops_with_a_last_report_and_a_resumable_checkpoint(tmp_pat
     images = write_images(tmp_path / "images", 32, seed=5)
     cfg = config(images, tmp_path / "o", steps=6, batch_size=16, objective="simclr", max_minutes=1e-9, checkpoint_every=100)
     train(cfg)
-    meta = json.loads((tmp_path / "o" / "pretrain.json").read_text())
+    meta = json.loads((tmp_path / "o" / "pretrain.json").read_text(encoding="utf-8"))
     assert meta["steps_done"] == 1 and not meta["finished"]
     assert [e["step"] for e in read_metrics(tmp_path / "o" / "metrics.jsonl")] == [0, 1]
     train(config(images, tmp_path / "o", steps=6, batch_size=16, objective="simclr", checkpoint_every=100, resume=True))
-    assert json.loads((tmp_path / "o" / "pretrain.json").read_text())["steps_done"] == 6
+    assert json.loads((tmp_path / "o" / "pretrain.json").read_text(encoding="utf-8"))["steps_done"] == 6

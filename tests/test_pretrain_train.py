@@ -92,7 +92,7 @@ def test_objective_overfits_a_fixed_batch(tmp_path):
 
 def test_trainer_run_learns_and_logs(run20):
     cfg, _, _ = run20
-    log = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (Path(cfg.out) / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in log] == list(range(20))
     assert log[0]["lr"] == cfg.lr and log[-1]["lr"] == cfg.lr / 16  # halved four times
     assert all(r["solver_s"] > 0 and r["encoder_s"] > 0 and r["backward_s"] > 0 for r in log)
@@ -105,7 +105,7 @@ def test_trainer_run_learns_and_logs(run20):
 
 def test_outputs_manifest_and_eval_compatibility(run20, tmp_path):
     cfg, path, _ = run20
-    meta = json.loads((Path(cfg.out) / "pretrain.json").read_text())
+    meta = json.loads((Path(cfg.out) / "pretrain.json").read_text(encoding="utf-8"))
     files = sorted(Path(cfg.data[0]).rglob("*.png"))
     assert {m["path"]: m["sha256"] for m in meta["data"]["manifest"]} == {str(p): sha256_file(p) for p in files}
     assert meta["config"]["encoder"] == "resnet18" and meta["finished"] and meta["steps_done"] == 20
@@ -125,7 +125,7 @@ def test_outputs_manifest_and_eval_compatibility(run20, tmp_path):
         encoder="resnet18", weights=path, suite="smoke", tasks=["brain_tumor_linear"], protocols=["knn"],
         results=tmp_path / "results", cache_dir=tmp_path / "cache", run=RunOptions(progress=False, workers=0)), log=lines.append)
     assert summary.done and not summary.failed, lines
-    record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
+    record = json.loads(next((tmp_path / "results").rglob("*.json")).read_text(encoding="utf-8"))
     assert record["unit"]["weights_sha256"] == sha256_file(path)
 
 
@@ -134,7 +134,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     kw = dict(steps=4, batch_size=16)
     train(config(images, tmp_path / "straight", **kw))
     train(config(images, tmp_path / "split", stop_at=2, checkpoint_every=1, **kw))
-    assert json.loads((tmp_path / "split" / "pretrain.json").read_text())["steps_done"] == 2
+    assert json.loads((tmp_path / "split" / "pretrain.json").read_text(encoding="utf-8"))["steps_done"] == 2
     train(config(images, tmp_path / "split", resume=True, **kw))
     a = load_file(str(tmp_path / "straight" / "encoder.safetensors"))
     b = load_file(str(tmp_path / "split" / "encoder.safetensors"))
@@ -145,8 +145,8 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert torch.equal(sa["rng"][0]["torch"], sb["rng"][0]["torch"])
-    la = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
-    lb = [json.loads(x)["loss"] for x in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    la = [json.loads(x)["loss"] for x in (tmp_path / "straight" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "split" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert la == lb and len(la) == 4
     # A different setting cannot be resumed into the same run.
     with pytest.raises(UserError, match="image_size"):
@@ -203,7 +203,7 @@ def test_cli_reports_user_errors(tmp_path):
         assert message in str(result.exception), (extra, str(result.exception))
     ok = runner.invoke(app, base + ["--steps", "1", "--batch-size", "16", "-o", "second_order=false", "-o", "lam=70"])
     assert ok.exit_code == 0, ok.output
-    meta = json.loads((tmp_path / "o" / "pretrain.json").read_text())
+    meta = json.loads((tmp_path / "o" / "pretrain.json").read_text(encoding="utf-8"))
     assert meta["objective"]["options"] == {"second_order": False, "lam": 70}
 
 
@@ -219,7 +219,7 @@ def test_torchrun_ddp_two_processes_gloo(tmp_path):
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    meta = json.loads((out / "pretrain.json").read_text())
+    meta = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))
     assert meta["world_size"] == 2 and meta["ranks_in_sync"] and meta["steps_done"] == 3
     assert len(meta["data"]["manifest"]) == 32
     create_encoder("resnet18", out / "encoder.safetensors")

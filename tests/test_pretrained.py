@@ -36,7 +36,7 @@ def hub_file(hf_home: Path, repo: str, blob: bytes, filename: str = "model.safet
     (root / "blobs" / hashlib.sha256(cfg).hexdigest()).write_bytes(cfg)
     (snap / "config.json").symlink_to(Path("..", "..", "blobs", hashlib.sha256(cfg).hexdigest()))
     (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(REV)
+    (root / "refs" / "main").write_text(REV, encoding="utf-8")
     return snap / filename
 
 

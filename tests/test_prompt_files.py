@@ -46,11 +46,11 @@ def test_round_trip_and_merge_states(tmp_path):
     assert state == "redrawn" and len(merged["parts"]["test"]) == 4 and merged["parts"]["test"][0]["box"][0] == 4.0
     assert pf.merge_drawn(path, head(seed=1), {"test": items()})[1] == "new", "another seed's file is not merged into"
     other = tmp_path / "mine.json"
-    other.write_text("{}")
+    other.write_text("{}", encoding="utf-8")
     with pytest.raises(UserError, match="refusing to overwrite a file lvmbench did not write"):
         pf.write_prompt_file(other, doc)
     bad = tmp_path / "bad.json"
-    bad.write_text('{"format": "x"}')
+    bad.write_text('{"format": "x"}', encoding="utf-8")
     with pytest.raises(UserError, match="not an lvmbench prompt file") as e:
         pf.read_prompt_file(bad)
     assert "\n" not in str(e.value)
@@ -65,7 +65,7 @@ def test_sam_med2d_json_both_ways(tmp_path):
     # SAM-Med2D's test.py squeezes a batch of one: one point -> [[x, y]] / [l]; k points -> [[[x, y], ...]] / [[...]]
     doc["vol#4"] = {"boxes": [[0.5, 1.0, 1.5, 2.0]], "point_coords": [[[1.0, 1.5], [4.5, 4.5]]], "point_labels": [[1, 0]]}
     f = tmp_path / "256_prompt.json"
-    f.write_text(json.dumps(doc))
+    f.write_text(json.dumps(doc), encoding="utf-8")
     back = read_sam_med2d(f, {"a.png": ("a.png", -1), "vol#4": ("vol", 4)}, 2.0)
     assert [it.to_json() for it in back] == [it.to_json() for it in its]
     with pytest.raises(UserError, match="unknown case id 'a.png'"):
@@ -116,7 +116,7 @@ def test_command_writes_exports_and_imports_and_every_encoder_reads_the_same_pro
         req = EvalRequest(encoder=enc, suite="smoke", tasks=["kvasir_seg"], protocols=["seg2d-prompt-zeroshot"], data_root=synth_root,
                           results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
         assert run(req, log=lambda s: None).done
-        recs[enc] = json.loads(next((tmp_path / "r").rglob(f"*{enc}*/**/seg2d-prompt-zeroshot-s0.json")).read_text())
+        recs[enc] = json.loads(next((tmp_path / "r").rglob(f"*{enc}*/**/seg2d-prompt-zeroshot-s0.json")).read_text(encoding="utf-8"))
     boxes = {e: {c["case"]: c["box"] for c in r["per_case"]} for e, r in recs.items()}
     assert boxes["resnet18"] == boxes["test_vit"] and len(boxes["resnet18"]) == len(doc["parts"]["test"])
     want = {d["case"]: [round(v, 2) for v in d["box"]] for d in doc["parts"]["test"]}
@@ -133,7 +133,7 @@ def test_command_writes_exports_and_imports_and_every_encoder_reads_the_same_pro
     out_file = tmp_path / "256_prompt.json"
     code, out, err = cli(monkeypatch, capsys, *base, "--export", str(out_file), "--format", "sam-med2d")
     assert code == 0 and out_file.is_file(), err
-    exported = json.loads(out_file.read_text())
+    exported = json.loads(out_file.read_text(encoding="utf-8"))
     assert set(exported) == set(want) and all(len(v["boxes"]) == 1 for v in exported.values())
     code, out, err = cli(monkeypatch, capsys, *base, "--export", str(out_file), "--format", "sam-med2d")
     assert code != 0 and "the export file exists" in the_line(err, "exists")
@@ -141,7 +141,7 @@ def test_command_writes_exports_and_imports_and_every_encoder_reads_the_same_pro
     assert code == 0 and "imported 9 prompt(s) (test)" in out, err
     imported = [p for p in prompt_file_of(splits, "kvasir_seg") if p.name.endswith("-imported.json")]
     assert len(imported) == 1
-    got = {d["case"]: d["box"] for d in json.loads(imported[0].read_text())["parts"]["test"]}
+    got = {d["case"]: d["box"] for d in json.loads(imported[0].read_text(encoding="utf-8"))["parts"]["test"]}
     assert got == {d["case"]: d["box"] for d in doc["parts"]["test"]}
 
     # a bad file is one line and replaces nothing
@@ -149,7 +149,7 @@ def test_command_writes_exports_and_imports_and_every_encoder_reads_the_same_pro
     k = next(iter(exported))
     exported[k]["boxes"] = [[0, 0, 2, 2]]
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(exported))
+    bad.write_text(json.dumps(exported), encoding="utf-8")
     code, out, err = cli(monkeypatch, capsys, *base, "--import", str(bad), "--force")
     line = the_line(err, "misses its object")
     assert code != 0 and line.startswith(f"error: {bad}: the box of '{k}' (test) misses its object")
@@ -256,7 +256,7 @@ def test_points_and_correction_clicks_run_end_to_end(monkeypatch, tmp_path, synt
                       results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert summary.done and not summary.failed, summary.failed
-    r = json.loads(next((tmp_path / "r").rglob("seg3d-prompt-s0.json")).read_text())
+    r = json.loads(next((tmp_path / "r").rglob("seg3d-prompt-s0.json")).read_text(encoding="utf-8"))
     curve = r["extra"]["iteration_dice"]
     assert len(curve) == 3 and all(0 <= v <= 1 for v in curve)
     conv = r["extra"]["conventions"]
@@ -264,5 +264,5 @@ def test_points_and_correction_clicks_run_end_to_end(monkeypatch, tmp_path, synt
         "prompt_preset": "sam-med2d+points+iterations", "empty_policy": "skip", "metric_definition": "iou-per-slice-mean-per-volume@16px,after-2-clicks"}
     assert r["counts"]["test_unprompted"] > 0, "sam-med2d skips slices without the object"
     [drawn] = prompt_file_of(tmp_path / "splits", "mmwhs_ct")
-    doc = json.loads(drawn.read_text())
+    doc = json.loads(drawn.read_text(encoding="utf-8"))
     assert all(len(it.get("points", [])) == 1 for it in doc["parts"]["test"] if it.get("prompted", True))

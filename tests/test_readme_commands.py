@@ -26,7 +26,7 @@ def test_ci_runs_the_readme_install_and_test_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert section_command(readme, "Install") == 'pip install -e ".[dev]"'
     assert section_command(readme, "Test") == "pytest"
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     # the commands are read out of the README and evaluated as written, never retyped
     assert "readme_command.py Install" in ci and "readme_command.py Test" in ci
     assert 'eval "$install_cmd"' in ci and 'eval "$test_cmd"' in ci

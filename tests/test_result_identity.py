@@ -32,11 +32,9 @@ def tiny(tmp_path, monkeypatch, cache_dir):
     write_class_folders(root / "idt_data")
     monkeypatch.setenv("LVMBENCH_TASK_PATH", str(tasks))
     monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
     yield tmp_path, root, tasks / "idt" / "task.yaml"
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def _run(tmp_path, root, **kw):
@@ -50,8 +48,7 @@ def _run(tmp_path, root, **kw):
 
 
 def _reload_tasks():
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def test_a_split_change_makes_the_result_stale_and_it_is_recomputed(tiny):
@@ -75,7 +72,7 @@ def test_a_split_change_makes_the_result_stale_and_it_is_recomputed(tiny):
     # another split: one training case moves to validation
     doc = json.loads(frozen.read_text(encoding="utf-8"))
     doc["val"].append(doc["train"].pop())
-    frozen.write_text(json.dumps(doc))
+    frozen.write_text(json.dumps(doc), encoding="utf-8")
     s4, lines, _ = _run(tmp_path, root)
     assert s4.stale == [rec1.unit.key()] and len(s4.done) == 1
     stale_line = next(line for line in lines if line.startswith("stale"))
@@ -93,12 +90,12 @@ def test_a_spec_edit_is_stale_a_cosmetic_edit_is_not_and_keep_stale_keeps(tiny):
     _run(tmp_path, root)
     text = task_yaml.read_text(encoding="utf-8")
 
-    task_yaml.write_text(text.replace("title: tiny", "title: renamed tiny"))
+    task_yaml.write_text(text.replace("title: tiny", "title: renamed tiny"), encoding="utf-8")
     _reload_tasks()
     s, _, _ = _run(tmp_path, root)
     assert s.skipped and not s.stale, "a title is not part of the identity"
 
-    task_yaml.write_text(text.replace("knn: {ks: [3]}", "knn: {ks: [5]}"))
+    task_yaml.write_text(text.replace("knn: {ks: [3]}", "knn: {ks: [5]}"), encoding="utf-8")
     _reload_tasks()
     s, lines, req = _run(tmp_path, root, keep_stale=True)
     assert s.stale and not s.done
@@ -136,7 +133,7 @@ def test_a_result_without_identity_is_stale(tiny):
     (path, _), = list(iter_results(req.results))
     doc = json.loads(path.read_text(encoding="utf-8"))
     del doc["identity"]
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc), encoding="utf-8")
     s, lines, _ = _run(tmp_path, root)
     assert s.stale and any("older lvmbench" in line for line in lines)
 
@@ -147,7 +144,7 @@ def test_a_hand_added_key_is_kept_and_the_file_is_not_rewritten(tiny):
     (path, _), = list(iter_results(req.results))
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["my_note"] = "checked by hand"
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc), encoding="utf-8")
     before = path.read_bytes()
     s, _, _ = _run(tmp_path, root)
     assert s.skipped and not s.done and path.read_bytes() == before

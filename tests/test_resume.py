@@ -23,9 +23,8 @@ def _task(folder: Path, size: int, epochs: int = 3) -> None:
                            group_by="case", channels=3, protocol="seg2d", metric="dice")
     text = text.replace("size: 16", f"size: {size}").replace("epochs: 1", f"epochs: {epochs}")
     (folder / "rs").mkdir(parents=True, exist_ok=True)
-    (folder / "rs" / "task.yaml").write_text(text)
-    TASKS._items.clear()
-    TASKS._loaded = False
+    (folder / "rs" / "task.yaml").write_text(text, encoding="utf-8")
+    TASKS.reset()
 
 
 @pytest.fixture
@@ -35,8 +34,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("LVMBENCH_SPLITS", str(tmp_path / "splits"))
     monkeypatch.setenv("LVMBENCH_RESUME_EVERY_S", "0")
     yield tmp_path
-    TASKS._items.clear()
-    TASKS._loaded = False
+    TASKS.reset()
 
 
 def _eval(monkeypatch, capsys, env: Path, results: str) -> tuple[int, str]:
@@ -56,7 +54,7 @@ def _stop_after_first_save(monkeypatch) -> None:
 
 
 def _numbers(path: Path) -> tuple:
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text(encoding="utf-8"))
     return doc["primary"], doc["metrics"], doc["per_case"], doc["extra"]["val_history"]
 
 

@@ -203,7 +203,7 @@ def test_retrieval_protocol_end_to_end(synth_root, tmp_path, monkeypatch) -> Non
         run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert summary.ok and len(summary.done) == 1
-    rec = json.loads(next((tmp_path / "results").rglob("retrieval-s0.json")).read_text())
+    rec = json.loads(next((tmp_path / "results").rglob("retrieval-s0.json")).read_text(encoding="utf-8"))
     assert rec["primary_metric"] == "recall@1"
     m = rec["metrics"]
     assert 0.0 <= m["recall@1"] <= m["recall@2"] <= m["recall@4"] <= m["recall@8"] <= 1.0

@@ -93,12 +93,12 @@ def test_corrupt_result_is_recomputed_and_busy_unit_is_left_alone(tmp_path, synt
     req = request(tmp_path, synth_root, cache_dir, protocols=["knn"])
     run(req, log=lambda s: None)
     (path, _), = list(iter_results(req.results))
-    path.write_text("{ truncated")
+    path.write_text("{ truncated", encoding="utf-8")
     lines = []
     build(req.results, warn=lines.append)
     assert any("corrupt result file" in line for line in lines)
     s = run(req, log=lambda s: None)
-    assert len(s.done) == 1 and json.loads(path.read_text())["unit"]["protocol"] == "knn"
+    assert len(s.done) == 1 and json.loads(path.read_text(encoding="utf-8"))["unit"]["protocol"] == "knn"
     # a live claim by another process makes the runner skip the unit
     planned, _ = plan(req)
     claim = Claim(result_path(req.results, planned[0].unit))
@@ -117,7 +117,7 @@ def test_stale_claim_from_dead_process_is_taken_over(tmp_path):
     c.lock.parent.mkdir(parents=True)
     import socket
 
-    c.lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    c.lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}), encoding="utf-8")
     assert c.acquire()
     c.release()
     assert not c.lock.exists()

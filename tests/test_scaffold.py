@@ -24,7 +24,7 @@ def _new(tmp_path: Path, task_id: str, family: str, data: Path) -> tuple[dict, l
     path = new_task(task_id, family, data, tmp_path / "tasks", log=lines.append)
     spec = load_task_file(path)
     assert spec.id == task_id and spec.suites == [task_id.replace("_", "-")]
-    return yaml.safe_load(path.read_text()), lines
+    return yaml.safe_load(path.read_text(encoding="utf-8")), lines
 
 
 def test_class_folders_with_split_folders(tmp_path):
@@ -35,7 +35,7 @@ def test_class_folders_with_split_folders(tmp_path):
     assert raw["protocols"]["linear"]["lrs"] == [0.0005]  # brain_tumor_linear's paper value
     assert any(ln.startswith("bt_new:") and "18 cases" in ln for ln in lines), lines
     assert any("export LVMBENCH_TASK_PATH=" in ln for ln in lines) and any("left to fill in" in ln for ln in lines)
-    assert "# Left to fill in or check:" in (tmp_path / "tasks" / "bt_new" / "task.yaml").read_text()
+    assert "# Left to fill in or check:" in (tmp_path / "tasks" / "bt_new" / "task.yaml").read_text(encoding="utf-8")
 
 
 def test_manifest_columns_are_found(tmp_path):
@@ -72,11 +72,11 @@ def test_detection_from_coco_and_from_a_box_table(tmp_path):
         Image.fromarray(np.full((32, 32, 3), 40, np.uint8)).save(root / "img" / f"c{i}.png")
         images.append({"id": i, "file_name": f"c{i}.png", "height": 32, "width": 32})
         anns.append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [4, 4, 10, 12], "iscrowd": 0})
-    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "wbc"}, {"id": 2, "name": "rbc"}]}))
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "wbc"}, {"id": 2, "name": "rbc"}]}), encoding="utf-8")
     raw, _ = _new(tmp_path, "cells_coco", "detection", root)
     assert raw["data"] == {"reader": "coco", "dir": "cells", "options": {"annotations": "ann.json", "images": "img"}} and raw["classes"] == ["wbc", "rbc"]
     (root / "ann.json").unlink()
-    (root / "boxes.csv").write_text("image,label,xmin,ymin,xmax,ymax\n" + "".join(f"c{i}.png,{'wbc' if i % 2 else 'rbc'},4,4,14,16\n" for i in range(8)))
+    (root / "boxes.csv").write_text("image,label,xmin,ymin,xmax,ymax\n" + "".join(f"c{i}.png,{'wbc' if i % 2 else 'rbc'},4,4,14,16\n" for i in range(8)), encoding="utf-8")
     raw, _ = _new(tmp_path, "cells_csv", "detection", root)
     assert raw["data"]["reader"] == "csv_boxes" and raw["data"]["options"]["image"] == "img/{image}" and raw["classes"] == ["rbc", "wbc"]
 
@@ -84,10 +84,10 @@ def test_detection_from_coco_and_from_a_box_table(tmp_path):
 def test_never_overwrites_and_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     write_class_folders(tmp_path / "data" / "bt", n_train=2, n_test=1)
     path = new_task("bt_twice", "classification", tmp_path / "data" / "bt", tmp_path / "tasks", log=lambda s: None)
-    before = path.read_text()
+    before = path.read_text(encoding="utf-8")
     with pytest.raises(UserError, match="already exists here; nothing written"):
         new_task("bt_twice", "classification", tmp_path / "data" / "bt", tmp_path / "tasks", log=lambda s: None)
-    assert path.read_text() == before
+    assert path.read_text(encoding="utf-8") == before
     code, _, err = cli(monkeypatch, capsys, "task", "new", "x_y", "--family", "regression", "--from", str(tmp_path / "data" / "bt"), "--out", str(tmp_path / "t2"))
     assert code == 2 and "family 'regression' is not one of" in the_line(err, "regression")
     code, _, err = cli(monkeypatch, capsys, "task", "new", "x_y", "--famly", "segmentation")
@@ -101,11 +101,11 @@ def test_task_check_validates_an_out_of_tree_folder_and_its_data(tmp_path, monke
     code, out, _ = cli(monkeypatch, capsys, "task", "check", str(tmp_path / "tasks" / "polyp_chk"), "--data-root", str(tmp_path / "data"))
     assert code == 0 and "ok    " in out and "polyp_chk: " in out and "8 cases" in out, out
     y = tmp_path / "tasks" / "polyp_chk" / "task.yaml"
-    y.write_text(y.read_text().replace("primary_metric: dice", "primary_metric: dise").replace("suites: [polyp-chk]", "suites: [lvmmed]"))
+    y.write_text(y.read_text(encoding="utf-8").replace("primary_metric: dice", "primary_metric: dise").replace("suites: [polyp-chk]", "suites: [lvmmed]"), encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "task", "check", str(y))
     line = the_line(err, "dise")
     assert code == 2 and "primary_metric 'dise'" in line and "did you mean 'dice'?" in line and str(y) in line
-    y.write_text(y.read_text().replace("primary_metric: dise", "primary_metric: dice"))
+    y.write_text(y.read_text(encoding="utf-8").replace("primary_metric: dise", "primary_metric: dice"), encoding="utf-8")
     code, _, err = cli(monkeypatch, capsys, "task", "check", str(y))
     assert code == 2 and "may not join suite 'lvmmed'" in the_line(err, "lvmmed")
 
@@ -120,15 +120,15 @@ def test_reported_rows_state_their_unit_and_metric_names_are_checked(tmp_path):
         ReportedRow(encoder="x", protocol="linear", value=76.8, unit="fraction", source="paper")
     write_class_folders(tmp_path / "data" / "bt", n_train=2, n_test=1)
     path = new_task("bt_rep", "classification", tmp_path / "data" / "bt", tmp_path / "tasks", verify=False, log=lambda s: None)
-    raw = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     raw["reported"] = [{"encoder": "DermNet R50", "protocol": "linear", "value": 0.81, "unit": "fraction", "metric": "balanced_accuracy", "source": "a paper"}]
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     assert load_task_file(path).reported[0].percent_value == pytest.approx(81.0)
     raw["reported"][0]["metric"] = "balanced_acc"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(UserError, match=r"reported\[0\].metric 'balanced_acc'.*did you mean 'balanced_accuracy'"):
         load_task_file(path)
     raw["reported"][0].update(metric="auc", protocol="linaer")
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(UserError, match=r"reported\[0\].protocol 'linaer'.*did you mean 'linear'"):
         load_task_file(path)

@@ -29,7 +29,7 @@ def test_prompt_smoke_units_beat_the_box_they_were_given(tmp_path, synth_root, c
                       data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert len(summary.done) == 2 and not summary.failed and not summary.below_baseline, (summary.failed, summary.below_baseline)
-    res = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "r").rglob("*.json")}
+    res = {p.parent.name: json.loads(p.read_text(encoding="utf-8")) for p in (tmp_path / "r").rglob("*.json")}
     r3 = res["mmwhs_ct"]
     assert r3["primary_metric"] == "iou3d_prompt" and "iou3d" not in r3["metrics"], "never under Table 3's name"
     base = r3["extra"]["baseline"]

@@ -185,7 +185,7 @@ def test_protocol_end_to_end(task: str, synth_root, tmp_path) -> None:
         run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert summary.ok and len(summary.done) == 1
-    rec = json.loads(next((tmp_path / "results").rglob("similarity_queries-s0.json")).read_text())
+    rec = json.loads(next((tmp_path / "results").rglob("similarity_queries-s0.json")).read_text(encoding="utf-8"))
     m = rec["metrics"]
     assert rec["primary_metric"] == "triplet_agreement"
     assert m["triplets"] == rec["hyperparameters"]["triplets"] > 0

@@ -62,10 +62,10 @@ def test_profile_deep_merge_keeps_untouched_fields():
 def test_invalid_task_file_gives_one_line(tmp_path):
     folder = tmp_path / "bad_task"
     folder.mkdir()
-    raw = yaml.safe_load((REPO_TASKS / "brain_tumor_linear" / "task.yaml").read_text())
+    raw = yaml.safe_load((REPO_TASKS / "brain_tumor_linear" / "task.yaml").read_text(encoding="utf-8"))
     raw["id"] = "bad_task"
     raw["family"] = "regression"
-    (folder / "task.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "task.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(UserError) as e:
         load_task_file(folder / "task.yaml")
     assert "family" in str(e.value) and "\n" not in str(e.value)
@@ -76,12 +76,12 @@ def test_invalid_task_file_gives_one_line(tmp_path):
 
 def _task_with(tmp_path, base: str, edit):
     """A copy of a repo task (id renamed) with ``edit(raw)`` applied, written as a task folder."""
-    raw = yaml.safe_load((REPO_TASKS / base / "task.yaml").read_text())
+    raw = yaml.safe_load((REPO_TASKS / base / "task.yaml").read_text(encoding="utf-8"))
     raw["id"] = "edited_task"
     edit(raw)
     folder = tmp_path / "edited_task"
     folder.mkdir(exist_ok=True)
-    (folder / "task.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "task.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     return folder / "task.yaml"
 
 
@@ -171,9 +171,9 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     while a quoted "1e-3" stays text and is refused by the typed settings."""
     folder = tmp_path / "edited_task"
     folder.mkdir()
-    text = (REPO_TASKS / "kvasir_seg" / "task.yaml").read_text().replace("id: kvasir_seg", "id: edited_task")
-    (folder / "task.yaml").write_text(text.replace("    lr: 0.001 ", "    lr: 1e-3 "))
+    text = (REPO_TASKS / "kvasir_seg" / "task.yaml").read_text(encoding="utf-8").replace("id: kvasir_seg", "id: edited_task")
+    (folder / "task.yaml").write_text(text.replace("    lr: 0.001 ", "    lr: 1e-3 "), encoding="utf-8")
     assert load_task_file(folder / "task.yaml").settings("seg2d").lr == 0.001
-    (folder / "task.yaml").write_text(text.replace("    lr: 0.001 ", '    lr: "1e-3" '))
+    (folder / "task.yaml").write_text(text.replace("    lr: 0.001 ", '    lr: "1e-3" '), encoding="utf-8")
     with pytest.raises(UserError, match="protocols.seg2d.lr"):
         load_task_file(folder / "task.yaml")

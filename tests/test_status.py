@@ -42,15 +42,15 @@ def grid(tmp_path, synth_root, cache_dir):
     stale = result_path(results, units["fgadr_linear/knn"])
     doc = json.loads(stale.read_text(encoding="utf-8"))
     doc["identity"]["split"] = "0" * 16  # as if the split changed since it ran
-    stale.write_text(json.dumps(doc))
+    stale.write_text(json.dumps(doc), encoding="utf-8")
     note_failure(results, units["retinamnist_linear/linear"], "DataError: /data/x.png: unreadable image; fix: re-download it")
     lock = lambda key: result_path(results, units[key]).with_name(result_path(results, units[key]).name + ".lock")  # noqa: E731
     for key, owner in (("retinamnist_linear/knn", {"pid": os.getpid(), "host": socket.gethostname()}),
                        ("brain_tumor_linear/linear-mlp", {"pid": dead_pid(), "host": socket.gethostname()}),
                        ("fgadr_linear/linear-mlp", {"pid": 7, "host": "node7", "job": "1000_3"})):
         lock(key).parent.mkdir(parents=True, exist_ok=True)
-        lock(key).write_text(json.dumps(owner))
-    lock("brain_tumor_linear/linear-tversky").write_text("somebody else's file")
+        lock(key).write_text(json.dumps(owner), encoding="utf-8")
+    lock("brain_tumor_linear/linear-tversky").write_text("somebody else's file", encoding="utf-8")
     return results, units, lock
 
 
@@ -64,7 +64,7 @@ def test_status_shows_each_state_with_its_detail(monkeypatch, capsys, tmp_path, 
     update_task("1000_4", state="PENDING", runs=0, job_id="1005", array=True)
     queued = result_path(results, units["retinamnist_linear/linear-tversky"]).relative_to(results).as_posix()
     (results / "_jobs" / "1000").mkdir(parents=True)
-    (results / "_jobs" / "1000" / "units.json").write_text(json.dumps({"job": "1000", "tasks": {"1000_4": [queued]}}))
+    (results / "_jobs" / "1000" / "units.json").write_text(json.dumps({"job": "1000", "tasks": {"1000_4": [queued]}}), encoding="utf-8")
     g = collect(results, "smoke", data_root=synth_root, cache_dir=cache_dir)
     state = {k.split("/", 3)[3]: u.state for k, u in g.units.items()}
     assert state == {
@@ -130,6 +130,6 @@ def test_runner_records_a_failure_and_clears_it_when_the_unit_succeeds(tiny):
     assert run(req, log=lambda s: None).done == [unit.key()]
     assert not failure_path(result_path(req.results, unit)).exists()
     # a file lvmbench did not write at that name is never replaced
-    failure_path(result_path(req.results, unit)).write_text("notes")
+    failure_path(result_path(req.results, unit)).write_text("notes", encoding="utf-8")
     note_failure(req.results, unit, "boom")
     assert failure_path(result_path(req.results, unit)).read_text(encoding="utf-8") == "notes"

@@ -59,11 +59,11 @@ def test_plan_applies_the_recipe_and_cnn_identity_ignores_the_block(tmp_path):
     assert (vit.recipe, vit.settings.lr) == ("transformer", 3e-5)
     assert (cnn.recipe, cnn.settings.lr) == ("default", 1e-3)
     # the same task without the block: a ResNet's spec (hence identity) is unchanged by it
-    raw = yaml.safe_load((REPO_TASKS / "brain_tumor_finetune" / "task.yaml").read_text())
+    raw = yaml.safe_load((REPO_TASKS / "brain_tumor_finetune" / "task.yaml").read_text(encoding="utf-8"))
     raw["profiles"]["smoke"]["protocols"]["finetune"].pop("transformer")
     folder = tmp_path / "brain_tumor_finetune"
     folder.mkdir()
-    (folder / "task.yaml").write_text(yaml.safe_dump(raw))
+    (folder / "task.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     bare = load_task_file(folder / "task.yaml").for_suite("smoke")
     unit = RunUnit(suite="smoke", task_id="brain_tumor_finetune", protocol="finetune", encoder="resnet18", weights_sha256="random-init")
     assert spec_dict(cnn.task, unit, cnn.settings) == spec_dict(bare, unit, resolve_settings(bare, "finetune", kind="cnn"))

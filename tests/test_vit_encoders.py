@@ -164,7 +164,7 @@ def test_tiny_vit_and_swin_run_one_unit_of_each_family(name, monkeypatch, tmp_pa
                       data_root=synth_root, results=tmp_path / "r", cache_dir=cache_dir, run=RunOptions(progress=False, workers=0))
     summary = run(req, log=lambda s: None)
     assert len(summary.done) == 2 and not summary.failed, summary.failed
-    sizes = {p.parent.name: json.loads(p.read_text())["hyperparameters"].get("encoder_input_size") for p in (tmp_path / "r").rglob("*.json")}
+    sizes = {p.parent.name: json.loads(p.read_text(encoding="utf-8"))["hyperparameters"].get("encoder_input_size") for p in (tmp_path / "r").rglob("*.json")}
     assert sizes == {"kvasir_seg": [[32, 32]], "brain_tumor_linear": [[32, 32]]}
 
     root = tmp_path / "det" / "BCCD"
@@ -186,7 +186,7 @@ def test_vit_and_swin_run_every_smoke_family(name, tmp_path, synth_root, cache_d
     summary = run(req, log=lambda s: None)
     assert summary.done and not summary.failed, summary.failed
     assert not summary.below_baseline, summary.below_baseline  # every family learns, not just runs
-    recipes = {p.parent.name: json.loads(p.read_text())["hyperparameters"].get("recipe") for p in (tmp_path / "r").rglob("*.json")}
+    recipes = {p.parent.name: json.loads(p.read_text(encoding="utf-8"))["hyperparameters"].get("recipe") for p in (tmp_path / "r").rglob("*.json")}
     assert recipes == {"brain_tumor_finetune": "transformer", "kvasir_det": "transformer", "kvasir_seg": None, "mmwhs_ct": None}
 
 

@@ -11,9 +11,19 @@ from __future__ import annotations
 import sys
 
 
+def plain_streams() -> None:
+    """Under an ASCII locale (``LC_ALL=C`` without Python's UTF-8 mode) a ``≥`` or ``…`` in a table or
+    the help would end the command with a UnicodeEncodeError: such characters print as escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """The ``lvmbench`` console script. A Ctrl-C while the command line itself is still being
     imported (its first second or two) ends with one line and exit 130, as one later does."""
+    plain_streams()
     try:
         from lvmbench.cli.assembled import run  # a Ctrl-C during this import is caught here
     except KeyboardInterrupt:

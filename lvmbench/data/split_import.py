@@ -50,7 +50,7 @@ class ImportResult:
 
 def load_paper_lists(path: Path) -> PaperLists:
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("split list not found", path=path, fix="pass the path of the JSON list (e.g. files_split/Kvasir.json converted to JSON)") from None
     except (OSError, json.JSONDecodeError) as e:

@@ -197,7 +197,7 @@ def read_split_file(path: Path, cases: list[Case]) -> Split:
     paper split imported on purpose); its ``flags`` then go into every result.
     """
     try:
-        lists = json.loads(path.read_text())
+        lists = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"split file is not valid JSON ({e.msg} at line {e.lineno})", path=path, fix="regenerate it") from None
     except OSError as e:
@@ -272,7 +272,7 @@ def write_split_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
         os.replace(tmp, path)

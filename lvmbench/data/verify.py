@@ -355,7 +355,7 @@ class _VerifiedStore:
         name = cache_key("verified-store", type(reader).__name__, reader.options, str(Path(reader.root).resolve()), classes)
         self.path = Path(cache_dir) / "verified" / f"{name[:32]}.json"
         try:
-            self.keys = set(json.loads(self.path.read_text()))
+            self.keys = set(json.loads(self.path.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             self.keys = set()
 
@@ -364,7 +364,7 @@ class _VerifiedStore:
         if self.path is None or not new:
             return
         try:  # merge with what a concurrent run may have added meanwhile
-            current = set(json.loads(self.path.read_text()))
+            current = set(json.loads(self.path.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             current = set()
         self.keys |= current | new

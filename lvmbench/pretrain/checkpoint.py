@@ -61,7 +61,7 @@ def load_resume(out: Path, cfg: PretrainConfig) -> dict | None:
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
     if diff:
         raise UserError(f"--resume with different settings ({', '.join(diff)}) than the checkpoint", path=path, fix="repeat the original arguments (only runtime flags such as --workers may change) or use a new --out")
-    meta = json.loads((out / "pretrain.json").read_text())
+    meta = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))
     state["manifest"] = meta["data"]["manifest"]
     return state
 
@@ -70,8 +70,8 @@ def trim_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint a run resumes from (they are about to be redone)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] < step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] < step]
+    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
 
 def ranks_in_sync(module: torch.nn.Module, world: int, device: torch.device) -> bool:
@@ -145,4 +145,4 @@ def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, f
         "started_at": started,
         "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write(tr.out / "pretrain.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
+    _atomic_write(tr.out / "pretrain.json", lambda p: p.write_text(json.dumps(summary, indent=1), encoding="utf-8"))

@@ -297,7 +297,7 @@ class Trainer:
             recent = (recent + [rec])[-20:]
             if self.main:
                 if self.step % cfg.log_every == 0 or self.step == stop:
-                    with open(self.out / "log.jsonl", "a") as f:
+                    with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps(rec) + "\n")
                 mean_step = sum(r["step_s"] for r in recent) / len(recent)
                 solver = sum(r.get("solver_s", 0.0) for r in recent) / max(1e-9, sum(r["step_s"] for r in recent))

@@ -92,7 +92,7 @@ def _detect(src: Path, fmt: str | None) -> str:
     if fmt:
         return fmt
     try:
-        head = json.loads(src.read_text())
+        head = json.loads(src.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read the prompt file ({e.__class__.__name__})", path=src, fix="pass an lvmbench prompt file or a SAM-Med2D <size>_prompt.json") from None
     return "lvmbench" if isinstance(head, dict) and head.get("format") == pf.FORMAT else "sam-med2d"

@@ -82,7 +82,7 @@ def make_doc(head: dict[str, Any], parts: dict[str, list[ItemPrompt]]) -> dict[s
 def read_prompt_file(path: Path) -> dict[str, Any]:
     """A prompt file of this format, or a one-line error naming it."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"prompt file is not valid JSON ({e.msg} at line {e.lineno})", path=path, fix="delete it (drawn prompts are redrawn) or re-import it") from None
     except OSError as e:
@@ -117,7 +117,7 @@ def write_prompt_file(path: Path, doc: dict[str, Any]) -> None:
     """Atomically; a file at ``path`` that lvmbench did not write is never replaced."""
     if path.exists():
         try:
-            ours = json.loads(path.read_text()).get("format") == FORMAT
+            ours = json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:

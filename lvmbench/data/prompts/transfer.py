@@ -41,7 +41,7 @@ def _flat_points(coords: Any, labels: Any) -> tuple[list[list[float]], list[int]
 def read_sam_med2d(path: Path, aliases: dict[str, Key], scale: float) -> list[ItemPrompt]:
     """Items of a SAM-Med2D prompt JSON (coordinates times ``scale`` to the rule's grid)."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"cannot read the prompt file ({e.__class__.__name__}: {e})", path=path, fix="pass a SAM-Med2D <size>_prompt.json or an lvmbench prompt file") from None
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):

@@ -150,7 +150,7 @@ class FGADR(DatasetReader):
         if not path.is_file():
             raise DataError("grading CSV not found", path=path, fix="place FGADR's grading CSV next to Original_Images/")
         grades: dict[str, int] = {}
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             for i, row in enumerate(csv.reader(f)):
                 if not row or not row[0].strip():
                     continue

@@ -198,7 +198,7 @@ class KvasirBoxes(BoxReader):
         if not path.is_file():
             raise DataError("box file not found", path=path, fix="place Kvasir-SEG's kavsir_bboxes.json next to images/")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"not valid JSON ({getattr(e, 'msg', e)} at line {getattr(e, 'lineno', '?')})", path=path, fix="re-download kavsir_bboxes.json") from None
         if not isinstance(data, dict):
@@ -279,7 +279,7 @@ class PascalVOC(BoxReader):
             path = self.root / self.imagesets / f"{s}.txt"
             if not path.is_file():
                 raise DataError(f"image set list '{s}' not found", path=path, fix="restore ImageSets/Main or set data.options.sets to the lists you have ([] for none)")
-            for line in path.read_text().split("\n"):
+            for line in path.read_text(encoding="utf-8").split("\n"):
                 key = line.strip().split(" ")[0] if line.strip() else ""
                 if not key:
                     continue
@@ -379,7 +379,7 @@ class CocoJSON(BoxReader):
         if not path.is_file():
             raise DataError("COCO annotation file not found", path=path, fix="check data.options.annotations in the task")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             data["images"], data["categories"]  # noqa: B018  (presence check)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"not valid JSON ({getattr(e, 'msg', e)})", path=path, fix="re-export the COCO file") from None

@@ -71,7 +71,7 @@ class VinDrCXR(BoxReader):
         if not path.is_file():
             raise DataError("annotation CSV not found", path=path, fix="place VinDr-CXR's train.csv in the dataset folder")
         try:
-            with open(path, newline="") as f:
+            with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
                 if missing:

@@ -125,7 +125,7 @@ _FIX_ELSEWHERE = "pass a new or empty folder (`lvmbench eval --suite smoke` keep
 def _marker(folder: Path) -> dict | None:
     """The harness's marker in a dataset folder, or None when lvmbench did not write the folder."""
     try:
-        doc = json.loads((folder / MARKER).read_text())
+        doc = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) and isinstance(doc.get("version"), int) else None
@@ -181,7 +181,7 @@ def check_target(out: Path, names: list[str]) -> None:
 
 def _mark_root(out: Path) -> None:
     if not (out / ROOT_MARKER).is_file():
-        (out / ROOT_MARKER).write_text(json.dumps({"format": "lvmbench-synth", "note": "written by `lvmbench data synth`; safe to delete"}) + "\n")
+        (out / ROOT_MARKER).write_text(json.dumps({"format": "lvmbench-synth", "note": "written by `lvmbench data synth`; safe to delete"}) + "\n", encoding="utf-8")
 
 
 def _remove_stale_tmp(out: Path) -> None:
@@ -197,7 +197,7 @@ def _write_one(out: Path, name: str, rng: np.random.Generator) -> None:
     try:
         SYNTH.get(name)(tmp, rng)
         stamp = {"version": SYNTH_VERSION, "writer": "lvmbench", "pid": os.getpid(), "written_at": time.time()}
-        (tmp / MARKER).write_text(json.dumps(stamp))
+        (tmp / MARKER).write_text(json.dumps(stamp), encoding="utf-8")
         if target.exists():
             if _marker(target) is None:  # checked before; never delete what the harness did not write
                 raise UserError(f"refusing to replace '{name}': lvmbench did not write it", path=target, fix=_FIX_ELSEWHERE)

@@ -66,4 +66,4 @@ def fgadr(out: Path, rng: np.random.Generator) -> None:
             name = f"{n:04d}_{'ABCDE'[n % 5]}.png"
             Image.fromarray(_fundus(rng, grade)).save(d / name)
             rows.append(f"{name},{grade}")
-    (out / "DR_Seg_Grading_Label.csv").write_text("\n".join(rows) + "\n")
+    (out / "DR_Seg_Grading_Label.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")

@@ -110,7 +110,7 @@ def write_vindr(out: Path, rng: np.random.Generator, n: int = 90, size: int = 12
             Image.fromarray(pixels).resize((size // 2, size // 2), Image.BILINEAR).save(img_dir / f"{iid}.png")
         else:
             _write_dicom(img_dir / f"{iid}.dicom", pixels, iid, monochrome1=i % 4 == 1)
-    with open(out / "train.csv", "w", newline="") as f:
+    with open(out / "train.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)
         w.writerows(rows)
@@ -155,7 +155,7 @@ def kvasir(out: Path, rng: np.random.Generator, n: int = 60) -> None:
         Image.fromarray((mask * 255).astype(np.uint8)).convert("RGB").save(out / "masks" / f"{key}.jpg", quality=95)
         bb = [{"label": "polyp", "xmin": int(b[0]), "ymin": int(b[1]), "xmax": int(b[2]), "ymax": int(b[3])} for b in boxes]
         meta[key] = {"height": h, "width": w, "bbox": bb}
-    (out / "kavsir_bboxes.json").write_text(json.dumps(meta))
+    (out / "kavsir_bboxes.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 BCCD_CLASSES = ("WBC", "RBC", "Platelets")
@@ -215,13 +215,13 @@ def write_voc(out: Path, rng: np.random.Generator, n: int = 60, h: int = 96, w: 
         if k == 3:  # one degenerate box, as in the real BCCD (xmax == xmin): readers must drop and report it
             xml.append("<object><name>RBC</name><difficult>0</difficult><bndbox><xmin>50</xmin><ymin>40</ymin><xmax>50</xmax><ymax>40</ymax></bndbox></object>")
         xml.append("</annotation>")
-        (ann / f"{iid}.xml").write_text("\n".join(xml))
+        (ann / f"{iid}.xml").write_text("\n".join(xml), encoding="utf-8")
     order = rng.permutation(n)
     n_test, n_val = n // 5, n // 5
     parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     parts["trainval"] = np.concatenate([parts["train"], parts["val"]])
     for name, idx in parts.items():
-        (sets / f"{name}.txt").write_text("".join(f"{ids[i]}\n" for i in sorted(idx)))
+        (sets / f"{name}.txt").write_text("".join(f"{ids[i]}\n" for i in sorted(idx)), encoding="utf-8")
 
 
 @SYNTH.register("BCCD")

@@ -33,7 +33,7 @@ def isic2018(out: Path, rng: np.random.Generator) -> None:
     img_dir, gt_dir = out / "ISIC2018_Task1-2_Training_Input", out / "ISIC2018_Task1_Training_GroundTruth"
     img_dir.mkdir(parents=True)
     gt_dir.mkdir(parents=True)
-    (img_dir / "ATTRIBUTION.txt").write_text("synthetic images written by lvmbench\n")
+    (img_dir / "ATTRIBUTION.txt").write_text("synthetic images written by lvmbench\n", encoding="utf-8")
     for i in range(48):
         h, w = 60, 80
         lesion = _blob(rng, h, w, 8, 18)
@@ -68,7 +68,7 @@ def kvasir_seg(out: Path, rng: np.random.Generator) -> None:
             ys, xs = sl
             bbox.append({"label": "polyp", "xmin": xs.start, "ymin": ys.start, "xmax": xs.stop - 1, "ymax": ys.stop - 1})
         boxes[name] = {"height": h, "width": w, "bbox": bbox}
-    (out / "kavsir_bboxes.json").write_text(json.dumps(boxes))
+    (out / "kavsir_bboxes.json").write_text(json.dumps(boxes), encoding="utf-8")
 
 
 def _vessels(rng: np.random.Generator, h: int, w: int, n: int, width: float) -> np.ndarray:

@@ -66,7 +66,7 @@ def read_metrics(path: Path) -> list[dict]:
     out = []
     if not path.is_file():
         return out
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
             out.append(json.loads(line))
         except ValueError:
@@ -85,7 +85,7 @@ def trim_metrics(path: Path, step: int) -> None:
 def append_metrics(path: Path, entry: dict) -> None:
     # One write of one complete line: a crash leaves at worst a partial last line, which
     # read_metrics skips and the next trim removes.
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
         f.flush()
 
