@@ -13,7 +13,8 @@
 #
 # Environment: DATA (default ../shared/data), OUT (default gpu-check-out), ENCODER (resnet50),
 # STEP_SIZE (view size of part 1, default 160: batch 1024 = 2048 views of R50 fit in 80 GB in bf16),
-# PRETRAIN_MINUTES (5). Each part's output goes to OUT/<part>.log; a failed part is reported at the
+# PRETRAIN_MINUTES (5), GM_OPTIONS (default "-o gcn_residual=true -o noise_scale=0.2": the CPU recipe of
+# README "Pretraining"; the paper's defaults collapsed at CPU scale, GM_OPTIONS= runs them). Each part's output goes to OUT/<part>.log; a failed part is reported at the
 # end and does not stop the others. Needs the package installed (pip install -e .).
 set -u
 cd "$(dirname "$0")/.."
@@ -51,7 +52,8 @@ for b in $BATCHES; do
 done
 part frozen-bf16 python benchmarks/frozen_overhead.py --encoder "$ENCODER" --device "$DEVICE" "${FROZEN[@]}"
 rm -rf "$OUT/pretrain"  # this script's own run folder: a fresh run each time
-part pretrain-gm lvmbench pretrain --objective graph-matching --encoder "$ENCODER" --device "$DEVICE" --out "$OUT/pretrain" --no-progress "${PRETRAIN[@]}"
+# shellcheck disable=SC2086  # GM_OPTIONS is a list of -o KEY=VALUE words
+part pretrain-gm lvmbench pretrain --objective graph-matching --encoder "$ENCODER" --device "$DEVICE" --out "$OUT/pretrain" --no-progress "${PRETRAIN[@]}" ${GM_OPTIONS--o gcn_residual=true -o noise_scale=0.2}
 if [ -s "$OUT/pretrain/metrics.jsonl" ]; then
     echo; echo "== kNN monitor: step 0 (random init) vs the last step"
     python - "$OUT/pretrain/metrics.jsonl" <<'PY'

@@ -68,8 +68,10 @@ def test_a_folder_in_the_way_of_the_aside_name_is_skipped_not_blamed_on_the_resu
 
 
 def _interrupt_after(seconds: float, args: list[str], env: dict) -> subprocess.CompletedProcess:
+    # a job started in the background (`cmd &`, as a CI runner may) ignores SIGINT, and its children
+    # inherit that: the command gets the terminal's default, as a user's Ctrl-C finds it
     proc = subprocess.Popen([sys.executable, "-c", "from lvmbench.cli import main; main()", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(seconds)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)

@@ -27,7 +27,7 @@ from lvmbench.paths import cache_root, usable_cache_dir
 from lvmbench.registry import Registry, import_members, load_entry_points
 
 # Bump when any writer changes: the smoke suite regenerates into a new folder.
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 
 Writer = Callable[[Path, np.random.Generator], None]
 
