@@ -14,8 +14,8 @@ import sys
 import time
 
 import pytest
-from builders import cls_records, make_record, task_folder, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_kvasir, write_records
-from cli_helpers import cli, the_line
+from builders import cls_records, make_record, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_kvasir, write_records
+from cli_helpers import cli, eval_rt, rt_task, the_line
 
 from lvmbench.tasks import TASKS
 
@@ -24,14 +24,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    write_class_folders(tmp_path / "data" / "rt_data")
-    with task_folder(monkeypatch, tmp_path, tiny_task_dir(tmp_path / "tasks", "rt", "rt_data")):
+    with rt_task(monkeypatch, tmp_path):
         yield tmp_path
 
 
 def _eval(monkeypatch, capsys, tmp_path, *extra: str):
-    return cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--tasks", "rt", "--protocol", "knn", "--data-root", str(tmp_path / "data"),
-               "--results", str(tmp_path / "results"), "--no-progress", "--workers", "0", *extra)
+    return eval_rt(monkeypatch, capsys, tmp_path, *extra)
 
 
 ARGUMENTS = [

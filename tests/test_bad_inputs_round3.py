@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from builders import task_folder, tiny_task_dir, write_class_folders
-from cli_helpers import cli, the_line
+from cli_helpers import eval_rt, rt_task, the_line
 
 from lvmbench.tasks import TASKS
 
@@ -24,14 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
-    write_class_folders(tmp_path / "data" / "rt_data")
-    with task_folder(monkeypatch, tmp_path, tiny_task_dir(tmp_path / "tasks", "rt", "rt_data")):
+    with rt_task(monkeypatch, tmp_path):
         yield tmp_path
 
 
 def _eval(monkeypatch, capsys, tmp_path, *extra: str):
-    return cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--tasks", "rt", "--protocol", "knn", "--data-root", str(tmp_path / "data"),
-               "--results", str(tmp_path / "results"), "--no-progress", "--workers", "0", *extra)
+    return eval_rt(monkeypatch, capsys, tmp_path, *extra)
 
 
 def _hand_edit(path: Path, note: str) -> None:

@@ -178,23 +178,17 @@ class FineTune(Protocol):
             return knn_predict(ref, torch.from_numpy(y_train), out, hp.knn_k, n_cls, hp.knn_temperature)
 
         selector = BestOnValidation()
-        history: list[dict[str, float]] = []
         data_wait = loop_s = val_s = 0.0
         steps = images = 0
         resume = Resume(ctx)
-        first = 1
-        saved = resume.restore(model, opt, sched)
+        saved, history, first = resume.restore_run(model, opt, sched, selector)
         if saved is not None:
-            selector.load_state_dict(saved)
-            history = list(saved["history"])
             data_wait, loop_s, val_s, steps, images = saved["timings"]
             steps, images = int(steps), int(images)
             gen.set_state(saved["gen"])
             loader_gen.set_state(saved["loader_gen"])
             if sampler is not None:
                 sampler.epoch = int(saved["sampler_epoch"])
-            torch.set_rng_state(saved["rng"])
-            first = int(saved["epoch"]) + 1
         for epoch in range(first, hp.epochs + 1):
             model.train()
             t_loop = t_wait = time.perf_counter()

@@ -88,6 +88,16 @@ class Resume:
         tqdm.write(f"{self.what}: resuming {self.unit} after epoch {int(state['epoch'])}")
         return state
 
+    def restore_run(self, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, selector: Any) -> tuple[dict | None, list[dict], int]:
+        """``restore``, then the parts every epoch loop shares: the selection state, torch's RNG;
+        returns (the saved state or None, the epoch history so far, the first epoch to run)."""
+        saved = self.restore(model, opt, sched)
+        if saved is None:
+            return None, [], 1
+        selector.load_state_dict(saved)
+        torch.set_rng_state(saved["rng"])
+        return saved, list(saved["history"]), int(saved["epoch"]) + 1
+
     def due(self) -> bool:
         return time.perf_counter() - self.last >= self.every
 

@@ -113,20 +113,14 @@ def train_model(
     loss_fn = dice_ce_loss()
     amp = ctx.amp
     selector = BestOnValidation()
-    history: list[dict[str, float]] = []
     wait = loop = val_time = 0.0
     images = all_steps = 0
     resume = Resume(ctx)
-    first = 1
-    saved = resume.restore(model, opt, sched)
+    saved, history, first = resume.restore_run(model, opt, sched, selector)
     if saved is not None:
-        selector.load_state_dict(saved)
-        history = list(saved["history"])
         wait, loop, val_time, images, all_steps = saved["timings"]
         if gen is not None:
             gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["rng"])
-        first = int(saved["epoch"]) + 1
     for epoch in range(first, hp.epochs + 1):
         model.train()
         # the epoch's loss is summed on the device (float64, as Python floats would) so that no
