@@ -79,14 +79,14 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
         xs, ys = _series(entries, lambda e, g=group: e[g]["std"])
         if ys:
             ax.plot(xs, ys, marker=".", label=group)
-    ax.set_title("per-dimension std of normalised outputs × √D (0 = collapse)")
+    ax.set_title("per-dim std of normalised outputs × √D\n(0 = collapse)")
     ax.legend(fontsize=7)
     ax = axes[1][1]
     for k in AGREEMENT:
         xs, ys = _series(entries, lambda e, k=k: e["objective"][k])
         if ys:
             ax.plot(xs, ys, marker=".", label=k)
-    ax.set_title("agreement with the identity pairing of the two views (vertex_gap: score units)")
+    ax.set_title("matcher agreement with the identity pairing\n(vertex_gap in score units)")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7)
     ax = axes[1][2]
