@@ -48,6 +48,16 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     return d
 
 
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """The tiny class-folder task ``rt`` (``cli_helpers.rt_task``); ``cli_helpers.eval_rt`` runs it.
+    Test files with a ``tiny`` of their own use theirs."""
+    from cli_helpers import rt_task
+
+    with rt_task(monkeypatch, tmp_path):
+        yield tmp_path
+
+
 def shared(name: str) -> Path:
     """A folder of ../shared/data, or skip the test when this checkout has none."""
     p = SHARED_DATA / name

@@ -15,21 +15,11 @@ import time
 
 import pytest
 from builders import cls_records, make_record, tiny_seg_task_dir, tiny_task_dir, write_class_folders, write_kvasir, write_records
-from cli_helpers import cli, eval_rt, rt_task, the_line
+from cli_helpers import cli, eval_rt, the_line
 
 from lvmbench.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    with rt_task(monkeypatch, tmp_path):
-        yield tmp_path
-
-
-def _eval(monkeypatch, capsys, tmp_path, *extra: str):
-    return eval_rt(monkeypatch, capsys, tmp_path, *extra)
 
 
 ARGUMENTS = [
@@ -47,7 +37,7 @@ ARGUMENTS = [
 @pytest.mark.parametrize("extra,needle", ARGUMENTS, ids=[" ".join(a) or "empty" for a, _ in ARGUMENTS])
 def test_bad_arguments_are_one_line(tiny, monkeypatch, capsys, extra, needle):
     # later options win in click: the bad value replaces the helper's own
-    code, _, err = _eval(monkeypatch, capsys, tiny, *extra)
+    code, _, err = eval_rt(monkeypatch, capsys, tiny, *extra)
     assert code == 2
     line = the_line(err, needle)
     assert "fix:" in line
@@ -59,14 +49,14 @@ def test_cuda_without_a_gpu_is_one_line(tiny, monkeypatch, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    code, _, err = _eval(monkeypatch, capsys, tiny, "--device", "cuda")
+    code, _, err = eval_rt(monkeypatch, capsys, tiny, "--device", "cuda")
     assert code == 2 and "no usable CUDA device" in the_line(err, "--device cuda")
 
 
 def test_lock_file_that_is_a_folder(tiny, monkeypatch, capsys):
     lock = tiny / "results" / "lvmmed" / "resnet18" / "random-init" / "rt" / "knn-s0.json.lock"
     lock.mkdir(parents=True)
-    code, _, err = _eval(monkeypatch, capsys, tiny)
+    code, _, err = eval_rt(monkeypatch, capsys, tiny)
     assert code != 0 and "fix: remove it" in the_line(err, "lock file")
 
 
@@ -76,7 +66,7 @@ def test_lock_file_that_is_a_folder(tiny, monkeypatch, capsys):
     (lambda d: d["metrics"].update(accuracy=-3.0), "accuracy = -3"),
 ], ids=["nan", "huge", "negative"])
 def test_hand_edited_numbers_are_refused_and_recomputed(tiny, monkeypatch, capsys, edit, needle):
-    assert _eval(monkeypatch, capsys, tiny)[0] == 0
+    assert eval_rt(monkeypatch, capsys, tiny)[0] == 0
     (path,) = list((tiny / "results").rglob("*.json"))
     doc = json.loads(path.read_text(encoding="utf-8"))
     good = doc["primary"]
@@ -85,7 +75,7 @@ def test_hand_edited_numbers_are_refused_and_recomputed(tiny, monkeypatch, capsy
     code, _, err = cli(monkeypatch, capsys, "leaderboard", "--results", str(tiny / "results"), "--out", str(tiny / "lb.md"))
     assert code == 1 and "implausible result" in the_line(err, needle)
     assert "1 result file(s) could not be read" in (tiny / "lb.md").read_text(encoding="utf-8")
-    code, _, err = _eval(monkeypatch, capsys, tiny)
+    code, _, err = eval_rt(monkeypatch, capsys, tiny)
     assert code == 0 and "redo" in the_line(err, "implausible")
     assert json.loads(path.read_text(encoding="utf-8"))["primary"] == good
     assert path.with_name(path.name + ".replaced").is_file()  # the edited file is kept, not overwritten

@@ -14,21 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import eval_rt, rt_task, the_line
+from cli_helpers import eval_rt, the_line
 
 from lvmbench.tasks import TASKS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    with rt_task(monkeypatch, tmp_path):
-        yield tmp_path
-
-
-def _eval(monkeypatch, capsys, tmp_path, *extra: str):
-    return eval_rt(monkeypatch, capsys, tmp_path, *extra)
 
 
 def _hand_edit(path: Path, note: str) -> None:
@@ -41,24 +31,24 @@ def _hand_edit(path: Path, note: str) -> None:
 def test_a_result_replaced_twice_keeps_both_older_generations(tiny, monkeypatch, capsys):
     """Only one ``.replaced`` was kept: a hand-annotated result that went stale twice was lost while
     the second rerun printed the same "the old file is kept" line."""
-    assert _eval(monkeypatch, capsys, tiny)[0] == 0
+    assert eval_rt(monkeypatch, capsys, tiny)[0] == 0
     (path,) = list((tiny / "results").rglob("*.json"))
     _hand_edit(path, "first")
-    code, _, err = _eval(monkeypatch, capsys, tiny)
+    code, _, err = eval_rt(monkeypatch, capsys, tiny)
     assert code == 0 and "kept as knn-s0.json.replaced" in the_line(err, "redo")
     _hand_edit(path, "second")
-    code, _, err = _eval(monkeypatch, capsys, tiny)
+    code, _, err = eval_rt(monkeypatch, capsys, tiny)
     assert code == 0 and "kept as knn-s0.json.replaced.1" in the_line(err, "redo")
     notes = {p.name: json.loads(p.read_text(encoding="utf-8")).get("my_note") for p in path.parent.glob("knn-s0.json.replaced*")}
     assert notes == {"knn-s0.json.replaced": "first", "knn-s0.json.replaced.1": "second"}
 
 
 def test_a_folder_in_the_way_of_the_aside_name_is_skipped_not_blamed_on_the_result(tiny, monkeypatch, capsys):
-    assert _eval(monkeypatch, capsys, tiny)[0] == 0
+    assert eval_rt(monkeypatch, capsys, tiny)[0] == 0
     (path,) = list((tiny / "results").rglob("*.json"))
     (path.parent / "knn-s0.json.replaced").mkdir()
     _hand_edit(path, "kept")
-    code, _, err = _eval(monkeypatch, capsys, tiny)
+    code, _, err = eval_rt(monkeypatch, capsys, tiny)
     assert code == 0, err
     assert json.loads((path.parent / "knn-s0.json.replaced.1").read_text(encoding="utf-8"))["my_note"] == "kept"
     assert (path.parent / "knn-s0.json.replaced").is_dir()
