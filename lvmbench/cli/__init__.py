@@ -23,8 +23,8 @@ def plain_streams() -> None:
 def main() -> None:
     """The ``lvmbench`` console script. A Ctrl-C while the command line itself is still being
     imported (its first second or two) ends with one line and exit 130, as one later does."""
-    plain_streams()
     try:
+        plain_streams()
         from lvmbench.cli.assembled import run  # a Ctrl-C during this import is caught here
     except KeyboardInterrupt:
         print("interrupted before the command started; nothing was run", file=sys.stderr)
