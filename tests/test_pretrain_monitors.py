@@ -187,3 +187,34 @@ def test_max_minutes_stops_with_a_last_report_and_a_resumable_checkpoint(tmp_pat
     assert [e["step"] for e in read_metrics(tmp_path / "o" / "metrics.jsonl")] == [0, 1]
     train(config(images, tmp_path / "o", steps=6, batch_size=16, objective="simclr", checkpoint_every=100, resume=True))
     assert json.loads((tmp_path / "o" / "pretrain.json").read_text(encoding="utf-8"))["steps_done"] == 6
+
+
+def test_plot_refuses_a_symlinked_png_and_leaves_its_target(monitored, tmp_path):
+    from lvmbench.cli import app
+
+    cfg, _ = monitored
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's own picture")
+    link = tmp_path / "link.png"
+    link.symlink_to(mine)
+    res = CliRunner().invoke(app, ["pretrain", "plot", cfg.out, str(link)])
+    assert res.exit_code != 0 and "symbolic link" in str(res.exception)
+    assert link.is_symlink() and mine.read_bytes() == b"the user's own picture"
+
+
+@pytest.mark.parametrize("name", ["encoder.safetensors", "pretrain.json", "log.jsonl"])
+def test_pretrain_refuses_a_link_among_its_outputs_before_any_step(tmp_path, name):
+    """--out may hold an earlier run; a link where the run writes would be replaced (or appended
+    through) hours later: refused at the start, the user's file untouched."""
+    from lvmbench.errors import UserError
+
+    images = write_images(tmp_path / "img", 16)
+    out = tmp_path / "run"
+    out.mkdir()
+    mine = tmp_path / "my_weights.bin"
+    mine.write_bytes(b"mine")
+    (out / name).symlink_to(mine)
+    with pytest.raises(UserError, match="symbolic link"):
+        train(config(images, out, steps=2))
+    assert (out / name).is_symlink() and mine.read_bytes() == b"mine"
+    assert not (out / "checkpoint.pt").exists()

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
-import os
 import random
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import distributed as dist
 
 from lvmbench.encoders.checkpoint import sha256_file
 from lvmbench.errors import UserError
+from lvmbench.outputs import check_target, write_atomic
 from lvmbench.pretrain.config import PretrainConfig
 from lvmbench.runner import package_versions
 
@@ -71,7 +72,7 @@ def trim_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] < step]
-    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+    write_atomic(path, "".join(ln + "\n" for ln in keep), option=OUT_OPTION)
 
 
 def ranks_in_sync(module: torch.nn.Module, world: int, device: torch.device) -> bool:
@@ -86,11 +87,19 @@ def ranks_in_sync(module: torch.nn.Module, world: int, device: torch.device) -> 
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # safetensors creates its files owner-only
-    os.replace(tmp, path)
+OUT_OPTION = "--out DIR"
+# what a run writes in --out; a link, FIFO, device or folder there is refused before training starts
+OUTPUTS = ("checkpoint.pt", "encoder.safetensors", "pretrain.json", "log.jsonl", "metrics.jsonl")
+
+
+def check_outputs(out: Path) -> None:
+    """One line, before any step, if a file the run will write in ``out`` is not a plain file."""
+    for name in OUTPUTS:
+        check_target(out / name, OUT_OPTION)
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    write_atomic(path, data, option=OUT_OPTION)  # checked again, exclusive temp name, the umask's mode
 
 
 def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, float], in_sync: bool) -> None:
@@ -106,12 +115,14 @@ def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, f
         "num_items": len(tr.items),
         "world_size": tr.world,
     }
-    _atomic_write(tr.out / "checkpoint.pt", lambda p: torch.save(state, p))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    _write(tr.out / "checkpoint.pt", buf.getvalue())
     backbone = {k: v.detach().cpu().contiguous().clone() for k, v in tr.encoder.backbone_state_dict().items()}
     # ``pooling`` is read back by create_encoder: evaluation embeds what the objective trained.
     meta = {"lvmbench": "pretrain", "objective": cfg.objective, "encoder": cfg.encoder, "step": str(tr.step), "pooling": tr.encoder.pooling}
     enc_path = tr.out / "encoder.safetensors"
-    _atomic_write(enc_path, lambda p: save_file(backbone, str(p), metadata=meta))
+    _write(enc_path, safetensors_bytes(backbone, metadata=meta))
     steps_done = max(1, tr.step)
     summary = {
         "schema": 1,
@@ -145,4 +156,4 @@ def save_all(tr: Trainer, rng_all: list[dict], started: str, totals: dict[str, f
         "started_at": started,
         "saved_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write(tr.out / "pretrain.json", lambda p: p.write_text(json.dumps(summary, indent=1), encoding="utf-8"))
+    _write(tr.out / "pretrain.json", json.dumps(summary, indent=1))

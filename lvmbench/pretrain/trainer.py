@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from lvmbench.encoders import create_encoder
 from lvmbench.errors import UserError
 from lvmbench.pretrain.checkpoint import (
+    check_outputs,
     get_rng,
     load_resume,
     ranks_in_sync,
@@ -129,7 +130,10 @@ class Trainer:
         self.out = Path(cfg.out)
         self.main = self.rank == 0
         if self.main:
+            if self.out.exists() and not self.out.is_dir():
+                raise UserError("--out names a file, not a folder", path=self.out, fix="pass a folder (new or one of an earlier run) as --out")
             self.out.mkdir(parents=True, exist_ok=True)
+            check_outputs(self.out)
         state = load_resume(self.out, cfg) if cfg.resume else None
         self.items, manifest = scan(cfg.data, cfg.exclude, with_hashes=self.main and state is None)
         manifest = self._exclude_tests(manifest)

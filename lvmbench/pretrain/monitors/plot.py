@@ -10,9 +10,11 @@ SimCLR: contrastive top-1), and throughput. Complete collapse marks the step wit
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from lvmbench.errors import UserError
+from lvmbench.outputs import write_atomic
 from lvmbench.pretrain.monitors.record import NAME, read_metrics
 
 AGREEMENT = ("match_acc", "match_acc_clean", "vertex_top1", "graphs_exact_clean", "vertex_gap", "contrastive_acc")
@@ -102,8 +104,8 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
     fig.suptitle(f"{path.parent.name}: {len(entries)} monitor entries, last step {entries[-1]['step']}/{entries[-1].get('steps_total')}")
     fig.tight_layout()
     out = out or path.parent / "metrics.png"
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    tmp.replace(out)  # atomic: a reader never sees half a PNG
+    write_atomic(out, buf.getvalue(), option="PNG")  # a link, FIFO or folder there is refused; never half a PNG
     return out
