@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lvmbench.errors import UserError
+from lvmbench.kit.files import sha256_file
 from lvmbench.results import write_atomic
 
 AUDIT_DIR = "_audit"
@@ -62,14 +63,6 @@ class Manifest:
 
 def _sha_bytes(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(path: Path) -> Manifest:

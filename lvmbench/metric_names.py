@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from lvmbench.errors import UserError
-from lvmbench.protocols.base import PROTOCOLS
+from lvmbench.protocols.declared import DECLARED
 from lvmbench.registry import suggest
 
 CLASSIFICATION = ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "auc", "map@r", "triplet_agreement", "odd_one_out")
@@ -63,7 +63,7 @@ def known_metrics(spec: Any) -> set[str]:
 
 def _protocol_attr(name: str, attr: str) -> tuple[str, ...]:
     try:
-        return tuple(getattr(PROTOCOLS.get(name), attr, ()))
+        return tuple(getattr(DECLARED.get(name), attr, ()))
     except UserError:
         return ()
 
@@ -111,8 +111,8 @@ def protocol_metric(spec: Any, protocol: str) -> str:
     a head suffix (``linear-mlp``)."""
     for name in (protocol, protocol.rsplit("-", 1)[0]):
         try:
-            if name in PROTOCOLS:
-                primary_for = getattr(PROTOCOLS.get(name), "primary_for", None)
+            if name in DECLARED:
+                primary_for = getattr(DECLARED.get(name), "primary_for", None)
                 return primary_for(spec) if primary_for else spec.primary_metric
         except UserError:
             break

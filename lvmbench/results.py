@@ -10,8 +10,8 @@ import fcntl
 import json
 import math
 import os
-import stat
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path

@@ -14,7 +14,7 @@ from pathlib import Path
 from lvmbench.data.cases import validate_task_readers
 from lvmbench.errors import UserError
 from lvmbench.metric_names import check_metric_names
-from lvmbench.protocols.base import validate_task_settings
+from lvmbench.protocols.declared import validate_task_settings
 from lvmbench.registry import Registry
 from lvmbench.spec import TaskSpec
 from lvmbench.suites import get_suite

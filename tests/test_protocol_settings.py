@@ -150,7 +150,7 @@ def test_smoke_units_must_beat_their_baseline(tmp_path, monkeypatch, capsys):
     lines = below_baseline(tmp_path, [good.unit, chance.unit, silent.unit])
     assert len(lines) == 2 and "accuracy 0.270 vs training class prior (majority class) 0.250" in lines[0] and "no baseline recorded" in lines[1]
 
-    import lvmbench.launch as launch
+    import lvmbench.launch.dispatch as launch
 
     monkeypatch.setattr(launch, "run", lambda req, log=None: Summary(done=["a", "b"], below_baseline=lines))
     code, _, err = cli(monkeypatch, capsys, "eval", "--encoder", "resnet18", "--suite", "smoke")

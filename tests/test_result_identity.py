@@ -110,8 +110,10 @@ def test_new_evaluation_code_makes_results_stale(tiny, monkeypatch):
     tmp_path, root, _ = tiny
     _run(tmp_path, root)
     from lvmbench.protocols.base import PROTOCOLS
+    from lvmbench.protocols.declared import DECLARED
 
-    monkeypatch.setattr(PROTOCOLS.get("knn"), "version", 99)
+    monkeypatch.setattr(DECLARED.get("knn"), "version", 99)  # the declaration: the implementation inherits it
+    assert PROTOCOLS.get("knn").version == 99
     s, lines, _ = _run(tmp_path, root)
     assert s.stale and any("eval" in line for line in lines if line.startswith("stale"))
 

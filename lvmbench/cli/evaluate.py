@@ -57,7 +57,7 @@ def eval_cmd(
     wait: Annotated[bool, typer.Option(help="slurm: wait for the array and print the summary", rich_help_panel="Slurm")] = False,
 ) -> None:
     """Evaluate one encoder on a suite (or some tasks); finished units are skipped."""
-    from lvmbench.runner import BASELINE_MARGIN, EvalRequest, parse_shard
+    from lvmbench.runner import BASELINE_MARGIN, EvalRequest, parse_shard, skipped_line
 
     for name, value in (("--tasks", tasks), ("--protocol", protocol), ("--head", head), ("--seeds", seeds), ("--label-fraction", label_fraction)):
         if value is not None and not _csv(value):
@@ -66,9 +66,6 @@ def eval_cmd(
     if workers is not None and not 0 <= workers <= 64:
         raise UserError(f"--workers {workers} is not in 0 .. 64", fix="e.g. --workers 4 (0 = load data in the main process)")
     check_device(device)
-    from lvmbench.encoders.pretrained import released_weights
-
-    weights = released_weights(encoder, weights, pretrained)  # --pretrained / a preset: the cached release file
     if threads is not None and not 1 <= threads <= 1024:
         raise UserError(f"--threads {threads} is not in 1 .. 1024", fix="e.g. --threads 8 (default: torch's own choice)")
     run = RunOptions(device=device, amp=amp, compile=compile, deterministic=deterministic, workers=workers, threads=threads, progress=progress)
@@ -90,12 +87,25 @@ def eval_cmd(
         run=run,
         decoder_weights=decoder_weights,
     )
-    from lvmbench.launch import launch_eval
-    from lvmbench.launch.options import parse_pairs, parse_time
+    summary = None
+    launch_options = (jobs, devices, bundle, partition, account, gpus_per_task, cpus_per_task, mem_gb, time, max_parallel, sbatch, max_requeue)
+    if launcher == "none" and not dry_run and not pretrained and not wait and all(v is None for v in launch_options):
+        from lvmbench.runner.quick import all_done  # no torch: a finished grid answers at once
 
-    slurm = {"partition": partition, "account": account, "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
-             "time_min": parse_time(time), "max_parallel": max_parallel, "sbatch": parse_pairs(sbatch, "--sbatch") or None, "max_requeue": max_requeue, "wait": wait or None}
-    summary = launch_eval(req, launcher, jobs=jobs, devices=devices, bundle=bundle, dry_run=dry_run, slurm={k: v for k, v in slurm.items() if v is not None})
+        summary = all_done(req)  # None: something to run or say, or an encoder fact not cached yet
+        if summary is not None:
+            for line in summary.unavailable:
+                print(f"skip  {line}", file=sys.stderr)
+            print(skipped_line(summary), file=sys.stderr)
+    if summary is None:
+        from lvmbench.encoders.pretrained import released_weights
+        from lvmbench.launch import launch_eval
+        from lvmbench.launch.options import parse_pairs, parse_time
+
+        req.weights = released_weights(encoder, weights, pretrained)  # --pretrained / a preset: the cached release file
+        slurm = {"partition": partition, "account": account, "gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+                 "time_min": parse_time(time), "max_parallel": max_parallel, "sbatch": parse_pairs(sbatch, "--sbatch") or None, "max_requeue": max_requeue, "wait": wait or None}
+        summary = launch_eval(req, launcher, jobs=jobs, devices=devices, bundle=bundle, dry_run=dry_run, slurm={k: v for k, v in slurm.items() if v is not None})
     if summary is None:  # a dry run, or a job array left running
         return
     kept = f", {len(summary.stale)} stale kept" if keep_stale and summary.stale else ""

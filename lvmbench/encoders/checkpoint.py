@@ -7,7 +7,6 @@ Never a bare pickle: ``.safetensors`` goes through safetensors, everything else 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,19 +18,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from lvmbench.errors import CheckpointError
+from lvmbench.kit.files import sha256_file  # noqa: F401 (the package's API)
 
 KNOWN_PREFIXES = ("module.", "backbone.", "encoder.", "image_encoder.", "model.", "online.", "net.")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "backbone", "encoder", "teacher", "student", "online")
 # Keys a backbone file may carry that an encoder legitimately has no use for (classifier heads).
 DEFAULT_ALLOW = ("fc.*", "head.*", "heads.*", "classifier.*", "last_linear.*", "projector.*", "neck.*")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

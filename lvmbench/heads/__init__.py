@@ -1,14 +1,18 @@
-"""Heads on top of frozen or fine-tuned embeddings: ``HEADS.get(name)(in_dim, num_classes, **hp)``."""
+"""Heads on top of frozen or fine-tuned embeddings: ``HEADS.get(name)(in_dim, num_classes, **hp)``.
+
+This module holds only the registry, without torch: its members (``basic``: linear, mlp;
+``tversky``; ...) are imported at the first lookup, so a command that only validates head names
+(task settings, ``--head``) never loads a model library.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-from torch import nn
+from collections.abc import Callable
+from typing import Any
 
 from lvmbench.registry import Registry, import_members
 
-HeadFactory = Callable[..., nn.Module]
+HeadFactory = Callable[..., Any]  # (in_dim, num_classes, **hp) -> torch.nn.Module
 
 
 def _load(reg: Registry[HeadFactory]) -> None:
@@ -16,22 +20,3 @@ def _load(reg: Registry[HeadFactory]) -> None:
 
 
 HEADS: Registry[HeadFactory] = Registry("head", _load)
-
-
-@HEADS.register("linear")
-def linear_head(in_dim: int, num_classes: int, **_: object) -> nn.Module:
-    return nn.Linear(in_dim, num_classes)
-
-
-@HEADS.register("mlp")
-def mlp_head(in_dim: int, num_classes: int, hidden: Sequence[int] = (512, 256), dropout: float = 0.0, **_: object) -> nn.Module:
-    """LVM-Med's MLP heads (Table 12): 2048 -> 512 -> 256 (brain) or 512 -> 128 (FGADR) -> classes."""
-    layers: list[nn.Module] = []
-    d = in_dim
-    for h in hidden:
-        layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        d = h
-    layers.append(nn.Linear(d, num_classes))
-    return nn.Sequential(*layers)

@@ -20,18 +20,21 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from lvmbench import encoders, runner
 from lvmbench.data.fingerprint import data_fingerprint
 from lvmbench.data.synth import synthetic_suite_root
 from lvmbench.data.task_data import load_task_data
-from lvmbench.encoders import is_known
-from lvmbench.encoders.kinds import encoder_kind
 from lvmbench.errors import UserError
 from lvmbench.failures import read_failure
 from lvmbench.identity import differences
 from lvmbench.launch import claims as claim_mod
-from lvmbench.protocols.base import has_transformer_recipe, resolve_settings
+from lvmbench.paths import cache_root
+from lvmbench.protocols.declared import has_transformer_recipe, resolve_settings
 from lvmbench.results import read_result
-from lvmbench.runner import EvalRequest, Planned, current_identity, plan, resolve_data_root
+from lvmbench.runner.facts import CachedEncoder, FactsFile, NotCached
+from lvmbench.runner.planner import plan_units, resolve_data_root
+from lvmbench.runner.request import EvalRequest, Planned
+from lvmbench.runner.triager import current_identity
 from lvmbench.suites import get_suite
 from lvmbench.tasks import get_task
 
@@ -126,19 +129,35 @@ class IdentityCheck:
         return ("stale", f"{', '.join(changed)} changed since it ran") if changed else ("done", "")
 
 
-def planned_of(unit) -> Planned:
+def planned_of(unit, cache_dir: Path | None = None) -> Planned:
     """The plan entry behind a result's unit, built as ``runner.plan`` builds it."""
     task = get_task(unit.task_id).for_suite(unit.suite)
-    kind = encoder_kind(unit.encoder) if is_known(unit.encoder) else "cnn"
+    kind = encoder_kind(unit, cache_dir)
     recipe = "transformer" if kind == "transformer" and has_transformer_recipe(task, unit.protocol) else "default"
     return Planned(unit, task, resolve_settings(task, unit.protocol, kind=kind), recipe)
+
+
+def encoder_kind(unit, cache_dir: Path | None) -> str:
+    """The unit's encoder kind: from the facts ``eval`` cached, else from the architecture (torch)."""
+    try:
+        return FactsFile(cache_dir or cache_root(), unit.encoder, unit.weights_sha256).get("kind")
+    except NotCached:
+        return encoders.encoder_kind(unit.encoder) if encoders.is_known(unit.encoder) else "cnn"
+
+
+def plan_of(req: EvalRequest) -> list[Planned]:
+    """``runner.plan`` on the cached encoder facts when they are there (no torch), else loaded."""
+    try:
+        return plan_units(req, CachedEncoder(req.encoder, req.weights, req.cache_dir or cache_root()))[0]
+    except NotCached:
+        return runner.plan(req)[0]
 
 
 def collect(results: Path, suite: str | None = None, req: EvalRequest | None = None, check: bool = True, data_root: Path | None = None, cache_dir: Path | None = None) -> Grid:
     grid = Grid()
     planned: dict[str, Planned] = {}
     if req is not None:
-        planned = {p.unit.key(): p for p in plan(req)[0]}
+        planned = {p.unit.key(): p for p in plan_of(req)}
     encoder = req.encoder if req is not None else None
     units = scan(results, suite, encoder)
     for key in planned:
@@ -184,7 +203,7 @@ def result_state(u: Unit, p: Planned | None, checker: IdentityCheck | None) -> t
     if checker is None:
         return "unchecked", "--no-check"
     try:
-        return checker.verdict(p or planned_of(rec.unit), rec.identity)
+        return checker.verdict(p or planned_of(rec.unit, checker.cache_dir), rec.identity)
     except UserError as e:  # the task is gone or no longer loads, the subset cannot be drawn, ...
         return "unchecked", f"cannot plan it now ({str(e)[:120]})"
 

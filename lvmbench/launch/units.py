@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lvmbench.errors import UserError
 from lvmbench.paths import _unusable_folder, usable_cache_dir
-from lvmbench.runner import EncoderPool, EvalRequest, Planned, Summary, TaskDataPool, below_baseline, plan, resolve_data_root, triage
+from lvmbench.runner import EncoderPool, EvalRequest, Planned, Summary, TaskDataPool, below_baseline, plan_units, resolve_data_root, skipped_line, triage
 from lvmbench.suites import get_suite
 
 # Protocols that train a network end to end: one unit is minutes to hours on a GPU, so each gets
@@ -50,21 +50,22 @@ def pending(req: EvalRequest, log: Callable[[str], None], prepare: bool = True) 
     """Plan and triage in the launching process, as ``runner.run`` does before its loop;
     ``prepare``: also write synthetic data and check the cache and checkpoint (not for a dry run)."""
     summary = Summary()
-    planned, summary.unavailable = plan(req)
+    encoders = EncoderPool(req.encoder, req.weights, req.cache_dir)
+    planned, summary.unavailable = plan_units(req, encoders)
     for line in summary.unavailable:
         log(f"skip  {line}")
     if prepare and get_suite(req.suite).synthetic:
         resolve_data_root(req, log)  # write the synthetic data once here, not in N workers at once
-    todo = triage(req, planned, TaskDataPool(req), EncoderPool(req.encoder, req.weights), summary, log)
+    todo = triage(req, planned, TaskDataPool(req), encoders, summary, log)
     if summary.skipped:
-        log(f"skip  {len(summary.skipped)} unit(s) already have results for this split, spec and code (use --overwrite to redo)")
+        log(skipped_line(summary))
     if todo and prepare:
         usable_cache_dir(req.cache_dir)  # one line here, not one per worker
         problem = _unusable_folder(req.results)  # the same probe: a read-only tree fails here, not in N workers or jobs
         if problem:
             raise UserError(f"cannot write results there ({problem})", path=req.results, fix="pass a writable --results DIR")
         if req.weights is not None:
-            EncoderPool(req.encoder, req.weights).get(todo[0].unit.seed)  # a bad checkpoint fails once, before any job
+            encoders.get(todo[0].unit.seed)  # a bad checkpoint fails once, before any job
     return Pending(planned, todo, summary)
 
 

@@ -11,11 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.cases import Case
@@ -24,19 +23,15 @@ from lvmbench.data.task_data import TaskData
 from lvmbench.data.transforms import InputNorm, input_norm
 from lvmbench.encoders.base import Encoder, EncoderIdentity, InputSpec
 from lvmbench.errors import UserError
-from lvmbench.protocols.settings import (
-    TRANSFORMER_BLOCK,
-    ProtocolSettings,
-    settings_error,
+from lvmbench.protocols.declared import (  # noqa: F401 (older imports of the settings resolver)
+    Declared,
+    has_transformer_recipe,
+    resolve_settings,
+    validate_task_settings,
 )
+from lvmbench.protocols.settings import ProtocolSettings
 from lvmbench.registry import Registry, import_members, load_entry_points
-from lvmbench.spec import (
-    RunOptions,
-    RunUnit,
-    TaskSpec,
-    deep_merge,
-    register_settings_resolver,
-)
+from lvmbench.spec import RunOptions, RunUnit, TaskSpec
 
 
 @dataclass
@@ -117,14 +112,9 @@ class ProtocolOutput:
     primary_metric: str | None = None
 
 
-class Protocol:
-    name: ClassVar[str]
-    families: ClassVar[tuple[str, ...]]
-    uses_head: ClassVar[bool] = False
-    # every key a task may set under protocols.<name>, typed (lvmbench/protocols/settings.py)
-    Settings: ClassVar[type[ProtocolSettings]] = ProtocolSettings
-    # bump when a change to this protocol's code can move its numbers: older results become stale
-    version: ClassVar[int] = 1
+class Protocol(Declared):
+    """An implementation: its declaration (name, families, settings, version) comes from the
+    ``declared.Declared`` subclass it inherits; this adds ``run``."""
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
         raise NotImplementedError
@@ -142,62 +132,6 @@ def _protocol_class(name: str, obj: object) -> type[Protocol]:
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", _load)
-
-
-def resolve_settings(task: TaskSpec, protocol: str, where: str | None = None, kind: str | None = None) -> ProtocolSettings:
-    """``task.protocols[protocol]`` validated against the protocol's settings model and resolved for
-    the task; any problem is one line naming the task file, the key and the nearest valid name.
-
-    A ``transformer:`` block inside the protocol's settings holds values that replace the others for
-    transformer encoders (``kind`` = ``lvmbench.encoders.kinds.encoder_kind``; the paper's ViT
-    rows ran with their own rates and batch sizes). Both versions are validated whatever ``kind``."""
-    where = where or f"protocols.{protocol}"
-    path = (task.folder / "task.yaml") if task.folder else None
-    try:
-        cls = PROTOCOLS.get(protocol)
-    except UserError as e:
-        raise UserError(f"task '{task.id}': {where}: {e}", path=path, fix="use a registered protocol (see `lvmbench protocols`)") from None
-    raw = dict(task.protocols.get(protocol) or {})
-    override = raw.pop(TRANSFORMER_BLOCK, None)
-    if override is not None and (not isinstance(override, dict) or not override or TRANSFORMER_BLOCK in override):
-        raise UserError(
-            f"task '{task.id}': bad setting '{where}.{TRANSFORMER_BLOCK}': it must map setting names to the values transformer encoders use (got {override!r})",
-            path=path,
-            fix=f"write e.g. {TRANSFORMER_BLOCK}: {{lr: 0.0001}} (see `lvmbench protocols`)",
-        )
-    versions = {"default": (raw, where)}
-    if override is not None:
-        versions["transformer"] = (deep_merge(raw, override), f"{where}.{TRANSFORMER_BLOCK}")
-    resolved = {}
-    for name, (values, at) in versions.items():
-        try:
-            settings = cls.Settings.model_validate(values)
-        except ValidationError as e:
-            raise settings_error(e, cls.Settings, at, task.id, path) from None
-        try:
-            resolved[name] = settings.resolve(task)
-        except ValueError as e:
-            raise UserError(f"task '{task.id}': bad setting under '{at}': {e}", path=path, fix="correct it in task.yaml (see `lvmbench protocols`)") from None
-    return resolved["transformer"] if kind == "transformer" and "transformer" in resolved else resolved["default"]
-
-
-register_settings_resolver(resolve_settings)
-
-
-def has_transformer_recipe(task: TaskSpec, protocol: str) -> bool:
-    """Whether the task gives transformer encoders their own settings for ``protocol``."""
-    return isinstance((task.protocols.get(protocol) or {}).get(TRANSFORMER_BLOCK), dict)
-
-
-def validate_task_settings(task: TaskSpec) -> None:
-    """Every protocol of the task and of each suite profile validates (called when a task loads)."""
-    for name in task.protocols:
-        resolve_settings(task, name)
-    for suite, override in task.profiles.items():
-        merged = task.for_suite(suite)
-        for name in merged.protocols:
-            touched = name in (override.get("protocols") or {})
-            resolve_settings(merged, name, f"profiles.{suite}.protocols.{name}" if touched else None)
 
 
 def seed_everything(seed: int) -> torch.Generator:

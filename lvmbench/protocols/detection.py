@@ -39,6 +39,7 @@ from lvmbench.metrics.detection import (
     match_records,
     random_box_baseline,
 )
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import (
     PROTOCOLS,
     Protocol,
@@ -63,11 +64,7 @@ from lvmbench.protocols.settings import DetectionSettings
 
 
 @PROTOCOLS.register("detection")
-class Detection(Protocol):
-    name = "detection"
-    families = ("detection",)
-    Settings = DetectionSettings
-
+class Detection(declared.Detection, Protocol):
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: DetectionSettings = ctx.settings  # type: ignore[assignment]
         backend = get_backend(hp.backend)

@@ -30,6 +30,7 @@ from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.heads import HEADS
 from lvmbench.losses import metric_objective
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import (
     PROTOCOLS,
     Protocol,
@@ -93,13 +94,7 @@ def augment(x: torch.Tensor, crop: int | None, hflip: bool, train: bool, gen: to
 
 
 @PROTOCOLS.register("finetune")
-class FineTune(Protocol):
-    name = "finetune"
-    families = ("classification",)
-    uses_head = True
-
-    Settings = FinetuneSettings
-
+class FineTune(declared.Finetune, Protocol):
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: FinetuneSettings = ctx.settings  # type: ignore[assignment]
         head_name = ctx.unit.head

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
 from lvmbench.protocols.features import split_features
@@ -46,12 +47,7 @@ def centred(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @PROTOCOLS.register("knn")
-class KNN(Protocol):
-    name = "knn"
-    families = ("classification",)
-
-    Settings = KNNSettings
-
+class KNN(declared.KNN, Protocol):
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: KNNSettings = ctx.settings  # type: ignore[assignment]
         temperature = hp.temperature

@@ -18,6 +18,7 @@ from torch import nn
 
 from lvmbench.data.batches import batch_bounds
 from lvmbench.heads import HEADS
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.classification_common import counts, labels_of, per_case_records, prior_baseline, score, score_one
 from lvmbench.protocols.epoch_log import epoch_line
@@ -109,14 +110,8 @@ def train_heads(
 
 
 @PROTOCOLS.register("linear")
-class LinearProbe(Protocol):
+class LinearProbe(declared.Linear, Protocol):
     """Frozen encoder; the unit's head (``linear`` | ``mlp`` | ``tversky`` ...) on cached features."""
-
-    name = "linear"
-    families = ("classification",)
-    uses_head = True
-
-    Settings = LinearSettings
 
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: LinearSettings = ctx.settings  # type: ignore[assignment]

@@ -27,7 +27,7 @@ from lvmbench.data.task_data import load_task_data
 from lvmbench.errors import UserError
 from lvmbench.outputs import write_atomic
 from lvmbench.paths import usable_cache_dir
-from lvmbench.protocols.base import PROTOCOLS, resolve_settings
+from lvmbench.protocols.declared import DECLARED, resolve_settings
 from lvmbench.protocols.prompt_sets import (
     check_imported,
     resolve_prompts,
@@ -62,7 +62,7 @@ def prompt_settings(spec: TaskSpec, protocol: str | None, preset: str | None) ->
 def load_parts(spec: TaskSpec, suite: str, data_root: Path | None, protocol: str, hp: Any, cache_dir: Path, progress: bool) -> tuple[dict[str, Prepared], bool]:
     """Every split (the whole training split) and out-of-distribution set, prepared as the
     protocol prepares them."""
-    volumes = bool(PROTOCOLS.get(protocol).volumes)
+    volumes = bool(DECLARED.get(protocol).volumes)
     data = load_task_data(spec, data_root, suite=suite)
     prep, cache = prompt_prep(hp, spec.preprocess.channels), ArrayCache(cache_dir / "decoded")
     parts = {s: prepare(data.reader, cs, prep, cache, native=s == "test", volumes=volumes, desc=f"prompts:{s}", progress=progress)

@@ -25,6 +25,7 @@ from torch import nn
 from lvmbench.data.samplers import PKBatchSampler
 from lvmbench.losses.multi_similarity import MultiSimilarityLoss
 from lvmbench.metrics.retrieval import RetrievalResult, retrieval_metrics
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext, seed_everything
 from lvmbench.protocols.classification_common import counts, labels_of
 from lvmbench.protocols.features import split_features
@@ -115,12 +116,7 @@ def per_query_records(cases, res: RetrievalResult, head_res: RetrievalResult | N
 
 
 @PROTOCOLS.register("retrieval")
-class Retrieval(Protocol):
-    name = "retrieval"
-    families = ("classification",)
-
-    Settings = RetrievalSettings
-
+class Retrieval(declared.Retrieval, Protocol):
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: RetrievalSettings = ctx.settings  # type: ignore[assignment]
         ks = tuple(sorted(set(hp.ks)))

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 
 from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, slug
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import SegProtocol
 from lvmbench.protocols.seg_data import Prepared
 from lvmbench.protocols.seg_scores import Scores, case_record, clean_case_values, clean_scores, summarize_clean, upsample_argmax
 from lvmbench.protocols.seg_train import predict_logits
-from lvmbench.protocols.settings import Seg2DSettings, SegSettings
+from lvmbench.protocols.settings import SegSettings
 
 
 def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: str, suffix: str = "") -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
@@ -58,11 +59,7 @@ def evaluate_2d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
 
 
 @PROTOCOLS.register("seg2d")
-class Seg2D(SegProtocol):
-    name = "seg2d"
-    volumes = False
-    Settings = Seg2DSettings
-
+class Seg2D(declared.Seg2D, SegProtocol):
     def training_arrays(self, ctx: RunContext, hp: SegSettings, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
         return (*train.stacked(), {})
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lvmbench.metrics.segmentation import paper_score, per_sample_overlap, volume_overlap
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS, RunContext
 from lvmbench.protocols.seg_common import SegProtocol
 from lvmbench.protocols.seg_data import Prepared
@@ -91,10 +92,7 @@ def evaluate_3d(ctx: RunContext, model, prep: Prepared, hp: SegSettings, split: 
 
 
 @PROTOCOLS.register("seg3d")
-class Seg3D(SegProtocol):
-    name = "seg3d"
-    volumes = True
-    Settings = Seg3DSettings
+class Seg3D(declared.Seg3D, SegProtocol):
     ood_keys = ("dice", "iou3d")
 
     def training_arrays(self, ctx: RunContext, hp: SegSettings, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:

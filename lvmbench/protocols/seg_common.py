@@ -56,8 +56,6 @@ class SegProtocol(Protocol):
     scored and which metric selects the checkpoint.
     """
 
-    families = ("segmentation",)
-    volumes: ClassVar[bool] = False
     ood_keys: ClassVar[tuple[str, ...]] = ("dice",)
 
     def training_arrays(self, ctx: RunContext, hp: SegSettings, train: Prepared) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,11 +48,11 @@ from tqdm.auto import tqdm
 from lvmbench.data.prompts.boxes import redraw_boxes
 from lvmbench.data.prompts.draw import ItemPrompt, object_at
 from lvmbench.data.transforms import normalize_batch
-from lvmbench.encoders.checkpoint import sha256_file
-from lvmbench.errors import CheckpointError, DataError, UserError
+from lvmbench.errors import DataError, UserError
 from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder
 from lvmbench.interrupt import interruptible
 from lvmbench.metrics.segmentation import per_sample_overlap, slug
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import (
     PROTOCOLS,
     Protocol,
@@ -82,9 +81,7 @@ from lvmbench.protocols.selection import (
     require_validation,
 )
 from lvmbench.protocols.settings import (
-    PromptEval3DSettings,
     PromptEvalSettings,
-    PromptSeg3DSettings,
     PromptSegSettings,
 )
 
@@ -95,23 +92,10 @@ def prompt_prep(hp: PromptEvalSettings, channels: int) -> Prep:
 
 
 class PromptSeg(Protocol):
-    families = ("segmentation",)
-    volumes: ClassVar[bool] = False
-    train_decoder: ClassVar[bool] = True
-    Settings = PromptSegSettings
-    version = 2  # 2: prompt presets and files; box_fill baseline
+    """The shared implementation; each registered protocol below takes its declaration (settings,
+    version, volumes, ``primary_for``) from ``declared``."""
 
-    @classmethod
-    def plan_settings(cls, settings: PromptEvalSettings, options: dict[str, Any]) -> PromptEvalSettings:
-        """``--decoder-weights`` fills ``decoder_weights``; the file's sha256 joins the settings
-        (and so the result's identity): another decoder checkpoint is another result."""
-        path = options.get("decoder_weights") or settings.decoder_weights
-        if not path:
-            return settings
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise CheckpointError("decoder weights file not found", path=p, fix="pass an existing SAM-layout checkpoint to --decoder-weights (or decoder_weights in task.yaml)")
-        return settings.model_copy(update={"decoder_weights": str(p.resolve()), "decoder_sha256": sha256_file(p)})
+    train_decoder: ClassVar[bool] = True
 
     # --- model -----------------------------------------------------------------------------
     def build(self, ctx: RunContext, hp: PromptEvalSettings) -> tuple[PromptSegModel, dict[str, Any]]:
@@ -203,19 +187,6 @@ class PromptSeg(Protocol):
         native = ps.prep.native if clean else None
         classes = list(hp.prompt_classes or [])
         return (score_volumes if self.volumes else score_images)(ps, logits, dice, iou, native, classes, hp, split, suffix)
-
-    @classmethod
-    def primary_for(cls, task) -> str:
-        """The metric a result of this protocol is ranked by (also the leaderboard's for its
-        reported rows). 2D: the task's own Dice (Table 2's prompt rows are per-image Dice too).
-        3D: the prompt quantities, never Table 3's names: ``dice3d`` -> ``dice3d_prompt``, other
-        ``dice*`` -> ``dice_prompt*``, else ``iou3d_prompt``."""
-        p = task.primary_metric
-        if not cls.volumes:
-            return p if p.startswith("dice") or (p.startswith("iou") and not p.startswith("iou3d")) else "dice"
-        if p.startswith("dice3d"):
-            return "dice3d_prompt"  # the volume's slice-average Dice
-        return "dice_prompt" + p.removeprefix("dice") if p.startswith("dice") else "iou3d_prompt"
 
     def select_key(self, hp: PromptEvalSettings) -> str:
         return str(getattr(hp, "select_metric", None) or ("iou3d_prompt" if self.volumes else "dice"))
@@ -373,28 +344,20 @@ class PromptSeg(Protocol):
         )
 
 @PROTOCOLS.register("seg2d-prompt")
-class Seg2DPrompt(PromptSeg):
-    name = "seg2d-prompt"
-    Settings = PromptSegSettings
+class Seg2DPrompt(declared.Seg2DPrompt, PromptSeg):
+    pass
 
 
 @PROTOCOLS.register("seg3d-prompt")
-class Seg3DPrompt(PromptSeg):
-    name = "seg3d-prompt"
-    volumes = True
-    Settings = PromptSeg3DSettings
+class Seg3DPrompt(declared.Seg3DPrompt, PromptSeg):
+    pass
 
 
 @PROTOCOLS.register("seg2d-prompt-zeroshot")
-class Seg2DPromptZeroShot(PromptSeg):
-    name = "seg2d-prompt-zeroshot"
+class Seg2DPromptZeroShot(declared.Seg2DPromptZeroShot, PromptSeg):
     train_decoder = False
-    Settings = PromptEvalSettings
 
 
 @PROTOCOLS.register("seg3d-prompt-zeroshot")
-class Seg3DPromptZeroShot(PromptSeg):
-    name = "seg3d-prompt-zeroshot"
-    volumes = True
+class Seg3DPromptZeroShot(declared.Seg3DPromptZeroShot, PromptSeg):
     train_decoder = False
-    Settings = PromptEval3DSettings

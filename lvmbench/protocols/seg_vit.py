@@ -9,19 +9,17 @@ schedule ("Foundation Model" column of Tables 7-8: e.g. Kvasir 1e-3 / 200 epochs
 
 from __future__ import annotations
 
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS
 from lvmbench.protocols.seg2d import Seg2D
 from lvmbench.protocols.seg3d import Seg3D
-from lvmbench.protocols.settings import Seg3DViTSettings, SegViTSettings
 
 
 @PROTOCOLS.register("seg2d-vit")
-class Seg2DViT(Seg2D):
-    name = "seg2d-vit"
-    Settings = SegViTSettings
+class Seg2DViT(declared.Seg2DViT, Seg2D):
+    """seg2d's loop under the ViT settings (the paper's end-to-end ViT column)."""
 
 
 @PROTOCOLS.register("seg3d-vit")
-class Seg3DViT(Seg3D):
-    name = "seg3d-vit"
-    Settings = Seg3DViTSettings
+class Seg3DViT(declared.Seg3DViT, Seg3D):
+    """seg3d's loop under the ViT settings."""

@@ -6,15 +6,15 @@ from tabulate import tabulate
 
 from lvmbench.data.prompts.rules import PRESET_SOURCES, PromptRule
 from lvmbench.kit.doc import model_rows
-from lvmbench.protocols.base import PROTOCOLS
+from lvmbench.protocols.declared import DECLARED
 from lvmbench.protocols.settings import HEAD_MODELS, MeanStd, Schedule
 
 
 def settings_table(only: str | None = None) -> str:
-    names = [only] if only else PROTOCOLS.names()
+    names = [only] if only else DECLARED.names()
     out = []
     for name in names:
-        cls = PROTOCOLS.get(name)
+        cls = DECLARED.get(name)
         model = cls.Settings
         selectable = f"; select_metric: {', '.join(model.selectable)}" if model.selectable else ""
         out += [f"## {name} (families: {', '.join(cls.families)}; version {cls.version}{selectable})", ""]

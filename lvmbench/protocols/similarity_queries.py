@@ -32,6 +32,7 @@ import numpy as np
 
 from lvmbench.errors import UserError
 from lvmbench.metrics.bootstrap import percentile_ci, resample_weights
+from lvmbench.protocols import declared
 from lvmbench.protocols.base import PROTOCOLS, Protocol, ProtocolOutput, RunContext
 from lvmbench.protocols.classification_common import counts, labels_of
 from lvmbench.protocols.features import split_features
@@ -199,12 +200,7 @@ def cluster_bootstrap_ci(values: np.ndarray, members: np.ndarray, groups, n_boot
 
 
 @PROTOCOLS.register("similarity_queries")
-class SimilarityQueries(Protocol):
-    name = "similarity_queries"
-    families = ("classification",)
-
-    Settings = SimilarityQuerySettings
-
+class SimilarityQueries(declared.SimilarityQueries, Protocol):
     def run(self, ctx: RunContext) -> ProtocolOutput:
         hp: SimilarityQuerySettings = ctx.settings  # type: ignore[assignment]
         sim_name, count, delta, n_boot, tseed = hp.similarity, hp.triplets, hp.delta, hp.bootstrap, hp.triplet_seed

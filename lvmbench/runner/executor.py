@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import math
 import sys
 import time
 import traceback
@@ -28,9 +27,11 @@ from lvmbench.errors import UserError, user_message
 from lvmbench.failures import clear_failure, note_failure
 from lvmbench.paths import usable_cache_dir
 from lvmbench.protocols.base import PROTOCOLS, RunContext, pick_device
-from lvmbench.results import Claim, read_result, result_path, write_result
-from lvmbench.runner.planner import plan
-from lvmbench.runner.pools import EncoderPool, TaskDataPool, encoder_info
+from lvmbench.results import Claim, result_path, write_result
+from lvmbench.runner.data_pool import TaskDataPool
+from lvmbench.runner.planner import plan_units
+from lvmbench.runner.pools import EncoderPool, encoder_info
+from lvmbench.runner.quick import BASELINE_MARGIN, below_baseline, skipped_line  # noqa: F401 (the runner's API)
 from lvmbench.runner.record import (
     build_record,
     new_run,
@@ -45,26 +46,21 @@ from lvmbench.runner.triager import (
     triage,
 )
 from lvmbench.spec import ResultRecord, RunUnit
-from lvmbench.stats import higher_is_better
 from lvmbench.suites import get_suite
-
-# A synthetic-suite unit must beat its baseline by this much (metric units): a pipeline check that
-# passes at chance checks nothing.
-BASELINE_MARGIN = 0.05
 
 
 def run(req: EvalRequest, log: Callable[[str], None] | None = None) -> Summary:
     new_run()
     log = log or (lambda s: tqdm.write(s, file=sys.stderr))
     summary = Summary()
-    planned, summary.unavailable = plan(req)
+    encoders = EncoderPool(req.encoder, req.weights, req.cache_dir)
+    planned, summary.unavailable = plan_units(req, encoders)
     for line in summary.unavailable:
         log(f"skip  {line}")
-    encoders = EncoderPool(req.encoder, req.weights)
     pool = TaskDataPool(req)
     todo = triage(req, planned, pool, encoders, summary, log)
     if summary.skipped:
-        log(f"skip  {len(summary.skipped)} unit(s) already have results for this split, spec and code (use --overwrite to redo)")
+        log(skipped_line(summary))
     if not todo:
         return summary
     if req.weights is not None:
@@ -143,26 +139,6 @@ def fail(req: EvalRequest, summary: Summary, unit: RunUnit, message: str, log: C
     note_failure(req.results, unit, message)
 
 
-def below_baseline(results: Path, units: list[RunUnit]) -> list[str]:
-    """Units whose primary metric does not beat the baseline their result states (chance, the
-    training prior, the best trivial mask, the prompt box, random boxes), one short description each."""
-    out = []
-    for unit in units:
-        try:
-            rec = read_result(result_path(results, unit))
-        except UserError:
-            continue
-        base = rec.extra.get("baseline") or {}
-        value = base.get("value")
-        if value is None or not math.isfinite(float(value)) or base.get("metric") != rec.primary_metric:
-            out.append(f"{unit.key()} (no baseline recorded)")
-            continue
-        sign = 1.0 if higher_is_better(rec.primary_metric) else -1.0
-        if sign * (rec.primary - float(value)) <= BASELINE_MARGIN:
-            out.append(f"{unit.key()} ({rec.primary_metric} {rec.primary:.3f} vs {base.get('predictor', 'baseline')} {float(value):.3f})")
-    return out
-
-
 def run_unit(
     p: Planned,
     data: TaskData,
@@ -178,10 +154,12 @@ def run_unit(
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     # Loaded once per run and seed (validates the checkpoint before any work); protocols get copies.
-    encoders = encoders or EncoderPool(req.encoder, req.weights)
+    encoders = encoders or EncoderPool(req.encoder, req.weights, req.cache_dir)
     encoder, ident = encoders.get(unit.seed, task.preprocess.channels)
     check_channels(encoder, unit.encoder, task)  # one line, not a torch shape error mid-run
-    identity = current_identity(p, data, fingerprint or data_fingerprint(data), encoder_info(encoder), req.run)
+    info = encoder_info(encoder)
+    encoders.remember_info(unit.seed, task.preprocess.channels, info)  # the next command that only checks finds it cached
+    identity = current_identity(p, data, fingerprint or data_fingerprint(data), info, req.run)
     sizes: set[tuple[int, int]] = set()  # the image sizes the encoder ran at (hparams.encoder_input_size)
     ctx = RunContext(
         unit=unit,

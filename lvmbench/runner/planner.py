@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lvmbench.encoders import _unknown as unknown_encoder
-from lvmbench.encoders import is_known, weights_identity
-from lvmbench.encoders.kinds import encoder_kind
 from lvmbench.errors import UserError
 from lvmbench.heads import HEADS
-from lvmbench.protocols.base import PROTOCOLS, has_transformer_recipe, resolve_settings
+from lvmbench.protocols.declared import DECLARED, has_transformer_recipe, resolve_settings
+from lvmbench.protocols.settings import HEAD_MODELS
+from lvmbench.runner.facts import EncoderFacts
 from lvmbench.runner.request import EvalRequest, Planned
 from lvmbench.spec import RunUnit, TaskSpec
 from lvmbench.suites import get_suite, suite_data_root
@@ -43,25 +42,25 @@ def cli_settings(req: EvalRequest) -> dict[str, str]:
     return {"decoder_weights": str(req.decoder_weights)} if req.decoder_weights is not None else {}
 
 
-def plan(req: EvalRequest) -> tuple[list[Planned], list[str]]:
-    """All units of the request (before skipping finished ones) and one line per unavailable task."""
-    if not is_known(req.encoder):
-        raise unknown_encoder(req.encoder)
-    sha = weights_identity(req.weights)
-    kind = encoder_kind(req.encoder)
+def plan_units(req: EvalRequest, encoder: EncoderFacts) -> tuple[list[Planned], list[str]]:
+    """All units of the request (before skipping finished ones) and one line per unavailable task.
+    ``encoder``: loaded (``pools.EncoderPool``) or cached (``facts.CachedEncoder``) facts."""
+    encoder.check_known()
+    sha = encoder.weights_sha256()
+    kind = encoder.kind()
     planned: list[Planned] = []
     unavailable: list[str] = []
     for p in req.protocols or []:
-        PROTOCOLS.get(p)  # unknown protocol names fail early, with a suggestion
+        DECLARED.get(p)  # unknown protocol names fail early, with a suggestion
     for task in select_tasks(req):
         protos = [p for p in task.default_protocols or [] if not req.protocols or p in req.protocols]
         if req.protocols:
             protos += [p for p in req.protocols if p in task.protocols and p not in protos]
         for proto in protos:
-            if proto not in PROTOCOLS:
+            if proto not in DECLARED:
                 unavailable.append(f"{task.id}: protocol '{proto}' ({task.family}) is not implemented yet; skipped")
                 continue
-            cls = PROTOCOLS.get(proto)
+            cls = DECLARED.get(proto)
             settings = resolve_settings(task, proto, kind=kind)
             recipe = "transformer" if kind == "transformer" and has_transformer_recipe(task, proto) else "default"
             if hasattr(cls, "plan_settings"):  # command-line options that belong to the settings (--decoder-weights)
@@ -69,7 +68,8 @@ def plan(req: EvalRequest) -> tuple[list[Planned], list[str]]:
             heads = list(getattr(settings, "heads", ["linear"])) if cls.uses_head else ["linear"]
             if req.heads and cls.uses_head:
                 for h in req.heads:
-                    HEADS.get(h)  # an unknown head fails here, with a suggestion
+                    if h not in HEAD_MODELS:  # built-in heads are known without loading them (torch)
+                        HEADS.get(h)  # an unknown head fails here, with a suggestion
                 heads = list(req.heads)
             for head in heads:
                 for seed in req.seeds:

@@ -1,19 +1,19 @@
-"""What a run loads once and every unit shares: each task's data (and its fingerprint) and each
-seed's encoder."""
+"""What a run loads once and every unit shares: each seed's encoder (each task's data: ``data_pool``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lvmbench.data.fingerprint import data_fingerprint
-from lvmbench.data.task_data import TaskData, load_task_data
-from lvmbench.encoders import create_encoder
+from lvmbench.encoders import create_encoder, is_known, unknown_encoder, weights_identity
 from lvmbench.encoders.base import Encoder, EncoderIdentity
 from lvmbench.encoders.channels import takes_channels
-from lvmbench.errors import DataError, UserError
-from lvmbench.runner.planner import resolve_data_root
-from lvmbench.runner.request import EvalRequest
-from lvmbench.spec import TaskSpec
+from lvmbench.encoders.kinds import encoder_kind
+from lvmbench.encoders.pretrained import PRESETS
+from lvmbench.paths import cache_root
+from lvmbench.runner.data_pool import TaskDataPool  # noqa: F401 (the runner's older import)
+from lvmbench.runner.facts import FactsFile
+from lvmbench.runner.planner import plan_units
+from lvmbench.runner.request import EvalRequest, Planned
 
 
 class EncoderPool:
@@ -22,11 +22,43 @@ class EncoderPool:
     Building an encoder and reading, hashing and loading its checkpoint cost seconds for a ResNet-50
     or ViT-B file, once per unit before; the copy a protocol trains is fresh either way. The seed
     matters only where the checkpoint leaves parameters at their (seeded) initialisation.
+
+    It is also the loaded ``facts.EncoderFacts``: each fact it learns is stored in the cache
+    (``facts.FactsFile``) for the commands that only check what is done.
     """
 
-    def __init__(self, name: str, weights: Path | None):
+    def __init__(self, name: str, weights: Path | None, cache_dir: Path | None = None):
         self.name, self.weights = name, weights
         self._loaded: dict[int | tuple[int, int], tuple[Encoder, EncoderIdentity]] = {}
+        self._sha: str | None = None
+        self._cache_dir = cache_dir
+        self._pending: dict[str, object] = {}
+
+    def _store(self, fact: str, value: object) -> None:
+        self._pending[fact] = value
+        if self._sha is not None:  # facts are filed under the weights' sha256
+            file = FactsFile(self._cache_dir or cache_root(), self.name, self._sha)
+            for name, v in self._pending.items():
+                file.put(name, v)
+            self._pending.clear()
+
+    def check_known(self) -> None:
+        if not is_known(self.name):
+            raise unknown_encoder(self.name)
+        self._store("known", True)
+        self._store("preset", self.name in PRESETS)
+
+    def weights_sha256(self) -> str:
+        if self._sha is None:
+            self._sha = weights_identity(self.weights)
+            if self._pending:
+                self._store(*self._pending.popitem())
+        return self._sha
+
+    def kind(self) -> str:
+        kind = encoder_kind(self.name)
+        self._store("kind", kind)
+        return kind
 
     def get(self, seed: int, channels: int | None = None) -> tuple[Encoder, EncoderIdentity]:
         # a plugin builder told the task's channel count builds one encoder per channel count
@@ -35,9 +67,18 @@ class EncoderPool:
             self._loaded[key] = create_encoder(self.name, self.weights, seed=seed, in_channels=channels)
         return self._loaded[key]
 
+    def remember_info(self, seed: int, channels: int | None, info: dict) -> None:
+        """``info`` of the encoder built for ``channels``: filed as the seed's when it is the seed's
+        one encoder (a plugin told the channel count may build another per task)."""
+        if channels is None or not takes_channels(self.name):
+            self.weights_sha256()
+            self._store(f"info:{seed}", info)
+
     def info(self, seed: int) -> dict:
         """What, beyond the weights, decides the encoder's outputs (its pooling): part of identity."""
-        return encoder_info(self.get(seed)[0])
+        info = encoder_info(self.get(seed)[0])
+        self._store(f"info:{seed}", info)
+        return info
 
 
 def encoder_info(encoder: Encoder) -> dict:
@@ -48,44 +89,6 @@ def encoder_info(encoder: Encoder) -> dict:
     return info
 
 
-class TaskDataPool:
-    """Each task's data loaded once per run (its split and fingerprint name every result of it);
-    a task whose data cannot be loaded keeps its one-line error for every unit of it."""
-
-    def __init__(self, req: EvalRequest):
-        self.req = req
-        self._root: Path | None = None
-        self._root_ready = False
-        self.data: dict[str, TaskData | UserError] = {}
-        self.fingerprints: dict[str, str] = {}
-
-    def root(self) -> Path | None:
-        if not self._root_ready:
-            self._root, self._root_ready = resolve_data_root(self.req), True
-        return self._root
-
-    def get(self, task: TaskSpec) -> TaskData | UserError:
-        if task.id not in self.data:
-            root = self.root()  # a bad data root is the whole command's error, not a task's
-            try:
-                loaded = load_task_data(task, root, suite=self.req.suite)
-                check_labels(task, loaded)
-                self.data[task.id] = loaded
-                self.fingerprints[task.id] = data_fingerprint(loaded)
-            except UserError as e:
-                self.data[task.id] = e
-        return self.data[task.id]
-
-
-def check_labels(task: TaskSpec, data: TaskData) -> None:
-    """Class labels outside the task's classes would crash a loss or silently skew a metric."""
-    if task.family != "classification":
-        return
-    k = task.num_classes
-    for c in data.cases:
-        if c.label is not None and not 0 <= int(c.label) < k:
-            raise DataError(
-                f"case '{c.id}' has label {c.label}, outside the task's {k} classes (0..{k - 1})",
-                path=data.root / c.image,
-                fix="correct the label in the dataset's label file, or the task's classes",
-            )
+def plan(req: EvalRequest) -> tuple[list[Planned], list[str]]:
+    """``planner.plan_units`` with the encoder loaded as needed (its name, kind and weights)."""
+    return plan_units(req, EncoderPool(req.encoder, req.weights, req.cache_dir))

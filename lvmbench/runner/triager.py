@@ -18,21 +18,22 @@ from lvmbench.data.fingerprint import train_subset_hash
 from lvmbench.data.task_data import TaskData
 from lvmbench.errors import UserError, user_message
 from lvmbench.identity import differences, eval_code, unit_identity
-from lvmbench.protocols.base import PROTOCOLS
+from lvmbench.protocols.declared import DECLARED
 from lvmbench.results import Claim, read_result, result_path
-from lvmbench.runner.pools import EncoderPool, TaskDataPool
+from lvmbench.runner.data_pool import TaskDataPool
+from lvmbench.runner.facts import EncoderFacts
 from lvmbench.runner.request import EvalRequest, Planned, Summary
 from lvmbench.spec import RunOptions
 
 
 def current_identity(p: Planned, data: TaskData, fingerprint: str, encoder: dict | None = None, run: RunOptions | None = None) -> dict[str, str]:
     """The identity the unit's result would have if it ran now."""
-    code = eval_code(PROTOCOLS.get(p.unit.protocol).version, PREPROCESS_VERSION)
+    code = eval_code(DECLARED.get(p.unit.protocol).version, PREPROCESS_VERSION)
     options = run.identity() if run is not None else None
     return unit_identity(p.task, p.unit, p.settings, code, data.split.hash(), fingerprint, train_subset_hash(data, p.unit), encoder, options)
 
 
-def triage(req: EvalRequest, planned: list[Planned], pool: TaskDataPool, encoders: EncoderPool, summary: Summary, log: Callable[[str], None]) -> list[Planned]:
+def triage(req: EvalRequest, planned: list[Planned], pool: TaskDataPool, encoders: EncoderFacts, summary: Summary, log: Callable[[str], None]) -> list[Planned]:
     """The units to run; skipped and stale units are noted in ``summary``."""
     todo: list[Planned] = []
     for p in planned:
@@ -64,7 +65,7 @@ def triage(req: EvalRequest, planned: list[Planned], pool: TaskDataPool, encoder
     return todo
 
 
-def finished_meanwhile(req: EvalRequest, p: Planned, data: TaskData, fingerprint: str, encoders: EncoderPool) -> bool:
+def finished_meanwhile(req: EvalRequest, p: Planned, data: TaskData, fingerprint: str, encoders: EncoderFacts) -> bool:
     """Another process finished this unit (with the current identity) while we waited for it."""
     if req.overwrite:
         return False

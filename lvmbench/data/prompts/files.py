@@ -9,7 +9,7 @@ resize, the drawing code's version), so two rules never share a file.
 Format ``lvmbench-prompts/1``: a header (task, suite, seed, origin, the rule, the grid side
 ``frame`` the coordinates are in) and ``parts``: ``train`` / ``val`` / ``test`` / ``ood:<name>``,
 each a list of items ``{case, slice?, box, points?, labels?, empty?, prompted?}``
-(:class:`~lvmbench.data.prompts.draw.ItemPrompt`). Drawn files carry no time stamp: the same draw
+(:class:`~lvmbench.data.prompts.items.ItemPrompt`). Drawn files carry no time stamp: the same draw
 writes the same bytes, whichever encoder's run writes it.
 
 Identity: a drawn file is a record of a deterministic draw (rule, seed, data and split are already
@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lvmbench.data.prompts.draw import ItemPrompt
+from lvmbench.data.prompts.items import ItemPrompt
 from lvmbench.data.prompts.rules import DRAW_VERSION, PromptRule
 from lvmbench.data.splits import splits_dir
 from lvmbench.errors import DataError, UserError

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lvmbench.data.prompts.draw import DIGITS, ItemPrompt
+from lvmbench.data.prompts.items import DIGITS, ItemPrompt
 from lvmbench.errors import DataError
 
 Key = tuple[str, int]  # (case id, slice; -1 for a 2D image)

@@ -127,8 +127,8 @@ class HeadSettings(StrictModel):
     @model_validator(mode="after")
     def _heads_known(self) -> "HeadSettings":
         for name in [*self.heads, *self.head_params]:
-            if name not in HEADS:
-                raise ValueError(choice_msg("head", name, HEADS.names()))
+            if name not in HEAD_MODELS and name not in HEADS:  # built-in names without loading the heads (torch)
+                raise ValueError(choice_msg("head", name, sorted(set(HEAD_MODELS) | set(HEADS.names()))))
         for name, params in self.head_params.items():
             check_head_params(name, params)
         if len(set(self.heads)) != len(self.heads):
@@ -139,8 +139,10 @@ class HeadSettings(StrictModel):
 def check_head_params(name: str, params: dict[str, Any]) -> None:
     """Unknown head parameters are errors: the head's own settings model when it has one, else its
     constructor's named parameters (a ``**kwargs`` catch-all would swallow typos)."""
-    factory = HEADS.get(name)
-    model = getattr(factory, "settings_model", None) or HEAD_MODELS.get(name)
+    model = HEAD_MODELS.get(name)
+    if model is None:
+        factory = HEADS.get(name)
+        model = getattr(factory, "settings_model", None)
     if model is not None:
         model.model_validate(params)
         return
