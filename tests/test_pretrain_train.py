@@ -223,3 +223,45 @@ def test_torchrun_ddp_two_processes_gloo(tmp_path):
     assert meta["world_size"] == 2 and meta["ranks_in_sync"] and meta["steps_done"] == 3
     assert len(meta["data"]["manifest"]) == 32
     create_encoder("resnet18", out / "encoder.safetensors")
+
+
+def test_view_options_are_typed_recorded_and_part_of_the_run(tmp_path):
+    """``--view KEY=VALUE`` changes the two views' augmentation: a typo, a value out of range or a
+    reversed range is one line before any data is read; what took effect is in pretrain.json; a
+    resume with other views is refused; the views really change (no colour jitter: grey stays grey)."""
+    from lvmbench.cli import app
+    from lvmbench.pretrain.views import ViewConfig, sample_generator, two_views, view_config
+
+    images = write_images(tmp_path / "images", 16)
+    runner = CliRunner()
+    base = ["pretrain", "--data", str(images), "--encoder", "resnet18", "--image-size", "32", "--out", str(tmp_path / "o"), "--workers", "0", "--no-progress",
+            "--steps", "1", "--batch-size", "16"]
+    cases = [
+        (["--view", "jiter_p=0.3"], "unknown --view key 'jiter_p'; did you mean 'jitter_p'?"),
+        (["--view", "jitter_p=1.5"], "--view jitter_p: Input should be less than or equal to 1 (got 1.5)"),
+        (["--view", "scale=[1, 0.2]"], "scale must be (low, high) with 0 < low <= high"),
+        (["--view", "hue=false"], "--view hue: Input should be a valid number"),
+        (["--view", "jitter_p"], "--view 'jitter_p' is not KEY=VALUE"),
+        (["--view", "blur_p=[0.5]"], "--view blur_p"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, base + extra)
+        assert isinstance(result.exception, UserError), (extra, result.output, result.exception)
+        assert message in str(result.exception), (extra, str(result.exception))
+        assert not (tmp_path / "o").exists()  # refused before the run started
+    ok = runner.invoke(app, base + ["--view", "jitter_p=0", "--view", "gray_p=0", "--view", "scale=[0.5, 1]", "--checkpoint-every", "1", "--stop-at", "1"])
+    assert ok.exit_code == 0, ok.output
+    meta = json.loads((tmp_path / "o" / "pretrain.json").read_text(encoding="utf-8"))
+    assert meta["views"]["jitter_p"] == 0 and meta["views"]["gray_p"] == 0 and meta["views"]["scale"] == [0.5, 1.0] and meta["views"]["brightness"] == 0.4
+    assert meta["config"]["view_options"] == {"jitter_p": 0, "gray_p": 0, "scale": [0.5, 1]}
+    again = runner.invoke(app, base + ["--resume", "--steps", "2", "--view", "jitter_p=0.5"])
+    assert isinstance(again.exception, UserError) and "view_options" in str(again.exception)
+    # without colour jitter, greyscale and solarisation a one-colour image keeps its colour in every
+    # view (crops, flips and blur of a flat image are that image); the default views change it
+    flat = torch.tensor([120, 60, 30], dtype=torch.uint8).view(3, 1, 1).expand(3, 40, 40).contiguous()
+    plain = view_config(32, {"jitter_p": 0, "gray_p": 0, "solarize_p": [0, 0]})
+    changed = {}
+    for name, cfg in (("plain", plain), ("default", ViewConfig(size=32))):
+        views = [two_views(flat, cfg, sample_generator(0, 0, i))[0] for i in range(20)]
+        changed[name] = sum(int((v.int() - flat[:, :32, :32].int()).abs().max()) > 1 for v in views)
+    assert changed["plain"] == 0 and changed["default"] > 5, changed

@@ -24,12 +24,13 @@ OPTION_HELP = (
 )
 
 
-def parse_options(pairs: list[str] | None) -> dict:
+def parse_options(pairs: list[str] | None, flag: str = "-o") -> dict:
     out: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"-o '{pair}' is not KEY=VALUE", fix="e.g. -o second_order=false -o lam=80")
+            example = "e.g. --view jitter_p=0.3" if flag == "--view" else "e.g. -o second_order=false -o lam=80"
+            raise UserError(f"{flag} '{pair}' is not KEY=VALUE", fix=example)
         text = value.strip()
         lowered = {"true": "true", "false": "false", "none": "null"}.get(text.lower(), text)
         try:
@@ -56,6 +57,7 @@ def pretrain_cmd(
     seed: Annotated[int, typer.Option(help="seed for initialisation, data order, views and noise")] = 0,
     exclude: Annotated[Optional[list[str]], typer.Option(help="glob of files to skip, e.g. '*_mask*' (repeatable)")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help=OPTION_HELP)] = None,
+    view: Annotated[Optional[list[str]], typer.Option(help="augmentation of the two views KEY=VALUE (repeatable): scale ratio flip_p jitter_p brightness contrast saturation hue gray_p blur_p blur_sigma solarize_p; pairs as JSON, e.g. --view jitter_p=0.3 --view 'scale=[0.5, 1]'")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="save a resumable checkpoint every N steps")] = 500,
     stop_at: Annotated[Optional[int], typer.Option(help="stop after this step (e.g. a job's time slice); --resume continues")] = None,
     max_minutes: Annotated[Optional[float], typer.Option(help="stop after the step that passes this many minutes of wall time (a time-capped run); --resume continues")] = None,
@@ -78,6 +80,7 @@ def pretrain_cmd(
     if action:
         return plot_action(action)
     from lvmbench.pretrain.trainer import PretrainConfig, train
+    from lvmbench.pretrain.views import view_config
 
     if not data:
         raise UserError("give --data (a folder of images or .tar shards)", fix="e.g. lvmbench pretrain --data ../shared/data --steps 1000 --out runs/r18")
@@ -85,6 +88,8 @@ def pretrain_cmd(
         raise UserError("--max-minutes must be positive")
     if (monitor_every is not None and monitor_every < 1) or monitor_k < 1 or (monitor_size is not None and monitor_size < 16):
         raise UserError("--monitor-every and --monitor-k must be ≥ 1, --monitor-size ≥ 16")
+    view_options = parse_options(view, "--view")
+    view_config(image_size, view_options)  # a bad key or value: one line before any data is read
     suites = None if exclude_test_of is None else [s for s in exclude_test_of if s.lower() != "none"]
 
     if (steps is None) == (epochs is None):
@@ -109,6 +114,7 @@ def pretrain_cmd(
         seed=seed,
         exclude=list(exclude or []),
         objective_options=parse_options(option),
+        view_options=view_options,
         checkpoint_every=checkpoint_every,
         stop_at=stop_at,
         max_minutes=max_minutes,

@@ -26,6 +26,7 @@ class PretrainConfig:
     seed: int = 0
     exclude: list[str] = field(default_factory=list)
     objective_options: dict = field(default_factory=dict)
+    view_options: dict = field(default_factory=dict)  # --view KEY=VALUE: the two views' augmentation (views.ViewOptions)
     checkpoint_every: int = 500
     stop_at: int | None = None  # leave after this step (a job's time slice); --resume continues
     max_minutes: float | None = None  # leave after the step that passes this wall time; --resume continues

@@ -49,7 +49,7 @@ from lvmbench.pretrain.exclusion import (
 )
 from lvmbench.pretrain.monitors.session import MonitorConfig, Monitors
 from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
-from lvmbench.pretrain.views import ViewConfig
+from lvmbench.pretrain.views import view_config
 from lvmbench.registry import suggest
 
 
@@ -190,7 +190,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.objective, device_ids=ids, find_unused_parameters=find_unused)
         spec = self.encoder.input_spec
-        self.views = ViewConfig(size=cfg.image_size)
+        self.views = view_config(cfg.image_size, cfg.view_options)
         self.mean = torch.tensor(spec.mean[:3], device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(spec.std[:3], device=self.device).view(1, 3, 1, 1) * 255
 

@@ -18,10 +18,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field, Strict, ValidationError, model_validator
 from torchvision.transforms.v2 import functional as TF
+
+from lvmbench.errors import UserError
+from lvmbench.kit import Fraction01, PosFloat, StrictModel, first_problem
+
+Pair01 = tuple[Fraction01, Fraction01]
+PosPair = tuple[PosFloat, PosFloat]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,43 @@ class ViewConfig:
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # at 224 px; scaled with ``size``
     solarize_p: tuple[float, float] = (0.0, 0.2)
+
+
+class ViewOptions(StrictModel):
+    """What ``--view KEY=VALUE`` may change (every key of ``ViewConfig`` but the size)."""
+
+    scale: Pair01 = Field((0.25, 1.0), description="random resized crop: area range, fractions of the image")
+    ratio: PosPair = Field((3 / 4, 4 / 3), description="crop aspect-ratio range")
+    flip_p: Fraction01 = 0.5
+    jitter_p: Fraction01 = Field(0.8, description="probability of colour jitter")
+    brightness: Fraction01 = 0.4
+    contrast: Fraction01 = 0.4
+    saturation: Fraction01 = 0.2
+    hue: Annotated[float, Strict(), Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.1
+    gray_p: Fraction01 = Field(0.2, description="probability of greyscale")
+    blur_p: Pair01 = Field((1.0, 0.1), description="Gaussian blur probability of view 1, view 2")
+    blur_sigma: PosPair = Field((0.1, 2.0), description="blur sigma range at 224 px (scaled with the view size)")
+    solarize_p: Pair01 = Field((0.0, 0.2), description="solarisation probability of view 1, view 2")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "ViewOptions":
+        for name in ("scale", "ratio", "blur_sigma"):
+            lo, hi = getattr(self, name)
+            if lo > hi or (name == "scale" and lo == 0):
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {list(getattr(self, name))}")
+        return self
+
+
+def view_config(size: int, options: dict[str, Any]) -> ViewConfig:
+    """The views of a run: the defaults above with ``--view`` options, validated (one line for a
+    bad key or value)."""
+    try:
+        opts = ViewOptions.model_validate(options)
+    except ValidationError as e:
+        p = first_problem(e, ViewOptions)
+        msg = f"unknown --view key '{p.key}'" + (f"; did you mean '{p.hint}'?" if p.hint else "") if p.kind == "unknown" else f"--view {p.key}: {p.text}{p.shown}".replace("--view : ", "--view: ")
+        raise UserError(msg, fix=f"keys: {', '.join(ViewOptions.model_fields)}; pairs as JSON, e.g. --view 'scale=[0.5, 1]' --view jitter_p=0.3") from None
+    return ViewConfig(size=size, **{k: tuple(v) if isinstance(v, tuple) else v for k, v in opts.model_dump().items()})
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
