@@ -14,7 +14,7 @@ import torch
 from cli_helpers import cli, the_line
 
 from lvmbench.data.prompts import files as pf
-from lvmbench.data.prompts.draw import ItemPrompt
+from lvmbench.data.prompts.items import ItemPrompt
 from lvmbench.data.prompts.rules import PromptRule
 from lvmbench.data.prompts.transfer import check_items, read_sam_med2d, sam_med2d_doc
 from lvmbench.errors import UserError

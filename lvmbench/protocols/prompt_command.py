@@ -20,7 +20,7 @@ from typing import Any
 
 from lvmbench.data.cache import ArrayCache
 from lvmbench.data.prompts import files as pf
-from lvmbench.data.prompts.draw import ItemPrompt
+from lvmbench.data.prompts.items import ItemPrompt
 from lvmbench.data.prompts.rules import PromptRule
 from lvmbench.data.prompts.transfer import read_sam_med2d, sam_med2d_doc
 from lvmbench.data.task_data import load_task_data

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from lvmbench.data.prompts import files as pf
-from lvmbench.data.prompts.draw import ItemPrompt, draw_items, object_at
+from lvmbench.data.prompts.draw import draw_items, object_at
+from lvmbench.data.prompts.items import ItemPrompt
 from lvmbench.data.prompts.transfer import Key, check_items, item_name
 from lvmbench.errors import DataError, UserError
 from lvmbench.protocols.seg_data import Prepared

@@ -46,7 +46,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lvmbench.data.prompts.boxes import redraw_boxes
-from lvmbench.data.prompts.draw import ItemPrompt, object_at
+from lvmbench.data.prompts.draw import object_at
+from lvmbench.data.prompts.items import ItemPrompt
 from lvmbench.data.transforms import normalize_batch
 from lvmbench.errors import DataError, UserError
 from lvmbench.heads.sam import PromptSegModel, SamDecoder, load_sam_decoder

@@ -10,7 +10,6 @@ from lvmbench.encoders.channels import takes_channels
 from lvmbench.encoders.kinds import encoder_kind
 from lvmbench.encoders.pretrained import PRESETS
 from lvmbench.paths import cache_root
-from lvmbench.runner.data_pool import TaskDataPool  # noqa: F401 (the runner's older import)
 from lvmbench.runner.facts import FactsFile
 from lvmbench.runner.planner import plan_units
 from lvmbench.runner.request import EvalRequest, Planned

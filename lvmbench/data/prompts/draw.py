@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from lvmbench.data.prompts.boxes import jitter_box, random_box, tight_box
 from lvmbench.data.prompts.clicks import initial_points
-from lvmbench.data.prompts.items import DIGITS, ItemPrompt  # noqa: F401 (drawn items; DIGITS for older imports)
+from lvmbench.data.prompts.items import ItemPrompt
 from lvmbench.data.prompts.rules import PromptRule
 
 
