@@ -133,12 +133,12 @@ def test_facts_under_other_code_read_as_none(tmp_path, monkeypatch):
     from lvmbench.runner import facts
 
     f = facts.FactsFile(tmp_path, "resnet18", facts.RANDOM_INIT)
-    f.put("kind", "cnn")
+    f.put({"kind": "cnn"})
     assert facts.FactsFile(tmp_path, "resnet18", facts.RANDOM_INIT).get("kind") == "cnn"
     monkeypatch.setattr(facts, "code_digest", lambda: "edited")
     with pytest.raises(facts.NotCached):
         facts.FactsFile(tmp_path, "resnet18", facts.RANDOM_INIT).get("kind")
-    facts.FactsFile(tmp_path, "resnet18", facts.RANDOM_INIT).put("kind", "transformer")  # replaces, does not pile up
+    facts.FactsFile(tmp_path, "resnet18", facts.RANDOM_INIT).put({"kind": "transformer"})  # replaces, does not pile up
     assert len(list((tmp_path / "encoder-facts").iterdir())) == 1
 
 
@@ -147,7 +147,9 @@ def test_facts_of_a_read_only_cache_are_skipped_not_fatal(tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("x", encoding="utf-8")
-    facts.FactsFile(blocker, "resnet18", facts.RANDOM_INIT).put("kind", "cnn")  # its folder cannot exist: no error
+    f = facts.FactsFile(blocker, "resnet18", facts.RANDOM_INIT)
+    f.put({"kind": "cnn"})  # its folder cannot exist: no error, nothing written
+    assert blocker.read_text(encoding="utf-8") == "x" and not f.path.exists()
 
 
 @pytest.mark.parametrize("args", [["tasks"], ["protocols"], ["suites"], ["task", "check", "tasks/brain_tumor_linear"], ["readers"]])

@@ -104,12 +104,13 @@ class FactsFile:
             raise NotCached(fact)
         return facts[fact]
 
-    def put(self, fact: str, value: Any) -> None:
-        """Best effort: a cache that cannot be written only costs the next command its shortcut."""
+    def put(self, new: dict[str, Any]) -> None:
+        """File ``new`` facts in one write. Best effort: a cache that cannot be written only costs
+        the next command its shortcut."""
         facts = self.read()  # facts filed under another key read as none: this write replaces them
-        if facts.get(fact) == value:
+        if all(facts.get(k) == v for k, v in new.items()):
             return
-        facts[fact] = value
+        facts.update(new)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps({"key": self.key, "facts": facts}, indent=1, sort_keys=True))

@@ -33,30 +33,27 @@ class EncoderPool:
         self._cache_dir = cache_dir
         self._pending: dict[str, object] = {}
 
-    def _store(self, fact: str, value: object) -> None:
-        self._pending[fact] = value
-        if self._sha is not None:  # facts are filed under the weights' sha256
-            file = FactsFile(self._cache_dir or cache_root(), self.name, self._sha)
-            for name, v in self._pending.items():
-                file.put(name, v)
-            self._pending.clear()
+    def _store(self, facts: dict[str, object]) -> None:
+        """Facts are filed under the weights' sha256: held until it is known, then written at once."""
+        self._pending.update(facts)
+        if self._sha is not None and self._pending:
+            FactsFile(self._cache_dir or cache_root(), self.name, self._sha).put(self._pending)
+            self._pending = {}
 
     def check_known(self) -> None:
         if not is_known(self.name):
             raise unknown_encoder(self.name)
-        self._store("known", True)
-        self._store("preset", self.name in PRESETS)
+        self._store({"known": True, "preset": self.name in PRESETS})
 
     def weights_sha256(self) -> str:
         if self._sha is None:
             self._sha = weights_identity(self.weights)
-            if self._pending:
-                self._store(*self._pending.popitem())
+            self._store({})  # what was learnt before the sha256
         return self._sha
 
     def kind(self) -> str:
         kind = encoder_kind(self.name)
-        self._store("kind", kind)
+        self._store({"kind": kind})
         return kind
 
     def get(self, seed: int, channels: int | None = None) -> tuple[Encoder, EncoderIdentity]:
@@ -71,12 +68,12 @@ class EncoderPool:
         one encoder (a plugin told the channel count may build another per task)."""
         if channels is None or not takes_channels(self.name):
             self.weights_sha256()
-            self._store(f"info:{seed}", info)
+            self._store({f"info:{seed}": info})
 
     def info(self, seed: int) -> dict:
         """What, beyond the weights, decides the encoder's outputs (its pooling): part of identity."""
         info = encoder_info(self.get(seed)[0])
-        self._store(f"info:{seed}", info)
+        self._store({f"info:{seed}": info})
         return info
 
 
