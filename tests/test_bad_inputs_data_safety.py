@@ -185,6 +185,23 @@ def test_data_synth_replaces_only_its_own_folders(tmp_path, monkeypatch, capsys)
     assert "wrote 1 synthetic dataset(s)" in err and "medmnist" in err
 
 
+def test_a_writer_revision_rewrites_that_dataset_alone_from_the_same_draws(tmp_path):
+    """A dataset whose writer changed (REVISIONS) is rewritten in a cache written before the change;
+    the other datasets, and the parts of it the change did not touch, stay byte for byte."""
+    from lvmbench.data.synth import REVISIONS
+
+    root = tmp_path / "synth"
+    assert write_all(root, ["Prostate", "medmnist"]) == ["Prostate", "medmnist"]
+    medmnist, bmc = tree_digest(root / "medmnist"), tree_digest(root / "Prostate" / "BMC")
+    marker = root / "Prostate" / ".complete"
+    assert json.loads(marker.read_text(encoding="utf-8"))["revision"] == REVISIONS["Prostate"] > 1
+    marker.write_text(json.dumps({"version": SYNTH_VERSION}), encoding="utf-8")  # as written before the revision
+    assert write_all(root, ["Prostate", "medmnist"]) == ["Prostate"]
+    assert json.loads(marker.read_text(encoding="utf-8"))["revision"] == REVISIONS["Prostate"]
+    assert tree_digest(root / "medmnist") == medmnist and tree_digest(root / "Prostate" / "BMC") == bmc
+    assert write_all(root, ["Prostate", "medmnist"]) == []
+
+
 def test_data_synth_into_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     f = tmp_path / "data.txt"
     f.write_text("x", encoding="utf-8")
