@@ -28,7 +28,7 @@ import pytest
 from builders import tiny_task_dir, write_class_folders
 
 from lvmbench.data.cache import ArrayCache
-from lvmbench.data.synth import SYNTH, SYNTH_VERSION, ensure_synthetic, synthetic_root, write_all
+from lvmbench.data.synth import REVISIONS, SYNTH, SYNTH_VERSION, ensure_synthetic, synthetic_root, write_all
 from lvmbench.errors import DataError, UserError
 from lvmbench.tasks import TASKS, load_task_file
 
@@ -188,8 +188,6 @@ def test_data_synth_replaces_only_its_own_folders(tmp_path, monkeypatch, capsys)
 def test_a_writer_revision_rewrites_that_dataset_alone_from_the_same_draws(tmp_path):
     """A dataset whose writer changed (REVISIONS) is rewritten in a cache written before the change;
     the other datasets, and the parts of it the change did not touch, stay byte for byte."""
-    from lvmbench.data.synth import REVISIONS
-
     root = tmp_path / "synth"
     assert write_all(root, ["Prostate", "medmnist"]) == ["Prostate", "medmnist"]
     medmnist, bmc = tree_digest(root / "medmnist"), tree_digest(root / "Prostate" / "BMC")
