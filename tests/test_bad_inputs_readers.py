@@ -1,5 +1,5 @@
-"""Bad inputs that used to give a wrong number with exit 0 (or exhaust the machine), at the readers
-and cache keys: each is read correctly or refused with one line naming the file and the fix.
+"""Bad inputs that used to give a wrong number with exit 0 (or exhaust the machine), at the readers:
+each is read correctly or refused with one line naming the file and the fix.
 
 Every input is generated here (tiny images and volumes); nothing reads ../shared/data.
 """
@@ -8,81 +8,20 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
+from reader_inputs import SEG_TASK, VOL_TASK, disc, seg_folder, task
 
-from lvmbench.data.cache import ArrayCache, file_stamp
-from lvmbench.data.cases import Case, make_reader
-from lvmbench.data.datasets import ImageDataset
+from lvmbench.data.cases import make_reader
 from lvmbench.data.imageio import read_image
-from lvmbench.data.splits import Split, make_split, read_split_file, write_split_file
 from lvmbench.data.task_data import load_task_data
 from lvmbench.data.verify import preflight, verify_task
 from lvmbench.errors import DataError
-from lvmbench.spec import RunOptions, SplitSpec, TaskSpec
-
-SEG_TASK = """
-id: {id}
-title: bad-input segmentation task
-family: segmentation
-modality: synthetic
-classes: {classes}
-data: {{reader: kvasir_seg, dir: {dir}, options: {{images: images/*.png, masks: "masks/{{name}}", threshold: 128}}}}
-split: {{source: rule, val: 0.25, test: 0.25, stratify: false, group_by: {group_by}}}
-preprocess: {{size: 16, channels: 3, intensity: raw255}}
-protocols: {{seg2d: {{epochs: 1, batch_size: 4}}}}
-primary_metric: dice
-"""
-
-VOL_TASK = """
-id: {id}
-title: bad-input volume task
-family: segmentation
-dims: 3d-slicewise
-modality: synthetic
-classes: [background, fg]
-data: {{reader: decathlon, dir: {dir}, options: {{images: "images/*.nii*", pattern: '[^/]+/(?P<vol>[^/.]+)\.nii(\.gz)?', label: "labels/{{vol}}.nii.gz"}}}}
-split: {{source: rule, val: 0.25, test: 0.25, stratify: false, group_by: {group_by}}}
-preprocess: {{size: 16, channels: 1, intensity: raw255}}
-protocols: {{seg3d: {{epochs: 1, batch_size: 8}}}}
-primary_metric: iou3d
-"""
-
-
-def task(tasks: Path, text: str, **fields) -> TaskSpec:
-    raw = yaml.safe_load(text.format(**fields))
-    folder = tasks / raw["id"]
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = TaskSpec.model_validate(raw)
-    spec.folder = folder
-    return spec
-
-
-def disc(h: int = 20, w: int = 20, cy: int = 10, cx: int = 10, r: int = 5) -> np.ndarray:
-    yy, xx = np.mgrid[:h, :w]
-    return ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8)
-
-
-def seg_folder(root: Path, n: int = 8, mask_values: int = 255, ext: str = "png") -> Path:
-    """``images/cNN.png`` with a bright disc and ``masks/cNN.<ext>`` holding ``disc * mask_values``."""
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        m = disc(cy=6 + i % 8, cx=7 + i % 6)
-        img = np.repeat((rng.integers(0, 60, m.shape) + m * 150).astype(np.uint8)[..., None], 3, axis=2)
-        Image.fromarray(img).save(root / "images" / f"c{i:02d}.png")
-        Image.fromarray((m * mask_values).astype(np.uint8)).save(root / "masks" / f"c{i:02d}.{ext}")
-    return root
-
 
 # ---------------------------------------------------------------- 1. masks stored as labels
 
@@ -161,104 +100,7 @@ def test_a_task_whose_every_mask_is_empty_is_an_error(tmp_path):
         preflight(load_task_data(spec, tmp_path / "data"), tmp_path / "cache", log=lambda s: None)
 
 
-# ---------------------------------------------------------------- 2. content stamps
-
-
-def _rewrite_same_size_same_mtime(path: Path, blob: bytes) -> None:
-    st = path.stat()
-    assert len(blob) == st.st_size
-    path.write_bytes(blob)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p / rsync -t / tar do
-
-
-def _same_size_other_image(path: Path, seed: int) -> bytes:
-    """A different image whose encoding has exactly the size of ``path`` (uncompressed BMP)."""
-    arr = np.asarray(Image.open(path))
-    other = np.random.default_rng(seed).integers(0, 255, arr.shape).astype(np.uint8)
-    tmp = path.with_suffix(".tmp.bmp")
-    Image.fromarray(other).save(tmp)
-    blob = tmp.read_bytes()
-    tmp.unlink()
-    return blob
-
-
-def test_in_place_change_with_restored_mtime_invalidates_stamps_and_decoded_cache(tmp_path):
-    root = tmp_path / "d" / "Training" / "a"
-    root.mkdir(parents=True)
-    f = root / "x.bmp"
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f)
-    (tmp_path / "d" / "Training" / "b").mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d" / "Training" / "b" / "y.bmp")
-    reader = make_reader("class_folders", tmp_path / "d", {"splits": ["Training"], "classes": ["a", "b"]})
-    cases = reader.cases()
-    ds = ImageDataset(reader, cases, 8, 3, "nearest", ArrayCache(tmp_path / "cache"))
-    before_stamp = file_stamp(f)
-    assert ds.array(0).max() == 0
-    _rewrite_same_size_same_mtime(f, _same_size_other_image(f, 1))
-    assert file_stamp(f) != before_stamp
-    fresh = ImageDataset(reader, cases, 8, 3, "nearest", ArrayCache(tmp_path / "cache"))
-    assert fresh.array(0).max() > 0, "a stale decoded array was served"
-
-
-def test_fingerprint_and_verified_store_see_in_place_changes(tmp_path):
-    from lvmbench.data.fingerprint import data_fingerprint
-
-    root = seg_folder(tmp_path / "data" / "seg")
-    spec = task(tmp_path / "tasks", SEG_TASK, id="inplace", classes="[bg, fg]", dir="seg", group_by="case")
-    data = load_task_data(spec, tmp_path / "data")
-    fp = data_fingerprint(data)
-    preflight(data, tmp_path / "cache", log=lambda s: None)
-    mask = root / "masks" / "c03.png"
-    blob = mask.read_bytes()
-    _rewrite_same_size_same_mtime(mask, b"\0" * len(blob))  # damaged in place, same size and mtime
-    data = load_task_data(spec, tmp_path / "data")
-    assert data_fingerprint(data) != fp
-    with pytest.raises(DataError, match="c03.png: unreadable"):
-        preflight(data, tmp_path / "cache", log=lambda s: None)
-
-
-def test_feature_key_sees_in_place_changes(tmp_path):
-    ctx, cases = _feature_ctx(tmp_path)
-    from lvmbench.protocols.features import feature_key
-
-    key = feature_key(ctx, ctx.data.split.test, "eval")
-    f = ctx.data.root / ctx.data.split.test[0].image
-    _rewrite_same_size_same_mtime(f, _same_size_other_image(f, 2))
-    assert feature_key(ctx, ctx.data.split.test, "eval") != key
-
-
-# ---------------------------------------------------------------- 3. duplicate ids in split lists
-
-
-def _cases(n: int = 6) -> list[Case]:
-    return [Case(id=f"c{i}", group=f"c{i}", image=f"images/c{i}.png", files=(f"images/c{i}.png",)) for i in range(n)]
-
-
-def test_duplicate_id_in_a_split_file_is_refused(tmp_path):
-    p = tmp_path / "split.json"
-    p.write_text(json.dumps({"train": ["c0", "c1", "c0"], "val": ["c2"], "test": ["c3", "c4"]}), encoding="utf-8")
-    with pytest.raises(DataError) as ei:
-        read_split_file(p, _cases())
-    assert str(ei.value).startswith(f"{p}:") and "'c0'" in str(ei.value) and "twice" in str(ei.value) and "fix:" in str(ei.value)
-    with pytest.raises(DataError, match="'c0'.*twice"):  # the same file as a task's `source: file`
-        make_split(_cases(), SplitSpec(source="file", file=str(p)))
-
-
-def test_duplicate_in_written_and_imported_lists_is_refused(tmp_path):
-    from lvmbench.data.split_import import import_lists, load_paper_lists
-
-    cases = _cases()
-    with pytest.raises(DataError, match="'c1'.*twice"):
-        write_split_file(tmp_path / "s.json", Split([cases[0], cases[1], cases[1]], [], [cases[2]]), task="t", suite="s", origin="x", cases=cases)
-    assert not (tmp_path / "s.json").exists()
-    lists = tmp_path / "lists.json"
-    lists.write_text(json.dumps({"train": ["c0.png", "c1.png", "c0.png"], "valid": ["c2.png"], "test": ["c3.png"]}), encoding="utf-8")
-    with pytest.raises(DataError) as ei:
-        import_lists(load_paper_lists(lists), cases)
-    assert str(ei.value).startswith(f"{lists}:") and "c0.png" in str(ei.value) and "twice" in str(ei.value)
-
-
-# ---------------------------------------------------------------- 4. NIfTI pairs on different grids
+# ---------------------------------------------------------------- 2. NIfTI pairs on different grids
 
 
 def _volumes(root: Path, n: int = 4, label_affine=None, bad: int = 1) -> None:
@@ -296,7 +138,7 @@ def test_nifti_label_on_another_grid_is_refused(tmp_path):
     assert verify_task(spec, tmp_path / "data", progress=False).runnable
 
 
-# ---------------------------------------------------------------- 5. glob characters in file names
+# ---------------------------------------------------------------- 3. glob characters in file names
 
 
 def test_file_names_with_glob_characters_pair_with_their_own_mask(tmp_path):
@@ -317,7 +159,7 @@ def test_file_names_with_glob_characters_pair_with_their_own_mask(tmp_path):
     assert reader.dataset_checks(list(cases.values())) == []
 
 
-# ---------------------------------------------------------------- 6. EXIF orientation
+# ---------------------------------------------------------------- 4. EXIF orientation
 
 
 def test_jpeg_with_exif_orientation_is_aligned_with_its_mask(tmp_path):
@@ -339,7 +181,7 @@ def test_jpeg_with_exif_orientation_is_aligned_with_its_mask(tmp_path):
     assert img[..., 0][tgt == 1].mean() > 150 and img[..., 0][tgt == 0].mean() < 60
 
 
-# ---------------------------------------------------------------- 7. NaN pixels in float images
+# ---------------------------------------------------------------- 5. NaN pixels in float images
 
 
 def test_nan_pixels_in_a_float_tiff_are_refused(tmp_path):
@@ -353,7 +195,7 @@ def test_nan_pixels_in_a_float_tiff_are_refused(tmp_path):
         assert str(ei.value).startswith(f"{p}:") and "NaN" in str(ei.value) and "fix:" in str(ei.value)
 
 
-# ---------------------------------------------------------------- 8. decompression bombs
+# ---------------------------------------------------------------- 6. decompression bombs
 
 
 def _png_claiming(path: Path, w: int, h: int) -> None:
@@ -383,7 +225,7 @@ def test_pixel_limit_refuses_bombs_and_can_be_raised(tmp_path, monkeypatch):
     assert read_image(small, "L").shape == (40, 50)
 
 
-# ---------------------------------------------------------------- 9. NIfTI headers claiming huge volumes
+# ---------------------------------------------------------------- 7. NIfTI headers claiming huge volumes
 
 
 def _nifti_claiming(path: Path, shape: tuple[int, ...], compressed: bool) -> None:
@@ -441,47 +283,7 @@ def test_truncated_gzip_volume_and_the_voxel_limit(tmp_path, monkeypatch):
     assert data.reader.load_image(cases["v1"]).shape == (4, 8, 8)
 
 
-# ---------------------------------------------------------------- 10. feature keys under BN adaptation
-
-
-def _feature_ctx(tmp_path: Path, train_ids: tuple[int, ...] = (0, 1, 2, 3)):
-    d = tmp_path / "fd"
-    d.mkdir(exist_ok=True)
-    for i in range(8):
-        if not (d / f"c{i}.bmp").exists():
-            Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(d / f"c{i}.bmp")
-    cases = [Case(id=f"c{i}", group=f"c{i}", image=f"c{i}.bmp", label=i % 2, files=(f"c{i}.bmp",)) for i in range(8)]
-    split = Split([cases[i] for i in train_ids], [cases[5]], [cases[6], cases[7]])
-    spec = TaskSpec.model_validate({"id": "t", "title": "t", "family": "classification", "modality": "x", "classes": ["a", "b"], "data": {"reader": "class_folders", "dir": "d"}, "protocols": {"linear": {}}, "primary_metric": "accuracy"})
-    ctx = SimpleNamespace(
-        encoder_identity=SimpleNamespace(name="resnet18", weights_sha256="ab" * 32),
-        task=spec,
-        data=SimpleNamespace(root=d, split=split, reader=SimpleNamespace(options={})),
-        run=RunOptions(),
-        seed=0,
-        settings=SimpleNamespace(model_dump=lambda **kw: {}),  # the protocol's resolved settings
-    )
-    return ctx, cases
-
-
-def test_feature_key_includes_the_training_split_under_bn_adapt(tmp_path):
-    from lvmbench.protocols import features
-
-    a, _ = _feature_ctx(tmp_path, (0, 1, 2, 3))
-    b, _ = _feature_ctx(tmp_path, (0, 1, 2, 4))  # one training case differs; val/test identical
-    for part in ("val", "test"):
-        assert features.feature_key(a, a.data.split[part], "adapt") != features.feature_key(b, b.data.split[part], "adapt")
-        assert features.feature_key(a, a.data.split[part], "eval") == features.feature_key(b, b.data.split[part], "eval")
-    key = features.feature_key(a, a.data.split.val, "eval")
-    old = features.EMBED_VERSION
-    try:
-        features.EMBED_VERSION = old + 1
-        assert features.feature_key(a, a.data.split.val, "eval") != key
-    finally:
-        features.EMBED_VERSION = old
-
-
-# ---------------------------------------------------------------- 11. group_by against the reader's groups
+# ---------------------------------------------------------------- 8. group_by against the reader's groups
 
 
 def test_group_by_patient_without_patient_information_is_an_error(tmp_path):
