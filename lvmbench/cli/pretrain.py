@@ -31,6 +31,8 @@ def parse_options(pairs: list[str] | None, flag: str = "-o") -> dict:
         if not sep or not key.strip():
             example = "e.g. --view jitter_p=0.3" if flag == "--view" else "e.g. -o second_order=false -o lam=80"
             raise UserError(f"{flag} '{pair}' is not KEY=VALUE", fix=example)
+        if key.strip() in out:  # the later one would silently win over the earlier
+            raise UserError(f"{flag} {key.strip()} is given twice ('{pair}')", fix="give each key once")
         text = value.strip()
         lowered = {"true": "true", "false": "false", "none": "null"}.get(text.lower(), text)
         try:

@@ -32,21 +32,34 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import ConfigDict, Field, Strict
 from scipy.optimize import linear_sum_assignment
+
+from lvmbench.kit import Int, PosFloat, PosInt
 
 
 @dataclass(frozen=True)
 class SolverConfig:
-    beta0: float = 1.0  # initial inverse temperature (on a per-graph standardised gradient)
-    beta_max: float = 200.0  # annealing stops here; at 200 the softassign is practically discrete
-    beta_rate: float = 1.5
-    inner: int = 2  # softassign updates per temperature
-    sinkhorn_iters: int = 10
-    swap_iters: int | None = None  # None: n (a permutation is n swaps away from any other)
-    restarts: int = 4  # random starts for the swap search (each costs one more batched search)
-    seed: int = 0
+    """The solver's settings (``-o solver_options='{...}'``); the annotations are types and bounds,
+    checked by pydantic before a run starts (unknown keys refused)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    beta0: PosFloat = 1.0  # initial inverse temperature (on a per-graph standardised gradient)
+    beta_max: PosFloat = 200.0  # annealing stops here; at 200 the softassign is practically discrete
+    beta_rate: Annotated[float, Strict(), Field(gt=1, allow_inf_nan=False)] = 1.5  # at most 1 never ends
+    inner: PosInt = 2  # softassign updates per temperature
+    sinkhorn_iters: PosInt = 10
+    swap_iters: Annotated[int, Strict(), Field(ge=0)] | None = None  # None: n (a permutation is n swaps away from any other)
+    restarts: Annotated[int, Strict(), Field(ge=1, le=1024)] = 4  # random starts for the swap search (each costs one more batched search)
+    seed: Int = 0
+
+    def __post_init__(self) -> None:
+        if self.beta0 > self.beta_max:
+            raise ValueError(f"beta0 ({self.beta0}) must not exceed beta_max ({self.beta_max}): the annealing would not run")
 
 
 def linear_assignment(cost: torch.Tensor) -> torch.Tensor:

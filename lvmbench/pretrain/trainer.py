@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import inspect
 import json
 import os
 import random
+import re
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -48,9 +48,8 @@ from lvmbench.pretrain.exclusion import (
     resolve_suites,
 )
 from lvmbench.pretrain.monitors.session import MonitorConfig, Monitors
-from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch
+from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, validate_options
 from lvmbench.pretrain.views import view_config
-from lvmbench.registry import suggest
 
 
 def _jsonable(x):
@@ -103,22 +102,25 @@ def _unused_encoder_params(encoder: torch.nn.Module, size: int, device: torch.de
 
 def _build_objective(cfg: PretrainConfig, encoder: torch.nn.Module) -> torch.nn.Module:
     cls = OBJECTIVES.get(cfg.objective)
-    params = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        known = [k for k in params if k not in ("self", "encoder")]
-        for key in cfg.objective_options:
-            if key not in known:
-                hint = suggest(key, known)
-                raise UserError(f"objective '{cfg.objective}' has no option '{key}'" + (f"; did you mean '{hint}'?" if hint else ""), fix=f"options: {', '.join(known)}")
+    validate_options(cfg.objective, cfg.objective_options)
     try:
-        return cls(encoder, **cfg.objective_options)
+        objective = cls(encoder, **cfg.objective_options)
+        objective.check_view_size(cfg.image_size)
     except (TypeError, ValueError) as e:
         raise UserError(f"objective '{cfg.objective}': {e}", fix="check the -o KEY=VALUE options") from None
+    except (MemoryError, RuntimeError) as e:  # torch's allocation failures are RuntimeErrors
+        if not isinstance(e, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(e):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        what = f"an allocation of {int(asked.group(1)) / 2**30:.1f} GiB failed" if asked else type(e).__name__
+        raise UserError(f"objective '{cfg.objective}': its layers do not fit in memory ({what})", fix="smaller widths in -o") from None
+    return objective
 
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig):
         self.cfg = cfg
+        validate_options(cfg.objective, cfg.objective_options)  # one line before --out is created
         self.rank, self.world, local_rank = _dist_env()
         self.device = _device(cfg, local_rank)
         if self.world > 1 and not dist.is_initialized():

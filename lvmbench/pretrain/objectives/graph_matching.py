@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, Strict
 from torch import nn
 
 from lvmbench.encoders.base import Encoder
+from lvmbench.kit import Bool, Fraction01, NonNegFloat, PosFloat, PosInt
 from lvmbench.pretrain.affinity import edge_affinity, local_affinity, vertex_affinity
 from lvmbench.pretrain.gcn import GCN, knn_adjacency
 from lvmbench.pretrain.imle import SectionTimer, gumbel_like, hamming, imle_match
-from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective
+from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective, Width
 from lvmbench.pretrain.solver import SolverConfig, no_autocast, solve_qap, solve_qap_loop
 
 SOLVERS = {"batched": solve_qap, "loop": solve_qap_loop}
@@ -53,23 +56,23 @@ class GraphMatching(PretrainObjective):
     def __init__(
         self,
         encoder: Encoder,
-        proj_dim: int = 128,
-        proj_hidden: Sequence[int] = (),
-        graph_size: int = 16,
-        knn: int = 5,
-        gcn_hidden: int = 128,
-        gcn_residual: bool = False,
-        alpha: float = 0.8,
-        gamma: int = 20,
-        lam: float = 80.0,
-        noise_scale: float = 1.0,
-        margin: float = 0.2,
-        second_order: bool = True,
-        message_passing: bool = True,
-        gumbel: bool = True,
-        local: bool = True,
-        solver: str = "batched",
-        solver_options: dict | None = None,
+        proj_dim: Width = 128,
+        proj_hidden: tuple[Width, ...] = (),
+        graph_size: Annotated[int, Strict(), Field(ge=2)] = 16,
+        knn: PosInt = 5,
+        gcn_hidden: Width = 128,
+        gcn_residual: Bool = False,
+        alpha: Fraction01 = 0.8,
+        gamma: PosInt = 20,
+        lam: PosFloat = 80.0,
+        noise_scale: NonNegFloat = 1.0,
+        margin: NonNegFloat = 0.2,
+        second_order: Bool = True,
+        message_passing: Bool = True,
+        gumbel: Bool = True,
+        local: Bool = True,
+        solver: Literal["batched", "loop"] = "batched",
+        solver_options: SolverConfig | None = None,
     ):
         super().__init__(encoder)
         if graph_size < 2:

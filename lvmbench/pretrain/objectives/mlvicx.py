@@ -30,8 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lvmbench.encoders.base import Encoder
+from lvmbench.kit import Bool, NonNegFloat, PosFloat, PosInt
 from lvmbench.losses.vicreg import vicreg_terms
-from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective
+from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective, Width
 
 
 def projector(in_dim: int, hidden: int, out: int) -> nn.Sequential:
@@ -80,22 +81,25 @@ class MLVICX(PretrainObjective):
     def __init__(
         self,
         encoder: Encoder,
-        proj_hidden: int = 4096,
-        proj_out: int = 4096,
-        local_channels: int = 512,
-        local_size: int = 64,
-        local_pool: int = 4,
-        local_hidden: int = 4096,
-        local_out: int = 4096,
-        lambda_local: float = 1.0,
-        sim_coeff: float = 25.0,
-        std_coeff: float = 25.0,
-        cov_coeff: float = 1.0,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
-        freeze_level_convs: bool = False,
+        proj_hidden: Width = 4096,
+        proj_out: Width = 4096,
+        local_channels: Width = 512,
+        local_size: PosInt = 64,
+        local_pool: PosInt = 4,
+        local_hidden: Width = 4096,
+        local_out: Width = 4096,
+        lambda_local: NonNegFloat = 1.0,
+        sim_coeff: NonNegFloat = 25.0,
+        std_coeff: NonNegFloat = 25.0,
+        cov_coeff: NonNegFloat = 1.0,
+        gamma: PosFloat = 1.0,
+        eps: PosFloat = 1e-4,
+        freeze_level_convs: Bool = False,
     ):
         super().__init__(encoder)
+        if local_pool > local_size:
+            raise ValueError(f"local_pool ({local_pool}) must not exceed local_size ({local_size}): it pools the local_size² map")
+        self.local_size = local_size
         chans = tuple(int(c) for c in encoder.feature_info.channels)
         self.global_projector = projector(encoder.embed_dim, proj_hidden, proj_out)
         self.fuse = MultiLevelFuse(chans, local_channels, local_size)
@@ -106,6 +110,12 @@ class MLVICX(PretrainObjective):
         self.freeze_level_convs = bool(freeze_level_convs)
         if self.freeze_level_convs:
             self.fuse.requires_grad_(False)
+
+    def check_view_size(self, size: int) -> None:
+        # The fused map is resampled to local_size²: finer than the views adds memory, not detail
+        # (local_size 1000 on 32-px views exhausts 24 GB before the first step).
+        if self.local_size > size:
+            raise ValueError(f"local_size {self.local_size} is larger than the {size}-px views; set -o local_size=N with N <= {size} (MLVICX: 64 for 224-px views)")
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(global, local) projections of one view."""

@@ -9,19 +9,23 @@ few hundred images a CPU step holds, 0.2–0.5 is the usual choice (SimCLR Table
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field, Strict
 from torch import nn
 
 from lvmbench.encoders.base import Encoder
+from lvmbench.kit import PosFloat
 from lvmbench.losses.ntxent import nt_xent
-from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective
+from lvmbench.pretrain.objectives import MAX_WIDTH, OBJECTIVES, PretrainBatch, PretrainObjective, Width
 
 
 @OBJECTIVES.register("simclr")
 class SimCLR(PretrainObjective):
     name = "simclr"
 
-    def __init__(self, encoder: Encoder, proj_hidden: int = 0, proj_dim: int = 128, temperature: float = 0.2):
+    def __init__(self, encoder: Encoder, proj_hidden: Annotated[int, Strict(), Field(ge=0, le=MAX_WIDTH)] = 0, proj_dim: Width = 128, temperature: PosFloat = 0.2):
         super().__init__(encoder)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")

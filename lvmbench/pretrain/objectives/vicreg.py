@@ -12,8 +12,9 @@ import torch
 from torch.nn import functional as F
 
 from lvmbench.encoders.base import Encoder
+from lvmbench.kit import NonNegFloat, PosFloat
 from lvmbench.losses.vicreg import vicreg_terms
-from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective
+from lvmbench.pretrain.objectives import OBJECTIVES, PretrainBatch, PretrainObjective, Width
 from lvmbench.pretrain.objectives.mlvicx import projector
 
 
@@ -24,13 +25,13 @@ class VICReg(PretrainObjective):
     def __init__(
         self,
         encoder: Encoder,
-        proj_hidden: int = 2048,
-        proj_out: int = 2048,
-        sim_coeff: float = 25.0,
-        std_coeff: float = 25.0,
-        cov_coeff: float = 1.0,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
+        proj_hidden: Width = 2048,
+        proj_out: Width = 2048,
+        sim_coeff: NonNegFloat = 25.0,
+        std_coeff: NonNegFloat = 25.0,
+        cov_coeff: NonNegFloat = 1.0,
+        gamma: PosFloat = 1.0,
+        eps: PosFloat = 1e-4,
     ):
         super().__init__(encoder)
         self.expander = projector(encoder.embed_dim, proj_hidden, proj_out)
