@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 
 import pytest
-import torch
 from pretrain_helpers import config, write_images
 from typer.testing import CliRunner
 
@@ -111,4 +110,37 @@ def test_the_cli_refuses_before_the_run_starts(tmp_path):
         result = CliRunner().invoke(app, base + extra)
         assert isinstance(result.exception, UserError) and message in str(result.exception), (extra, result.output, result.exception)
         assert not (tmp_path / "o").exists()
-    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr", "-1"], "--lr must be a positive number, got -1.0"),
+        (["--lr", "nan"], "--lr must be a positive number, got nan"),
+        (["--lr", "0"], "--lr must be a positive number, got 0.0"),  # runs, learns nothing
+        (["--seed", "-1"], "--seed must be in 0 .. 4000000"),
+        (["--seed", "4000001"], "--seed must be in 0 .. 4000000"),  # numpy's seed * 1000 + rank overflows
+        (["--workers", "-1"], "--workers and --cache-mb must be ≥ 0"),
+        (["--cache-mb", "-5"], "--workers and --cache-mb must be ≥ 0"),
+        (["--stop-at", "0"], "--stop-at ≥ 1"),
+        (["--max-minutes", "nan"], "--max-minutes must be a positive number of minutes, got nan"),
+        (["--device", "tpu"], "--device 'tpu' is not a device name"),
+        (["--monitor-size", "5000"], "--monitor-size 16 .. 1024"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_pretrain_flags_out_of_range_are_one_line(extra, message, tmp_path):
+    from lvmbench.cli import app
+
+    base = ["pretrain", "--data", str(tmp_path), "--encoder", "resnet18", "--image-size", "32", "--batch-size", "16", "--steps", "1", "--out", str(tmp_path / "o"), "--no-progress"]
+    result = CliRunner().invoke(app, base + extra)
+    assert isinstance(result.exception, UserError) and message in str(result.exception), (result.output, result.exception)
+    assert not (tmp_path / "o").exists()
+
+
+def test_epochs_must_be_finite(tmp_path):
+    from lvmbench.cli import app
+
+    base = ["pretrain", "--data", str(tmp_path), "--encoder", "resnet18", "--out", str(tmp_path / "o"), "--no-progress"]
+    result = CliRunner().invoke(app, base + ["--epochs", "inf"])
+    assert isinstance(result.exception, UserError) and "--steps/--epochs must be positive" in str(result.exception), result.exception

@@ -8,12 +8,14 @@ Runs the same alone or under torchrun (``torchrun --nproc_per_node 8 -m lvmbench
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from lvmbench.cli.evaluate import check_device
 from lvmbench.errors import UserError
 
 OPTION_HELP = (
@@ -86,17 +88,24 @@ def pretrain_cmd(
 
     if not data:
         raise UserError("give --data (a folder of images or .tar shards)", fix="e.g. lvmbench pretrain --data ../shared/data --steps 1000 --out runs/r18")
-    if max_minutes is not None and max_minutes <= 0:
-        raise UserError("--max-minutes must be positive")
-    if (monitor_every is not None and monitor_every < 1) or monitor_k < 1 or (monitor_size is not None and monitor_size < 16):
-        raise UserError("--monitor-every and --monitor-k must be ≥ 1, --monitor-size ≥ 16")
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise UserError(f"--max-minutes must be a positive number of minutes, got {max_minutes}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be a positive number, got {lr}", fix="e.g. --lr 2e-3 (the default)")
+    if not 0 <= seed <= 4_000_000:  # process p seeds numpy with seed * 1000 + p, which must stay below 2**32
+        raise UserError(f"--seed must be in 0 .. 4000000, got {seed}")
+    if workers < 0 or cache_mb < 0 or (stop_at is not None and stop_at < 1):
+        raise UserError("--workers and --cache-mb must be ≥ 0, --stop-at ≥ 1", fix="--workers 0 loads in the training process; --cache-mb 0 turns the decoded-image cache off")
+    if (monitor_every is not None and monitor_every < 1) or monitor_k < 1 or (monitor_size is not None and not 16 <= monitor_size <= 1024):
+        raise UserError("--monitor-every and --monitor-k must be ≥ 1, --monitor-size 16 .. 1024")
+    check_device(device)
     view_options = parse_options(view, "--view")
     view_config(image_size, view_options)  # a bad key or value: one line before any data is read
     suites = None if exclude_test_of is None else [s for s in exclude_test_of if s.lower() != "none"]
 
     if (steps is None) == (epochs is None):
         raise UserError("give exactly one of --steps and --epochs", fix="e.g. --epochs 100 or --steps 5000")
-    if (steps is not None and steps <= 0) or (epochs is not None and epochs <= 0):
+    if (steps is not None and steps <= 0) or (epochs is not None and not (math.isfinite(epochs) and epochs > 0)):
         raise UserError("--steps/--epochs must be positive")
     if image_size < 16 or batch_size < 1 or checkpoint_every < 1:
         raise UserError("--image-size must be ≥ 16, --batch-size and --checkpoint-every ≥ 1")
