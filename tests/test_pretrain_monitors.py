@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pretrain_helpers import config, write_images
 from typer.testing import CliRunner
 
 from lvmbench.pretrain.monitors.embedding import effective_rank, embedding_stats
@@ -17,7 +18,6 @@ from lvmbench.pretrain.monitors.knn import KNNMonitor, MonitorImages, knn_accura
 from lvmbench.pretrain.monitors.record import read_metrics
 from lvmbench.pretrain.monitors.session import MonitorConfig, Monitors
 from lvmbench.pretrain.trainer import train
-from pretrain_helpers import config, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -176,6 +176,32 @@ def test_plot_command_writes_a_png(monitored, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     bad = CliRunner().invoke(app, ["pretrain", "plot", str(tmp_path)])
     assert "no monitor entries" in str(bad.exception)
+
+
+def test_plot_of_a_hand_edited_binary_or_huge_log_is_one_line(tmp_path):
+    from lvmbench.cli import app
+
+    def plot(*args: str):
+        return CliRunner().invoke(app, ["pretrain", "plot", *args])
+
+    run = tmp_path / "run"
+    run.mkdir()
+    log = run / "metrics.jsonl"
+    for text in ['[1, 2, 3]\n', '{"step": "x", "loss": 1}\n"just a string"\n', '{"step": 1, "knn": \n']:
+        log.write_text(text, encoding="utf-8")
+        res = plot(str(run))
+        assert "no monitor entries" in str(res.exception), (text, res.exception)
+    log.write_bytes(np.random.default_rng(0).bytes(4000))
+    assert "no monitor entries" in str(plot(str(run)).exception)
+    assert read_metrics(log) == []
+    log.write_text('{"step": true}\n{"step": 3, "objective": {"loss": 2.0}}\n', encoding="utf-8")
+    assert [e["step"] for e in read_metrics(log)] == [3]  # only entries with an integer step
+    res = plot(str(run), str(tmp_path / "no-such-folder" / "m.png"))
+    assert "PNG's folder does not exist" in str(res.exception) and not (tmp_path / "no-such-folder").exists()
+    with open(log, "ab") as f:
+        f.truncate(65 << 20)  # sparse: a 65 MiB file that costs no disk
+    res = plot(str(run))
+    assert "larger than 64 MiB" in str(res.exception)
 
 
 def test_max_minutes_stops_with_a_last_report_and_a_resumable_checkpoint(tmp_path):

@@ -17,6 +17,7 @@ from lvmbench.errors import UserError
 from lvmbench.outputs import write_atomic
 from lvmbench.pretrain.monitors.record import NAME, read_metrics
 
+MAX_LOG_BYTES = 64 << 20  # one entry is ~1 kB and a run writes ~20: far above any real log
 AGREEMENT = ("match_acc", "match_acc_clean", "vertex_top1", "graphs_exact_clean", "vertex_gap", "contrastive_acc")
 
 
@@ -35,6 +36,10 @@ def _series(entries: list[dict], get) -> tuple[list[int], list[float]]:
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
     path = run / NAME if run.is_dir() else run
+    if out is not None and not out.parent.is_dir():
+        raise UserError("PNG's folder does not exist", path=out, fix="create the folder first, or leave PNG out (RUN/metrics.png)")
+    if path.is_file() and path.stat().st_size > MAX_LOG_BYTES:
+        raise UserError(f"larger than {MAX_LOG_BYTES >> 20} MiB: not a pretraining run's monitor log", path=path, fix="point at a pretraining --out folder that holds metrics.jsonl")
     entries = read_metrics(path)
     if not entries:
         raise UserError("no monitor entries to plot", path=path, fix="point at a pretraining --out folder that holds metrics.jsonl")

@@ -62,15 +62,18 @@ class Interval:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Every complete entry (a line cut short by a crash is skipped)."""
+    """Every complete entry: a JSON object with an integer ``step`` (a line cut short by a crash,
+    or one edited into something else, is skipped)."""
     out = []
     if not path.is_file():
         return out
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue
+        if isinstance(entry, dict) and type(entry.get("step")) is int:
+            out.append(entry)
     return out
 
 
