@@ -50,28 +50,52 @@ def set_rng(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+# what a resume reads from checkpoint.pt (save_all writes them all)
+RESUME_KEYS = ("step", "objective", "optimizer", "rng", "config", "objective_settings", "num_items")
+
+
 def load_resume(out: Path, cfg: PretrainConfig) -> dict | None:
     """The saved state, after checking that this run is the one that wrote it."""
     path = out / "checkpoint.pt"
     if not path.is_file():
         raise UserError("--resume: no checkpoint.pt here", path=out, fix="drop --resume to start a new run, or point --out at the run to continue")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    fix = "restore checkpoint.pt and pretrain.json from a copy, or start a new run in another --out (this one's files are left as they are)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged archive, an empty file, a foreign pickle weights_only refuses
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:160]
+        raise UserError(f"--resume: checkpoint.pt cannot be read ({why})", path=path, fix=fix) from None
+    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not isinstance(state["config"], dict):
+        raise UserError(f"--resume: checkpoint.pt is not one of lvmbench pretrain's (no {', '.join(missing or ['config'])})", path=path, fix=fix)
     saved, now = state["config"], cfg.identity()
     # A setting added after the checkpoint was written took its default then.
     defaults = {f.name: f.default for f in fields(PretrainConfig) if f.default is not MISSING}
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k, defaults.get(k)) != now.get(k))
     if diff:
         raise UserError(f"--resume with different settings ({', '.join(diff)}) than the checkpoint", path=path, fix="repeat the original arguments (only runtime flags such as --workers may change) or use a new --out")
-    meta = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))
-    state["manifest"] = meta["data"]["manifest"]
+    try:
+        state["manifest"] = json.loads((out / "pretrain.json").read_text(encoding="utf-8"))["data"]["manifest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError("--resume: pretrain.json is missing, unreadable or has no data.manifest (the run's file list)", path=out / "pretrain.json", fix=fix) from None
     return state
+
+
+def _step_of(line: str) -> float:
+    """A log line's step; a line a crash cut short (or any other) counts as past every checkpoint."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return float("inf")
+    step = entry.get("step") if isinstance(entry, dict) else None
+    return step if type(step) is int else float("inf")
 
 
 def trim_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint a run resumes from (they are about to be redone)."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] < step]
+    keep = [ln for ln in path.read_bytes().decode("utf-8", errors="replace").splitlines() if _step_of(ln) < step]
     write_atomic(path, "".join(ln + "\n" for ln in keep), option=OUT_OPTION)
 
 
