@@ -22,7 +22,10 @@ OPTION_HELP = (
     "objective option KEY=VALUE (repeatable; VALUE parsed as JSON when it can be). graph-matching: "
     "graph_size=16 knn=5 alpha=0.8 gamma=20 lam=80 noise_scale=1 margin=0.2 solver=batched|loop, "
     "ablations (paper Table 6): second_order=false message_passing=false gumbel=false local=false; "
-    "gcn_residual=true (ẑ = z + g(z), not in the paper)"
+    "gcn_residual=true (ẑ = z + g(z), not in the paper), solver_options={...}; mlvicx: proj_hidden=4096 proj_out=4096 "
+    "local_size=64 (at most the view size) local_pool=4 lambda_local=1; vicreg: proj_hidden=2048 proj_out=2048 "
+    "sim_coeff=25 std_coeff=25 cov_coeff=1; simclr: proj_dim=128 temperature=0.2. Typed and bounded: "
+    "a bad key or value is one line"
 )
 
 
