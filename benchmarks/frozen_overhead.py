@@ -67,15 +67,13 @@ def harness_pass(encoder_name: str, tasks: list[str], suite: str, data_root: Pat
         encoder=encoder_name,
         suite=suite,
         tasks=tasks,
-        device=device,
-        options={"amp": True} if amp else {},
         protocols=list(protocols),
         heads=["linear", "mlp"],
         data_root=data_root,
         results=results,
         cache_dir=cache,
         overwrite=overwrite,
-        run=RunOptions(progress=False))
+        run=RunOptions(progress=False, device=device, amp=amp))
     t0 = time.perf_counter()
     summary = run(req, log=lambda s: None)
     if summary.failed:

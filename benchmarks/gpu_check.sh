@@ -51,7 +51,8 @@ for b in $BATCHES; do
         --steps "$STEPS" --device "$DEVICE" --modes batched --graphs "$GRAPHS"
 done
 part frozen-bf16 python benchmarks/frozen_overhead.py --encoder "$ENCODER" --device "$DEVICE" "${FROZEN[@]}"
-rm -rf "$OUT/pretrain"  # this script's own run folder: a fresh run each time
+# a fresh run each time: remove only what a pretraining run writes there, never the folder itself
+rm -f "$OUT/pretrain"/{checkpoint.pt,encoder.safetensors,pretrain.json,log.jsonl,metrics.jsonl,metrics.png}
 # shellcheck disable=SC2086  # GM_OPTIONS is a list of -o KEY=VALUE words
 part pretrain-gm lvmbench pretrain --objective graph-matching --encoder "$ENCODER" --device "$DEVICE" --out "$OUT/pretrain" --no-progress "${PRETRAIN[@]}" ${GM_OPTIONS--o gcn_residual=true -o noise_scale=0.2}
 if [ -s "$OUT/pretrain/metrics.jsonl" ]; then
