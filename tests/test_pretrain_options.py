@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from lvmbench.cli.pretrain import parse_options
 from lvmbench.encoders import create_encoder
 from lvmbench.errors import UserError
-from lvmbench.pretrain.objectives import OBJECTIVES, options_model, validate_options
+from lvmbench.pretrain.objectives import OBJECTIVES, PretrainObjective, Width, options_model, validate_options
 from lvmbench.pretrain.trainer import _build_objective
 
 
@@ -144,3 +144,17 @@ def test_epochs_must_be_finite(tmp_path):
     base = ["pretrain", "--data", str(tmp_path), "--encoder", "resnet18", "--out", str(tmp_path / "o"), "--no-progress"]
     result = CliRunner().invoke(app, base + ["--epochs", "inf"])
     assert isinstance(result.exception, UserError) and "--steps/--epochs must be positive" in str(result.exception), result.exception
+
+
+def test_an_objective_that_takes_any_keyword_accepts_unknown_keys_but_types_its_own():
+    class Loose(PretrainObjective):
+        def __init__(self, encoder, width: Width = 8, **extra):
+            super().__init__(encoder)
+
+    OBJECTIVES.add("loose-test", Loose)
+    try:
+        validate_options("loose-test", {"anything": 1})
+        with pytest.raises(UserError, match="-o width: Input should be greater than or equal to 1"):
+            validate_options("loose-test", {"width": 0})
+    finally:
+        OBJECTIVES._items.pop("loose-test", None)

@@ -101,8 +101,7 @@ def _unused_encoder_params(encoder: torch.nn.Module, size: int, device: torch.de
 
 
 def _build_objective(cfg: PretrainConfig, encoder: torch.nn.Module) -> torch.nn.Module:
-    cls = OBJECTIVES.get(cfg.objective)
-    validate_options(cfg.objective, cfg.objective_options)
+    cls = OBJECTIVES.get(cfg.objective)  # options already validated (Trainer.__init__)
     try:
         objective = cls(encoder, **cfg.objective_options)
         objective.check_view_size(cfg.image_size)

@@ -93,7 +93,8 @@ def options_model(cls: type[PretrainObjective]) -> type[BaseModel]:
     """The constructor's settings as a model: annotations are types and bounds, defaults defaults."""
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
     fields: dict[str, Any] = {k: (hints.get(k, Any), p.default) for k, p in _keywords(cls).items()}
-    return create_model(f"{cls.__name__}Options", __config__=ConfigDict(extra="forbid"), **fields)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())  # a plugin's **kwargs
+    return create_model(f"{cls.__name__}Options", __config__=ConfigDict(extra="allow" if takes_any else "forbid"), **fields)
 
 
 def validate_options(name: str, options: dict[str, Any]) -> None:
